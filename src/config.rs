@@ -1,0 +1,209 @@
+//! A cipher directory's `kmsfs.conf`: format version, filesystem id, block size, KMS backend and
+//! key. No secret is ever written here.
+
+use crate::format::FsId;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+/// File name of the configuration inside a cipher directory (hidden from the mount).
+pub const CONF_NAME: &str = "kmsfs.conf";
+
+/// Which KMS a cipher directory uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "kebab-case")]
+pub enum KmsConfig {
+    /// The in-process KMS over a sealed keystore file.
+    Embedded {
+        /// Path of the keystore.
+        keystore: PathBuf,
+    },
+    /// An Exoscale-v2-compatible KMS over HTTP.
+    Remote {
+        /// API base URL, ending in `/v2`.
+        endpoint: String,
+    },
+}
+
+/// The contents of `kmsfs.conf`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CipherConfig {
+    /// On-disk format version (1).
+    #[serde(rename = "format-version")]
+    pub format_version: u32,
+    /// Random filesystem id, hex.
+    #[serde(rename = "fs-id")]
+    pub fs_id: String,
+    /// Plaintext bytes per block (4096).
+    #[serde(rename = "block-size")]
+    pub block_size: u32,
+    /// The KMS backend.
+    pub kms: KmsConfig,
+    /// The KMS key that wraps new DEKs.
+    #[serde(rename = "key-id")]
+    pub key_id: Uuid,
+}
+
+/// Why a configuration could not be read or written; each a plain sentence.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No `kmsfs.conf`.
+    #[error(
+        "{0} is not a kmsfs cipher directory (it has no kmsfs.conf); create one with `kmsfs init`"
+    )]
+    NotCipherDir(PathBuf),
+    /// Unreadable or invalid `kmsfs.conf`.
+    #[error("{path} is damaged: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An I/O error.
+    #[error("cannot access {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl CipherConfig {
+    /// A new configuration with a random filesystem id.
+    pub fn new(kms: KmsConfig, key_id: Uuid) -> Self {
+        CipherConfig {
+            format_version: 1,
+            fs_id: crate::format::hex(&crate::crypto::random_array::<16>()),
+            block_size: crate::format::BLOCK_PLAIN_LEN as u32,
+            kms,
+            key_id,
+        }
+    }
+
+    /// Reads `DIR/kmsfs.conf`.
+    pub fn load(dir: &Path) -> Result<Self, ConfigError> {
+        let path = dir.join(CONF_NAME);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::NotCipherDir(dir.to_path_buf()));
+            }
+            Err(source) => return Err(ConfigError::Io { path, source }),
+        };
+        let invalid = |reason: String| ConfigError::Invalid {
+            path: path.clone(),
+            reason,
+        };
+        let config: CipherConfig =
+            serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        if config.format_version != 1 {
+            return Err(invalid(format!(
+                "format version {} is not supported (this build reads version 1)",
+                config.format_version
+            )));
+        }
+        if config.block_size != crate::format::BLOCK_PLAIN_LEN as u32 {
+            return Err(invalid(format!(
+                "block size {} is not supported",
+                config.block_size
+            )));
+        }
+        config.fs_id().map_err(invalid)?;
+        Ok(config)
+    }
+
+    /// The filesystem id as bytes.
+    pub fn fs_id(&self) -> Result<FsId, String> {
+        let bytes = self.fs_id.as_bytes();
+        let mut out = [0u8; 16];
+        if bytes.len() != 32 {
+            return Err(format!(
+                "fs-id must be 32 hex digits, found {:?}",
+                self.fs_id
+            ));
+        }
+        for (i, pair) in bytes.chunks(2).enumerate() {
+            let text = std::str::from_utf8(pair).map_err(|e| e.to_string())?;
+            out[i] = u8::from_str_radix(text, 16)
+                .map_err(|_| format!("fs-id must be hex, found {:?}", self.fs_id))?;
+        }
+        Ok(out)
+    }
+
+    /// Writes `DIR/kmsfs.conf` atomically (temporary file, fsync, rename, fsync of the directory).
+    pub fn save(&self, dir: &Path) -> Result<(), ConfigError> {
+        let path = dir.join(CONF_NAME);
+        let io = |source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut text = serde_json::to_string_pretty(self).expect("BUG: config always serializes");
+        text.push('\n');
+        let tmp = dir.join(format!(".{CONF_NAME}.tmp"));
+        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        file.write_all(text.as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        Ok(())
+    }
+}
+
+/// The default embedded keystore: `$XDG_DATA_HOME/kmsfs/keystore`, else
+/// `~/.local/share/kmsfs/keystore`.
+pub fn default_keystore_path() -> PathBuf {
+    data_home().join("kmsfs").join("keystore")
+}
+
+fn data_home() -> PathBuf {
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => home().join(".local").join("share"),
+    }
+}
+
+/// `$XDG_STATE_HOME`, else `~/.local/state`: where daemon logs go.
+pub fn state_home() -> PathBuf {
+    match std::env::var_os("XDG_STATE_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => home().join(".local").join("state"),
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_load_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = CipherConfig::new(
+            KmsConfig::Embedded {
+                keystore: "/tmp/ks".into(),
+            },
+            Uuid::new_v4(),
+        );
+        config.save(dir.path()).expect("saves");
+        assert_eq!(CipherConfig::load(dir.path()).expect("loads"), config);
+        assert_eq!(config.fs_id().expect("hex").len(), 16);
+    }
+
+    #[test]
+    fn missing_and_damaged_configs_are_plain_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = CipherConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is not a kmsfs cipher directory"), "{err}");
+        std::fs::write(dir.path().join(CONF_NAME), "{not json").expect("write");
+        let err = CipherConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is damaged"), "{err}");
+    }
+}

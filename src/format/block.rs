@@ -1,0 +1,227 @@
+//! Content blocks: sealing and opening with a file's DEK, and the header tag.
+//!
+//! A block on disk is `nonce (12) || ciphertext || tag (16)` with AAD
+//! `"kmsfs-block-v1" || file_id || index (u64 big-endian)`, so blocks cannot be reordered or
+//! moved between files. A block of all zero bytes is a hole and reads as zeros.
+
+use super::header::{AUTHENTICATED_PREFIX, FileHeader, HEADER_LEN};
+use super::{BLOCK_OVERHEAD, FileId, FormatError};
+use crate::crypto::{self, AeadKey, Key256, NONCE_LEN, TAG_LEN};
+
+const BLOCK_AAD_LABEL: &[u8; 14] = b"kmsfs-block-v1";
+const HEADER_KEY_INFO: &[u8] = b"kmsfs-header-v1";
+const HEADER_TAG_LEN: usize = 16;
+
+/// The AAD of block `index` of file `file_id`.
+pub fn block_aad(file_id: &FileId, index: u64) -> [u8; 38] {
+    let mut aad = [0u8; 38];
+    aad[..14].copy_from_slice(BLOCK_AAD_LABEL);
+    aad[14..30].copy_from_slice(file_id);
+    aad[30..].copy_from_slice(&index.to_be_bytes());
+    aad
+}
+
+/// Everything needed to read and write one file's content: its AES-256-GCM key (the DEK,
+/// expanded once) and its header key.
+pub struct FileCipher {
+    file_id: FileId,
+    aead: AeadKey,
+    header_key: Key256,
+}
+
+impl std::fmt::Debug for FileCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileCipher")
+            .field("file_id", &hex(&self.file_id))
+            .field("keys", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Lower-case hex of `bytes` (file ids in logs and output).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl FileCipher {
+    /// The cipher of file `file_id` whose DEK is `dek`.
+    pub fn new(dek: &Key256, file_id: FileId) -> Self {
+        FileCipher {
+            file_id,
+            aead: AeadKey::new(dek),
+            header_key: crypto::hkdf_sha256(dek.expose_secret(), &file_id, HEADER_KEY_INFO),
+        }
+    }
+
+    /// The file id this cipher binds into every block.
+    pub fn file_id(&self) -> &FileId {
+        &self.file_id
+    }
+
+    pub(super) fn header_tag(&self, prefix: &[u8]) -> [u8; HEADER_TAG_LEN] {
+        let mac = crypto::hmac_sha256(self.header_key.expose_secret(), &[prefix]);
+        let mut tag = [0u8; HEADER_TAG_LEN];
+        tag.copy_from_slice(&mac[..HEADER_TAG_LEN]);
+        tag
+    }
+
+    /// Checks an encoded header: its structure, that it names this file, and its tag.
+    pub fn verify_header(&self, bytes: &[u8; HEADER_LEN]) -> Result<(), FormatError> {
+        let parsed = FileHeader::parse(bytes)?;
+        let tag = self.header_tag(&bytes[..AUTHENTICATED_PREFIX]);
+        if parsed.file_id != self.file_id
+            || !crypto::constant_time_eq(&tag, FileHeader::stored_tag(bytes))
+        {
+            return Err(FormatError::HeaderAuth);
+        }
+        Ok(())
+    }
+
+    /// Seals `plain` (at most one block) as block `index` into `out`, which must be exactly
+    /// `plain.len() + 28` bytes, with a fresh random nonce.
+    pub fn seal_block(&self, index: u64, plain: &[u8], out: &mut [u8]) {
+        self.seal_block_with_nonce(index, crypto::random_array(), plain, out);
+    }
+
+    /// [`FileCipher::seal_block`] with a given nonce: for test vectors only. Reusing a nonce
+    /// under one DEK breaks AES-GCM.
+    pub fn seal_block_with_nonce(
+        &self,
+        index: u64,
+        nonce: [u8; NONCE_LEN],
+        plain: &[u8],
+        out: &mut [u8],
+    ) {
+        assert_eq!(
+            out.len(),
+            plain.len() + BLOCK_OVERHEAD as usize,
+            "BUG: block output buffer has the wrong length"
+        );
+        let (nonce_out, rest) = out.split_at_mut(NONCE_LEN);
+        nonce_out.copy_from_slice(&nonce);
+        let (body, tag_out) = rest.split_at_mut(plain.len());
+        body.copy_from_slice(plain);
+        let tag = self
+            .aead
+            .seal_detached(nonce, &block_aad(&self.file_id, index), body);
+        tag_out.copy_from_slice(&tag);
+    }
+
+    /// Opens block `index` in place: `block` holds `nonce || ciphertext || tag` as read from
+    /// disk; on success the plaintext is `block[12..12 + n]` and `n` is returned. An all-zero
+    /// block is a hole: its plaintext is zeros.
+    pub fn open_block_in_place(&self, index: u64, block: &mut [u8]) -> Result<usize, FormatError> {
+        if block.len() <= BLOCK_OVERHEAD as usize {
+            return Err(FormatError::BlockAuth(index));
+        }
+        let plain_len = block.len() - NONCE_LEN - TAG_LEN;
+        if block.iter().all(|&b| b == 0) {
+            return Ok(plain_len);
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&block[..NONCE_LEN]);
+        self.aead
+            .open_in_place(
+                nonce,
+                &block_aad(&self.file_id, index),
+                &mut block[NONCE_LEN..],
+            )
+            .map_err(|_| FormatError::BlockAuth(index))?;
+        Ok(plain_len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cipher() -> FileCipher {
+        FileCipher::new(&Key256::random(), [5; 16])
+    }
+
+    fn seal(c: &FileCipher, index: u64, plain: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; plain.len() + 28];
+        c.seal_block(index, plain, &mut out);
+        out
+    }
+
+    #[test]
+    fn seal_open_round_trip() {
+        let c = cipher();
+        for len in [1usize, 100, 4095, 4096] {
+            let plain: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mut block = seal(&c, 3, &plain);
+            let n = c.open_block_in_place(3, &mut block).expect("opens");
+            assert_eq!(&block[12..12 + n], &plain[..]);
+        }
+    }
+
+    #[test]
+    fn wrong_index_wrong_file_flipped_bit_fail() {
+        let c = cipher();
+        let block = seal(&c, 1, b"secret");
+        assert_eq!(
+            c.open_block_in_place(2, &mut block.clone()),
+            Err(FormatError::BlockAuth(2))
+        );
+        let other = FileCipher::new(&Key256::random(), [5; 16]);
+        assert!(other.open_block_in_place(1, &mut block.clone()).is_err());
+        for i in 0..block.len() {
+            let mut bad = block.clone();
+            bad[i] ^= 0x80;
+            assert!(
+                c.open_block_in_place(1, &mut bad).is_err(),
+                "bit flip at {i}"
+            );
+        }
+        assert!(c.open_block_in_place(1, &mut block[..28].to_vec()).is_err());
+    }
+
+    #[test]
+    fn zero_block_is_a_hole() {
+        let c = cipher();
+        let mut block = vec![0u8; 4124];
+        assert_eq!(c.open_block_in_place(9, &mut block), Ok(4096));
+        assert!(block[12..12 + 4096].iter().all(|&b| b == 0));
+    }
+
+    /// The test vectors of docs/FORMAT.md, kept as a data file: fixed DEK, file id, nonce and
+    /// plaintext give exact ciphertext bytes.
+    #[test]
+    fn format_test_vectors() {
+        let doc = include_str!("../../docs/FORMAT.md");
+        let vectors: serde_json::Value =
+            serde_json::from_str(include_str!("../../testdata/format-v1-vectors.json"))
+                .expect("vector file is JSON");
+        let list = vectors["vectors"].as_array().expect("vectors array");
+        assert!(list.len() >= 2);
+        for v in list {
+            let field = |name: &str| -> Vec<u8> {
+                let text = v[name].as_str().expect("hex field");
+                (0..text.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+                    .collect()
+            };
+            let dek = Key256::from_slice(&field("dek")).expect("32-byte dek");
+            let mut file_id = [0u8; 16];
+            file_id.copy_from_slice(&field("file_id"));
+            let mut nonce = [0u8; 12];
+            nonce.copy_from_slice(&field("nonce"));
+            let index = v["block_index"].as_u64().expect("index");
+            let plain = field("plaintext");
+            let c = FileCipher::new(&dek, file_id);
+            let mut out = vec![0u8; plain.len() + 28];
+            c.seal_block_with_nonce(index, nonce, &plain, &mut out);
+            let expected = v["ciphertext"].as_str().expect("ciphertext");
+            assert_eq!(hex(&out), expected, "vector {}", v["name"]);
+            assert!(
+                doc.contains(expected),
+                "docs/FORMAT.md lacks vector {}",
+                v["name"]
+            );
+            let n = c.open_block_in_place(index, &mut out).expect("opens");
+            assert_eq!(&out[12..12 + n], &plain[..]);
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The on-disk format of a cipher file, version 1: header encode/decode, block seal/open, and the
+//! plaintext ⇄ ciphertext offset and size math. Pure: no file I/O, no FUSE, no HTTP.
+//!
+//! ```text
+//! [ header: 512 bytes ][ block 0 ][ block 1 ] ... [ last block, may be short ]
+//! block i = nonce (12) || AES-256-GCM(plaintext [i*4096, (i+1)*4096)) || tag (16)
+//! AAD of block i = "kmsfs-block-v1" || file_id (16) || i as u64 big-endian
+//! ```
+//!
+//! `docs/FORMAT.md` is the normative description; its test vectors are checked by
+//! `block::tests`.
+
+mod block;
+mod context;
+mod header;
+mod size;
+
+pub use block::{FileCipher, block_aad, hex};
+pub use context::dek_context;
+pub use header::{FileHeader, HEADER_LEN, MAX_WRAPPED_LEN};
+pub use size::{
+    BLOCK_CIPHER_LEN, BLOCK_OVERHEAD, BLOCK_PLAIN_LEN, block_cipher_offset, cipher_size,
+    plain_size, plain_size_lenient,
+};
+
+/// A 128-bit random file identifier, bound into every block's AAD and the DEK's context.
+pub type FileId = [u8; 16];
+
+/// A 128-bit random filesystem identifier (from `kmsfs.conf`), bound into the DEK's context.
+pub type FsId = [u8; 16];
+
+/// Why bytes from disk are not a valid cipher file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    /// The header does not start with the kmsfs magic.
+    #[error("not a kmsfs file: expected magic {expected:?}, found {found:?}")]
+    BadMagic {
+        /// What a header starts with.
+        expected: [u8; 6],
+        /// What was found.
+        found: [u8; 6],
+    },
+    /// A format version this build does not read.
+    #[error("unsupported format version {0} (this build reads version 1)")]
+    UnsupportedVersion(u16),
+    /// Flags or reserved bytes that version 1 leaves zero are set.
+    #[error("header field {field} must be zero, found {found:#x}")]
+    NonZeroReserved {
+        /// Which field.
+        field: &'static str,
+        /// Its value.
+        found: u32,
+    },
+    /// The wrapped DEK length is 0 or does not fit the header.
+    #[error("wrapped DEK length {0} is outside 1..={MAX_WRAPPED_LEN}")]
+    BadWrappedLen(usize),
+    /// The padding after the wrapped DEK is not all zero.
+    #[error("header padding is not zero")]
+    BadPadding,
+    /// Fewer than 512 header bytes.
+    #[error("header is {0} bytes, expected {HEADER_LEN}")]
+    ShortHeader(usize),
+    /// The ciphertext size maps to no plaintext size.
+    #[error("ciphertext size {0} is not a valid kmsfs file size")]
+    BadCipherSize(u64),
+    /// The header tag does not authenticate the header under this DEK.
+    #[error("header authentication failed")]
+    HeaderAuth,
+    /// A block failed authentication.
+    #[error("block {0} authentication failed")]
+    BlockAuth(u64),
+}

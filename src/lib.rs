@@ -1,0 +1,16 @@
+//! kmsfs: a FUSE filesystem for Linux that encrypts every file with its own data-encryption key
+//! (DEK), wrapped by a KMS key (envelope encryption).
+//!
+//! Rooms (see `docs/` and DESIGN.md): [`format`] (bytes on disk, pure), [`crypto`] (secret types,
+//! AEAD), [`kms`] (the key service and its backends), [`cache`] (unwrapped DEKs), [`fs`] (the
+//! filesystem and its thin FUSE adapter), [`cli`] (commands), [`config`] (a cipher directory's
+//! `kmsfs.conf`), [`sys`] (the few system calls that need `unsafe`).
+
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod format;
+pub mod fs;
+pub mod kms;
+pub mod sys;

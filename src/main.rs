@@ -1,0 +1,5 @@
+//! The `kmsfs` command.
+
+fn main() -> std::process::ExitCode {
+    kmsfs::cli::main()
+}
