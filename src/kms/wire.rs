@@ -1,0 +1,285 @@
+//! The JSON types of the Exoscale API v2 KMS operations (`spec/exoscale-kms-v2.openapi.json`),
+//! with the spec's exact field names. Shared by the remote client, the server and `--json` output.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// RFC 3339 timestamps, as the API writes them.
+pub mod rfc3339 {
+    pub use time::serde::rfc3339::*;
+}
+
+/// Key status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyStatus {
+    /// Usable for every operation.
+    Enabled,
+    /// Only `enable` (and reads of metadata) work.
+    Disabled,
+    /// Scheduled for destruction at `delete-at`.
+    PendingDeletion,
+}
+
+impl KeyStatus {
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Enabled => "enabled",
+            KeyStatus::Disabled => "disabled",
+            KeyStatus::PendingDeletion => "pending-deletion",
+        }
+    }
+}
+
+/// `revision-stamp`: every change of a key bumps `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    /// Monotonically increasing sequence number.
+    pub seq: u64,
+    /// When the revision happened.
+    #[serde(with = "rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// `key-material`: the current material version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Material {
+    /// Version number, 1 for the material made at creation.
+    pub version: u32,
+    /// When this version was made.
+    #[serde(rename = "created-at", with = "rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// True when the scheduler made it, false for creation and manual rotations.
+    pub automatic: bool,
+}
+
+/// `key-rotation-config`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationConfig {
+    /// Manual rotations done so far (at most 10).
+    #[serde(rename = "manual-count")]
+    pub manual_count: u32,
+    /// Automatic rotation on or off.
+    pub automatic: bool,
+    /// Days between automatic rotations (90 to 2560).
+    #[serde(rename = "rotation-period")]
+    pub rotation_period: u32,
+    /// When the scheduler rotates next.
+    #[serde(rename = "next-at", with = "rfc3339")]
+    pub next_at: OffsetDateTime,
+}
+
+/// `replica-failure`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaFailure {
+    /// The watermark the failed attempt tried to apply.
+    #[serde(rename = "attempted-watermark")]
+    pub attempted_watermark: u64,
+    /// What went wrong.
+    pub error: String,
+    /// When it failed.
+    #[serde(rename = "failed-at", with = "rfc3339")]
+    pub failed_at: OffsetDateTime,
+}
+
+/// `replica-state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaState {
+    /// The replica's zone.
+    pub zone: String,
+    /// The newest revision seq the replica has applied.
+    #[serde(rename = "last-applied-watermark")]
+    pub last_applied_watermark: u64,
+    /// The last failed replication, if any.
+    #[serde(
+        rename = "last-failure",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_failure: Option<ReplicaFailure>,
+}
+
+/// A KMS key as `get-kms-key` and `list-kms-keys` return it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KmsKey {
+    /// The key id.
+    pub id: Uuid,
+    /// Display name, unique in its zone and organization.
+    pub name: String,
+    /// Optional description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Always `encrypt-decrypt`.
+    pub usage: String,
+    /// Always `exoscale-kms`.
+    pub source: String,
+    /// Current status.
+    pub status: KeyStatus,
+    /// When the status last changed.
+    #[serde(rename = "status-since", with = "rfc3339")]
+    pub status_since: OffsetDateTime,
+    /// The newest material version.
+    pub material: Material,
+    /// Rotation settings.
+    pub rotation: RotationConfig,
+    /// True for a multi-zone key.
+    #[serde(rename = "multi-zone")]
+    pub multi_zone: bool,
+    /// The zone the key was created in.
+    #[serde(rename = "origin-zone")]
+    pub origin_zone: String,
+    /// Creation time.
+    #[serde(rename = "created-at", with = "rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Change stamp.
+    pub revision: Revision,
+    /// Zones holding a replica (on a primary).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<String>,
+    /// Replication progress per replica (on a primary).
+    #[serde(
+        rename = "replicas-status",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub replicas_status: Vec<ReplicaState>,
+    /// When a pending deletion becomes final.
+    #[serde(
+        rename = "delete-at",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub delete_at: Option<OffsetDateTime>,
+}
+
+/// `create-kms-key-request`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    /// Display name.
+    pub name: String,
+    /// Optional description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Only `encrypt-decrypt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<String>,
+    /// Multi-zone key.
+    #[serde(rename = "multi-zone", default)]
+    pub multi_zone: bool,
+}
+
+/// `list-kms-keys-response`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyList {
+    /// The keys.
+    #[serde(rename = "kms-keys")]
+    pub kms_keys: Vec<KmsKey>,
+}
+
+/// `success-response` status values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Applied {
+    /// The change was made.
+    Success,
+    /// The change was already in place; nothing changed.
+    AlreadyApplied,
+    /// A replication target was registered.
+    TargetRegistered,
+}
+
+/// `success-response`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SuccessResponse {
+    /// What happened.
+    pub status: Applied,
+}
+
+/// Body of `rotate`, `enable-key-rotation` and `disable-key-rotation` responses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotationResponse {
+    /// The rotation settings after the call.
+    pub rotation: RotationConfig,
+}
+
+/// `enable-kms-key-rotation-request`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnableRotationRequest {
+    /// Days between rotations (90 to 2560, default 365).
+    #[serde(
+        rename = "rotation-period",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub rotation_period: Option<i64>,
+}
+
+/// `schedule-kms-key-deletion-request`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleDeletionRequest {
+    /// Days until deletion is final (7 to 30, default 30).
+    #[serde(
+        rename = "delay-days",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub delay_days: Option<i64>,
+}
+
+/// `schedule-kms-key-deletion-response`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleDeletionResponse {
+    /// When the deletion becomes final.
+    #[serde(rename = "delete-at", with = "rfc3339")]
+    pub delete_at: OffsetDateTime,
+}
+
+/// `list-kms-key-rotations-response-entry`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationEntry {
+    /// Material version made by this rotation.
+    pub version: u32,
+    /// When.
+    #[serde(rename = "rotated-at", with = "rfc3339")]
+    pub rotated_at: OffsetDateTime,
+    /// Made by the scheduler.
+    pub automatic: bool,
+}
+
+/// `list-kms-key-rotations-response`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotationList {
+    /// Oldest first.
+    pub rotations: Vec<RotationEntry>,
+}
+
+/// `replicate-kms-key-request`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicateRequest {
+    /// Target zone.
+    pub zone: String,
+}
+
+/// RFC 9457 problem document (`error-response`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// A URI reference naming the problem type.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// Short title, one of the spec's titles.
+    #[serde(default)]
+    pub title: String,
+    /// HTTP status.
+    #[serde(default)]
+    pub status: u16,
+    /// What exactly went wrong.
+    #[serde(default)]
+    pub detail: String,
+}
