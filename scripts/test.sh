@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Every test: formatting, lints, unit tests and the integration tests that mount for real.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+missing=()
+command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
+command -v getfattr >/dev/null 2>&1 || missing+=(attr)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq "${missing[@]}"
+fi
+[ -e /dev/fuse ] || as_root modprobe fuse || true
+
+start=$(date +%s)
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --all-targets 2>&1 | tee target/test-output.txt | grep -E '^(test result|running|test .*FAILED|failures:|---- )' || true
+status=${PIPESTATUS[0]}
+passed=$(grep -E '^test result' target/test-output.txt | awk '{s+=$4} END {print s+0}')
+failed=$(grep -E '^test result' target/test-output.txt | awk '{s+=$6} END {print s+0}')
+echo "== $passed passed, $failed failed in $(( $(date +%s) - start )) s"
+if [ "$status" -ne 0 ]; then
+  echo "== FAILED; the full output is in target/test-output.txt"
+  grep -A30 -E '^---- ' target/test-output.txt | head -200 || true
+fi
+exit "$status"

@@ -1,0 +1,58 @@
+//! `kmsfs inspect`: a cipher file's header as JSON, without a KMS call.
+
+use super::{CliError, CliResult};
+use crate::format::{self, FileHeader, HEADER_LEN};
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Prints the header of `path`.
+pub fn run(path: &Path) -> CliResult<ExitCode> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| CliError::new(format!("cannot open {}: {e}", path.display())))?;
+    let cipher_size = file
+        .metadata()
+        .map_err(|e| CliError::new(format!("cannot stat {}: {e}", path.display())))?
+        .len();
+    if cipher_size == 0 {
+        let out = serde_json::json!({
+            "path": path.display().to_string(),
+            "cipher-size": 0,
+            "plain-size": 0,
+            "header": null,
+            "note": "an empty file has no header; its DEK is made on the first write",
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("BUG: JSON value serializes")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut bytes = [0u8; HEADER_LEN];
+    file.read_exact(&mut bytes).map_err(|_| {
+        CliError::new(format!(
+            "{} is {cipher_size} bytes, too short for a kmsfs header",
+            path.display()
+        ))
+    })?;
+    let header = FileHeader::parse(&bytes)
+        .map_err(|e| CliError::new(format!("{} has no valid kmsfs header: {e}", path.display())))?;
+    let material = crate::kms::blob::blob_key_version(&header.wrapped_dek)
+        .filter(|(key, _)| *key == header.key_id)
+        .map(|(_, version)| version);
+    let out = serde_json::json!({
+        "path": path.display().to_string(),
+        "format-version": 1,
+        "file-id": format::hex(&header.file_id),
+        "key-id": header.key_id.to_string(),
+        "wrapped-dek-length": header.wrapped_dek.len(),
+        "key-material-version": material,
+        "cipher-size": cipher_size,
+        "plain-size": format::plain_size(cipher_size).ok(),
+    });
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&out).expect("BUG: JSON value serializes")
+    );
+    Ok(ExitCode::SUCCESS)
+}

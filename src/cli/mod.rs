@@ -1,0 +1,141 @@
+//! The `kmsfs` command line: clap definitions and dispatch. Each command is a thin call into
+//! the rooms; every failure becomes one plain sentence on stderr and a non-zero exit code.
+
+mod fsck;
+mod init;
+mod inspect;
+mod key;
+mod mount;
+mod secret;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A command's failure: one sentence for the user, and the exit code.
+#[derive(Debug)]
+pub struct CliError {
+    message: String,
+    code: u8,
+}
+
+impl CliError {
+    /// A failure with exit code 1.
+    pub fn new(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+macro_rules! from_error {
+    ($($t:ty),*) => {$(
+        impl From<$t> for CliError {
+            fn from(e: $t) -> Self {
+                CliError::new(e.to_string())
+            }
+        }
+    )*};
+}
+from_error!(crate::kms::KmsError, crate::config::ConfigError);
+
+type CliResult<T = ()> = Result<T, CliError>;
+
+#[derive(Parser)]
+#[command(
+    name = "kmsfs",
+    version,
+    about = "An encrypted FUSE filesystem with envelope encryption backed by a KMS"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the embedded keystore is and how to open it.
+#[derive(Args, Clone, Default)]
+struct KeystoreArgs {
+    /// The embedded keystore (default: $XDG_DATA_HOME/kmsfs/keystore).
+    #[arg(long, value_name = "PATH", global = true)]
+    keystore: Option<PathBuf>,
+    /// Read the passphrase from FILE (else $KMSFS_PASSPHRASE, else a prompt).
+    #[arg(long, value_name = "FILE", global = true)]
+    passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a cipher directory (and the keystore and KMS key it needs).
+    Init {
+        /// The new cipher directory (empty or absent).
+        cipherdir: PathBuf,
+        #[command(flatten)]
+        keystore: KeystoreArgs,
+        /// Wrap the directory's DEKs with this existing KMS key instead of a new one.
+        #[arg(long, value_name = "ID")]
+        key: Option<uuid::Uuid>,
+    },
+    /// Mount a cipher directory; returns once the mount is live.
+    Mount(mount::MountArgs),
+    /// Unmount; the daemon flushes and exits.
+    Unmount {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// Detach now even if files are open (the mount goes away when they close).
+        #[arg(long)]
+        lazy: bool,
+    },
+    /// Manage KMS keys.
+    Key(key::KeyArgs),
+    /// Show a cipher file's header as JSON (no KMS call).
+    Inspect {
+        /// A file inside a cipher directory.
+        cipherfile: PathBuf,
+    },
+    /// Authenticate every header and block of a cipher directory.
+    Fsck {
+        /// The cipher directory.
+        cipherdir: PathBuf,
+        /// Read the passphrase from FILE (else $KMSFS_PASSPHRASE, else a prompt).
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
+/// Runs the command line and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init {
+            cipherdir,
+            keystore,
+            key,
+        } => init::run(&cipherdir, &keystore, key),
+        Command::Mount(args) => mount::run(args),
+        Command::Unmount { mountpoint, lazy } => mount::unmount(&mountpoint, lazy),
+        Command::Key(args) => key::run(args),
+        Command::Inspect { cipherfile } => inspect::run(&cipherfile),
+        Command::Fsck {
+            cipherdir,
+            passphrase_file,
+        } => fsck::run(&cipherdir, passphrase_file.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kmsfs: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+/// Logging to stderr for foreground commands (`KMSFS_LOG` sets the filter, default `warn`).
+fn init_stderr_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KMSFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,469 @@
+//! `kmsfs mount` and `kmsfs unmount`: start-up checks in the foreground, then the daemon.
+//!
+//! Every start-up error (no cipher directory, wrong passphrase, missing keystore or key, mount
+//! point missing or busy) is found before anything is mounted. Without `--foreground` the
+//! process forks once checks pass; the parent exits 0 only when the child reports the mount
+//! live, and prints the child's error otherwise.
+
+use super::secret;
+use super::{CliError, CliResult};
+use crate::cache::DekCache;
+use crate::config::{CipherConfig, state_home};
+use crate::fs::CryptFs;
+use crate::fs::fuse::FuseAdapter;
+use crate::fs::keys::KeyPath;
+use crate::kms::{KeyService, wire::KeyStatus};
+use crate::sys;
+use clap::Args;
+use fuser::{Config, MountOption, SessionACL};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Arguments of `kmsfs mount`.
+#[derive(Args)]
+pub struct MountArgs {
+    /// The cipher directory.
+    cipherdir: PathBuf,
+    /// Where the plaintext view appears.
+    mountpoint: PathBuf,
+    /// Read the passphrase from FILE (else $KMSFS_PASSPHRASE, else a prompt).
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+    /// Stay in the foreground, logging to stderr; Ctrl-C unmounts.
+    #[arg(long, short = 'f')]
+    foreground: bool,
+    /// FUSE mount options, comma-separated (allow_other, allow_root, ro, default_permissions,
+    /// noexec, nosuid, nodev, noatime, ...).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// Most unwrapped DEKs kept in memory.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    cache_entries: usize,
+    /// Seconds an unwrapped DEK stays cached (a disabled key stops opening files after this).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    cache_ttl: u64,
+    /// Request threads.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    threads: usize,
+    /// The daemon's log file (default: $XDG_STATE_HOME/kmsfs/NAME-FSID.log).
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+}
+
+/// Mounts as `args` say.
+pub fn run(args: MountArgs) -> CliResult<ExitCode> {
+    // The daemon sets up its own logging after the fork; in the foreground it goes to stderr.
+    if args.foreground {
+        super::init_stderr_logging("info");
+    }
+    let config = CipherConfig::load(&args.cipherdir)?;
+    let cipherdir = std::fs::canonicalize(&args.cipherdir)
+        .map_err(|e| CliError::new(format!("cannot resolve {}: {e}", args.cipherdir.display())))?;
+    let mountpoint = check_mountpoint(&args.mountpoint)?;
+    let fuse_config = fuse_config(&args, &cipherdir)?;
+    let fs_id = config.fs_id().map_err(CliError::new)?;
+    let kms = secret::open_kms(&config, args.passphrase_file.as_deref())?;
+    let key = kms.get_key(config.key_id)?;
+    if key.status != KeyStatus::Enabled {
+        return Err(CliError::new(format!(
+            "the directory's key {} is {}; new files could not be written",
+            key.id,
+            key.status.as_str()
+        )));
+    }
+    let log_path = match &args.log {
+        Some(path) => path.clone(),
+        None => default_log_path(&cipherdir, &config.fs_id),
+    };
+    if args.foreground {
+        let keys = KeyPath::new(kms, cache(&args), fs_id, config.key_id);
+        serve(&cipherdir, &mountpoint, keys, &fuse_config, None)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let log = open_log(&log_path)?;
+    let (mut ready_rx, ready_tx) =
+        std::io::pipe().map_err(|e| CliError::new(format!("cannot create a pipe: {e}")))?;
+    match sys::fork().map_err(|e| CliError::new(format!("cannot start the daemon: {e}")))? {
+        sys::Forked::Parent(pid) => {
+            drop(ready_tx);
+            let mut answer = String::new();
+            let _ = ready_rx.read_to_string(&mut answer);
+            if answer.starts_with("ready") {
+                println!(
+                    "Mounted {} at {} (daemon pid {pid}, log {}). Unmount with: kmsfs unmount {}",
+                    cipherdir.display(),
+                    mountpoint.display(),
+                    log_path.display(),
+                    mountpoint.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            } else if let Some(message) = answer.strip_prefix("error ") {
+                Err(CliError::new(message.trim_end().to_string()))
+            } else {
+                Err(CliError::new(format!(
+                    "the daemon exited before the mount was live; see {}",
+                    log_path.display()
+                )))
+            }
+        }
+        sys::Forked::Child => {
+            drop(ready_rx);
+            let code = daemon(
+                &cipherdir,
+                &mountpoint,
+                kms,
+                &args,
+                fs_id,
+                config.key_id,
+                &fuse_config,
+                log,
+                ready_tx,
+            );
+            std::process::exit(code);
+        }
+    }
+}
+
+fn cache(args: &MountArgs) -> DekCache {
+    DekCache::new(args.cache_entries, Duration::from_secs(args.cache_ttl))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn daemon(
+    cipherdir: &Path,
+    mountpoint: &Path,
+    kms: Arc<dyn KeyService>,
+    args: &MountArgs,
+    fs_id: crate::format::FsId,
+    key_id: uuid::Uuid,
+    fuse_config: &Config,
+    log: std::fs::File,
+    mut ready: std::io::PipeWriter,
+) -> i32 {
+    let _ = sys::setsid();
+    if sys::redirect_stdio(&log).is_err() {
+        let _ = writeln!(
+            ready,
+            "error cannot redirect the daemon's output to its log"
+        );
+        return 1;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KMSFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(log))
+        .try_init();
+    let keys = KeyPath::new(kms, cache(args), fs_id, key_id);
+    match serve(cipherdir, mountpoint, keys, fuse_config, Some(ready)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{}", e.message);
+            1
+        }
+    }
+}
+
+/// Mounts and serves until unmounted. `ready` hears "ready" once the mount is live, or the
+/// error.
+fn serve(
+    cipherdir: &Path,
+    mountpoint: &Path,
+    keys: KeyPath,
+    fuse_config: &Config,
+    mut ready: Option<std::io::PipeWriter>,
+) -> CliResult {
+    let mut report = |line: &str| {
+        if let Some(pipe) = ready.as_mut() {
+            let _ = writeln!(pipe, "{line}");
+        }
+    };
+    if let Err(e) = sys::disable_core_dumps() {
+        tracing::warn!("cannot turn core dumps off: {e}");
+    }
+    let signals = match sys::block_termination_signals() {
+        Ok(set) => set,
+        Err(e) => {
+            let message = format!("cannot block signals: {e}");
+            report(&format!("error {message}"));
+            return Err(CliError::new(message));
+        }
+    };
+    let kms = keys.kms();
+    let fs = match CryptFs::new(cipherdir, keys) {
+        Ok(fs) => Arc::new(fs),
+        Err(e) => {
+            let message = format!("cannot open {}: {e}", cipherdir.display());
+            report(&format!("error {message}"));
+            return Err(CliError::new(message));
+        }
+    };
+    let started = Instant::now();
+    let adapter = FuseAdapter::new(
+        fs,
+        Box::new(move |fs: &CryptFs| {
+            let stats = fs.keys().cache().stats();
+            tracing::info!(
+                hits = stats.hits,
+                misses = stats.misses,
+                evictions = stats.evictions,
+                expirations = stats.expirations,
+                uptime_s = started.elapsed().as_secs(),
+                "unmounted; DEK cache counters"
+            );
+            fs.keys().cache().clear();
+        }),
+    );
+    spawn_housekeeping(kms);
+    let session = match fuser::Session::new(adapter, mountpoint, fuse_config) {
+        Ok(session) => session,
+        Err(e) => {
+            let message = format!("cannot mount at {}: {e}", mountpoint.display());
+            report(&format!("error {message}"));
+            return Err(CliError::new(message));
+        }
+    };
+    let pid_file = pid_file_path(mountpoint);
+    let _ = std::fs::create_dir_all(pid_file.parent().unwrap_or(Path::new("/")));
+    let _ = std::fs::write(&pid_file, std::process::id().to_string());
+    tracing::info!(cipherdir = %cipherdir.display(), mountpoint = %mountpoint.display(), "mounted");
+    report("ready");
+    drop(ready);
+    let unmount_at = mountpoint.to_path_buf();
+    std::thread::spawn(move || {
+        let sig = sys::wait_for_signal(&signals);
+        tracing::info!(signal = sig, "signal received: unmounting");
+        if let Err(e) = sys::umount_lazy(&unmount_at) {
+            tracing::warn!("unmount failed: {e}; trying fusermount3");
+            let _ = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&unmount_at)
+                .status();
+        }
+    });
+    let result = session.run();
+    let _ = std::fs::remove_file(&pid_file);
+    match result {
+        Ok(()) => {
+            tracing::info!("session ended; daemon exits");
+            Ok(())
+        }
+        Err(e) => Err(CliError::new(format!(
+            "the FUSE session ended with an error: {e}"
+        ))),
+    }
+}
+
+/// How often the daemon runs the KMS backend's housekeeping (automatic rotations).
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(3600);
+
+/// Runs the backend's housekeeping now and then every hour, for as long as the daemon lives.
+fn spawn_housekeeping(kms: Arc<dyn KeyService>) {
+    std::thread::spawn(move || {
+        loop {
+            match kms.housekeeping() {
+                Ok(Some(line)) => tracing::info!("{line}"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("KMS housekeeping failed: {e}"),
+            }
+            std::thread::sleep(HOUSEKEEPING_PERIOD);
+        }
+    });
+}
+
+fn check_mountpoint(path: &Path) -> CliResult<PathBuf> {
+    let canonical = std::fs::canonicalize(path).map_err(|e| {
+        CliError::new(format!(
+            "the mount point {} cannot be used: {e}",
+            path.display()
+        ))
+    })?;
+    if !canonical.is_dir() {
+        return Err(CliError::new(format!(
+            "the mount point {} is not a directory",
+            path.display()
+        )));
+    }
+    if is_mounted(&canonical) {
+        return Err(CliError::new(format!(
+            "the mount point {} is busy: something is already mounted there",
+            path.display()
+        )));
+    }
+    Ok(canonical)
+}
+
+/// True when a filesystem is mounted at `path` (per /proc/self/mountinfo).
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let target = path.to_string_lossy().replace(' ', "\\040");
+    info.lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|mount_point| mount_point == target)
+}
+
+fn fuse_config(args: &MountArgs, cipherdir: &Path) -> CliResult<Config> {
+    let mut config = Config::default();
+    config.n_threads = Some(args.threads.max(1));
+    config.clone_fd = true;
+    config.mount_options = vec![
+        MountOption::FSName(format!("kmsfs:{}", cipherdir.display())),
+        MountOption::Subtype("kmsfs".into()),
+    ];
+    let mut permissions_checked = false;
+    for option in args
+        .options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|o| !o.is_empty())
+    {
+        let parsed = match option {
+            "allow_other" => {
+                config.acl = SessionACL::All;
+                continue;
+            }
+            "allow_root" => {
+                config.acl = SessionACL::RootAndOwner;
+                continue;
+            }
+            "default_permissions" => {
+                permissions_checked = true;
+                MountOption::DefaultPermissions
+            }
+            "ro" => MountOption::RO,
+            "rw" => MountOption::RW,
+            "dev" => MountOption::Dev,
+            "nodev" => MountOption::NoDev,
+            "suid" => MountOption::Suid,
+            "nosuid" => MountOption::NoSuid,
+            "exec" => MountOption::Exec,
+            "noexec" => MountOption::NoExec,
+            "atime" => MountOption::Atime,
+            "noatime" => MountOption::NoAtime,
+            "sync" => MountOption::Sync,
+            "async" => MountOption::Async,
+            "dirsync" => MountOption::DirSync,
+            "auto_unmount" => MountOption::AutoUnmount,
+            other => {
+                return Err(CliError::new(format!(
+                    "unknown mount option {other:?} (known: allow_other, allow_root, default_permissions, ro, rw, dev, nodev, suid, nosuid, exec, noexec, atime, noatime, sync, async, dirsync, auto_unmount)"
+                )));
+            }
+        };
+        config.mount_options.push(parsed);
+    }
+    // Other users reach files only under the kernel's permission checks: the daemon runs with
+    // its own rights, which are not theirs.
+    if config.acl != SessionACL::Owner && !permissions_checked {
+        config.mount_options.push(MountOption::DefaultPermissions);
+    }
+    Ok(config)
+}
+
+fn default_log_path(cipherdir: &Path, fs_id: &str) -> PathBuf {
+    let name = cipherdir
+        .file_name()
+        .map_or_else(|| "kmsfs".into(), |n| n.to_string_lossy().into_owned());
+    state_home()
+        .join("kmsfs")
+        .join(format!("{name}-{}.log", &fs_id[..fs_id.len().min(8)]))
+}
+
+fn open_log(path: &Path) -> CliResult<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            CliError::new(format!(
+                "cannot create the log directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| CliError::new(format!("cannot open the log file {}: {e}", path.display())))
+}
+
+/// Where the daemon serving `mountpoint` records its pid.
+fn pid_file_path(mountpoint: &Path) -> PathBuf {
+    let digest = crate::crypto::sha256(mountpoint.as_os_str().as_encoded_bytes());
+    state_home()
+        .join("kmsfs")
+        .join("run")
+        .join(format!("{}.pid", crate::format::hex(&digest[..8])))
+}
+
+/// Unmounts `mountpoint` and waits (up to 30 s) for its daemon to exit.
+pub fn unmount(mountpoint: &Path, lazy: bool) -> CliResult<ExitCode> {
+    let canonical = std::fs::canonicalize(mountpoint)
+        .map_err(|e| CliError::new(format!("cannot resolve {}: {e}", mountpoint.display())))?;
+    if !is_mounted(&canonical) {
+        return Err(CliError::new(format!(
+            "nothing is mounted at {}",
+            mountpoint.display()
+        )));
+    }
+    let pid = std::fs::read_to_string(pid_file_path(&canonical))
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::pid_t>().ok());
+    let mut command = std::process::Command::new("fusermount3");
+    command.arg("-u");
+    if lazy {
+        command.arg("-z");
+    }
+    let unmounted = match command.arg(&canonical).output() {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if stderr.contains("busy") {
+                return Err(CliError::new(format!(
+                    "{} is busy: files are open there; close them, or use --lazy",
+                    mountpoint.display()
+                )));
+            }
+            false
+        }
+        Err(_) => false,
+    };
+    if !unmounted {
+        // No fusermount3, or it refused: as root, unmount directly.
+        let result = if lazy {
+            sys::umount_lazy(&canonical)
+        } else {
+            std::process::Command::new("umount")
+                .arg(&canonical)
+                .status()
+                .map_err(std::io::Error::other)
+                .and_then(|s| {
+                    if s.success() {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::other("umount failed"))
+                    }
+                })
+        };
+        result
+            .map_err(|e| CliError::new(format!("cannot unmount {}: {e}", mountpoint.display())))?;
+    }
+    if let Some(pid) = pid {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sys::process_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if sys::process_alive(pid) {
+            return Err(CliError::new(format!(
+                "unmounted {}, but its daemon (pid {pid}) is still running after 30 s",
+                mountpoint.display()
+            )));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,87 @@
+//! Passphrases (from a file, `KMSFS_PASSPHRASE`, or a prompt) and opening the KMS a cipher
+//! directory or a command names.
+
+use super::{CliError, CliResult, KeystoreArgs};
+use crate::config::{CipherConfig, KmsConfig, default_keystore_path};
+use crate::crypto::SecretBytes;
+use crate::kms::KeyService;
+use crate::kms::embedded::EmbeddedKms;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The environment variable a passphrase may come from.
+pub const PASSPHRASE_ENV: &str = "KMSFS_PASSPHRASE";
+
+/// The zone name of the embedded KMS.
+pub const EMBEDDED_ZONE: &str = "embedded";
+
+/// Reads the passphrase: `--passphrase-file`, else `$KMSFS_PASSPHRASE`, else a prompt on a
+/// terminal (twice when `confirm`, for a new keystore).
+pub fn passphrase(file: Option<&Path>, confirm: bool) -> CliResult<SecretBytes> {
+    let text = if let Some(file) = file {
+        let bytes = std::fs::read(file).map_err(|e| {
+            CliError::new(format!(
+                "cannot read the passphrase file {}: {e}",
+                file.display()
+            ))
+        })?;
+        let mut bytes = SecretBytes::new(bytes).expose_secret().to_vec();
+        while bytes.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+            bytes.pop();
+        }
+        SecretBytes::new(bytes)
+    } else if let Some(value) = std::env::var_os(PASSPHRASE_ENV) {
+        SecretBytes::new(value.into_encoded_bytes())
+    } else if std::io::stdin().is_terminal() {
+        let first = prompt("Passphrase: ")?;
+        if confirm && prompt("Passphrase again: ")?.expose_secret() != first.expose_secret() {
+            return Err(CliError::new("the two passphrases differ"));
+        }
+        first
+    } else {
+        return Err(CliError::new(format!(
+            "no passphrase: give --passphrase-file FILE, set {PASSPHRASE_ENV}, or run on a terminal"
+        )));
+    };
+    if text.is_empty() {
+        return Err(CliError::new("the passphrase is empty"));
+    }
+    Ok(text)
+}
+
+fn prompt(text: &str) -> CliResult<SecretBytes> {
+    rpassword::prompt_password(text)
+        .map(|s| SecretBytes::new(s.into_bytes()))
+        .map_err(|e| CliError::new(format!("cannot read the passphrase: {e}")))
+}
+
+/// The keystore a command names: `--keystore`, else the default one.
+pub fn keystore_path(args: &KeystoreArgs) -> PathBuf {
+    args.keystore.clone().unwrap_or_else(default_keystore_path)
+}
+
+/// Opens the embedded keystore at `path`.
+pub fn open_embedded(path: &Path, passphrase_file: Option<&Path>) -> CliResult<EmbeddedKms> {
+    if !path.exists() {
+        return Err(CliError::new(format!(
+            "there is no keystore at {}; create one with `kmsfs init`",
+            path.display()
+        )));
+    }
+    let pass = passphrase(passphrase_file, false)?;
+    Ok(EmbeddedKms::open(path, &pass)?)
+}
+
+/// Opens the KMS a cipher directory's configuration names.
+pub fn open_kms(
+    config: &CipherConfig,
+    passphrase_file: Option<&Path>,
+) -> CliResult<Arc<dyn KeyService>> {
+    match &config.kms {
+        KmsConfig::Embedded { keystore } => Ok(Arc::new(open_embedded(keystore, passphrase_file)?)),
+        KmsConfig::Remote { endpoint } => Err(CliError::new(format!(
+            "this build cannot reach the remote KMS {endpoint} yet"
+        ))),
+    }
+}

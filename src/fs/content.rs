@@ -1,0 +1,239 @@
+//! File content through the format: read, write (read-modify-write of partial blocks) and
+//! truncate of one cipher file with its [`FileCipher`]. Positional I/O only; the caller holds
+//! the file's lock.
+
+use crate::format::{
+    self, BLOCK_CIPHER_LEN, BLOCK_OVERHEAD, BLOCK_PLAIN_LEN, FileCipher, FormatError,
+    block_cipher_offset, cipher_size,
+};
+use std::collections::HashSet;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+/// State shared by every open handle of one regular file: its cipher once known, behind the
+/// lock that orders reads (shared) against writes and truncates (exclusive).
+#[derive(Default)]
+pub struct FileState {
+    /// `None` while the file is empty and has no header.
+    pub cipher: RwLock<Option<Arc<FileCipher>>>,
+    /// Damaged blocks already logged while the file is open: the kernel retries a failed read
+    /// (readahead, then page by page), and one damaged block deserves one log line.
+    reported: Mutex<HashSet<u64>>,
+}
+
+impl FileState {
+    /// True the first time `block` is reported while this file is open.
+    pub fn first_report(&self, block: u64) -> bool {
+        self.reported
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(block)
+    }
+}
+
+/// Why a content operation failed.
+#[derive(Debug)]
+pub enum ContentError {
+    /// The backing file failed.
+    Io(io::Error),
+    /// The bytes on disk are not a valid cipher file (bad size, failed block).
+    Corrupt(FormatError),
+}
+
+impl From<io::Error> for ContentError {
+    fn from(e: io::Error) -> Self {
+        ContentError::Io(e)
+    }
+}
+
+impl From<FormatError> for ContentError {
+    fn from(e: FormatError) -> Self {
+        ContentError::Corrupt(e)
+    }
+}
+
+/// The plaintext size of the open cipher file.
+pub fn plain_len(file: &File) -> Result<u64, ContentError> {
+    Ok(format::plain_size(file.metadata()?.len())?)
+}
+
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), ContentError> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => {
+                // The file shrank under us or is shorter than its size said: not a valid file.
+                return Err(FormatError::BadCipherSize(offset + done as u64).into());
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads and opens block `index` holding `plain_len` bytes; returns its plaintext.
+fn read_block(
+    file: &File,
+    cipher: &FileCipher,
+    index: u64,
+    plain_len: usize,
+) -> Result<Vec<u8>, ContentError> {
+    let mut block = vec![0u8; plain_len + BLOCK_OVERHEAD as usize];
+    read_exact_at(file, &mut block, block_cipher_offset(index))?;
+    let n = cipher.open_block_in_place(index, &mut block)?;
+    block.copy_within(12..12 + n, 0);
+    block.truncate(n);
+    Ok(block)
+}
+
+/// Reads up to `size` plaintext bytes at `offset`.
+pub fn read(
+    file: &File,
+    cipher: &FileCipher,
+    offset: u64,
+    size: u32,
+) -> Result<Vec<u8>, ContentError> {
+    let plain = plain_len(file)?;
+    if offset >= plain || size == 0 {
+        return Ok(Vec::new());
+    }
+    let end = plain.min(offset + u64::from(size));
+    let first = offset / BLOCK_PLAIN_LEN;
+    let last = (end - 1) / BLOCK_PLAIN_LEN;
+    let cipher_start = block_cipher_offset(first);
+    let cipher_end = block_cipher_offset(last + 1).min(cipher_size(plain));
+    let mut buf = vec![0u8; (cipher_end - cipher_start) as usize];
+    read_exact_at(file, &mut buf, cipher_start)?;
+    let mut out = Vec::with_capacity((end - offset) as usize);
+    for (i, block) in buf.chunks_mut(BLOCK_CIPHER_LEN as usize).enumerate() {
+        let index = first + i as u64;
+        let n = cipher.open_block_in_place(index, block)?;
+        let block_start = index * BLOCK_PLAIN_LEN;
+        let from = offset.saturating_sub(block_start) as usize;
+        let to = ((end - block_start) as usize).min(n);
+        out.extend_from_slice(&block[12 + from..12 + to]);
+    }
+    Ok(out)
+}
+
+/// Re-seals the last block of a file of `plain` bytes zero-extended to `new_len` bytes (used
+/// before the file grows past it, so that only the last block is ever short).
+fn extend_last_block(
+    file: &File,
+    cipher: &FileCipher,
+    plain: u64,
+    new_len: usize,
+) -> Result<(), ContentError> {
+    let index = plain / BLOCK_PLAIN_LEN;
+    let old_len = (plain % BLOCK_PLAIN_LEN) as usize;
+    if old_len == 0 {
+        return Ok(());
+    }
+    let mut block = read_block(file, cipher, index, old_len)?;
+    block.resize(new_len, 0);
+    let mut out = vec![0u8; new_len + BLOCK_OVERHEAD as usize];
+    cipher.seal_block(index, &block, &mut out);
+    file.write_all_at(&out, block_cipher_offset(index))?;
+    Ok(())
+}
+
+/// Writes `data` at plaintext `offset`, reading and re-sealing partly covered blocks.
+pub fn write(
+    file: &File,
+    cipher: &FileCipher,
+    offset: u64,
+    data: &[u8],
+) -> Result<(), ContentError> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let old = plain_len(file)?;
+    let end = offset + data.len() as u64;
+    let first = offset / BLOCK_PLAIN_LEN;
+    let last = (end - 1) / BLOCK_PLAIN_LEN;
+    if offset > old && old / BLOCK_PLAIN_LEN < first {
+        extend_last_block(file, cipher, old, BLOCK_PLAIN_LEN as usize)?;
+    }
+    let mut out = Vec::with_capacity(((last - first + 1) * BLOCK_CIPHER_LEN) as usize);
+    let mut plain_block = Vec::with_capacity(BLOCK_PLAIN_LEN as usize);
+    for index in first..=last {
+        let block_start = index * BLOCK_PLAIN_LEN;
+        let from = (offset.max(block_start) - block_start) as usize;
+        let to = (end.min(block_start + BLOCK_PLAIN_LEN) - block_start) as usize;
+        let existing = if block_start < old {
+            ((old - block_start).min(BLOCK_PLAIN_LEN)) as usize
+        } else {
+            0
+        };
+        plain_block.clear();
+        if existing > 0 && (from > 0 || to < existing) {
+            plain_block.extend_from_slice(&read_block(file, cipher, index, existing)?);
+        }
+        plain_block.resize(existing.max(to), 0);
+        let src_from = (block_start + from as u64 - offset) as usize;
+        plain_block[from..to].copy_from_slice(&data[src_from..src_from + (to - from)]);
+        let at = out.len();
+        out.resize(at + plain_block.len() + BLOCK_OVERHEAD as usize, 0);
+        cipher.seal_block(index, &plain_block, &mut out[at..]);
+    }
+    file.write_all_at(&out, block_cipher_offset(first))?;
+    Ok(())
+}
+
+/// Sets the plaintext size to `new`. Shrinking re-seals a cut last block; growing re-seals a
+/// short last block to its new length and leaves the rest as holes (sparse). `cipher` is needed
+/// whenever a block must be re-sealed; growing an empty file needs the header written first.
+pub fn truncate(file: &File, cipher: Option<&FileCipher>, new: u64) -> Result<(), ContentError> {
+    let cipher_len = file.metadata()?.len();
+    if new == 0 {
+        file.set_len(0)?;
+        return Ok(());
+    }
+    let old = format::plain_size(cipher_len)?;
+    if new == old {
+        return Ok(());
+    }
+    let needs_cipher = || ContentError::Corrupt(FormatError::HeaderAuth);
+    if new < old {
+        let cut = (new % BLOCK_PLAIN_LEN) as usize;
+        if cut != 0 {
+            let cipher = cipher.ok_or_else(needs_cipher)?;
+            let index = new / BLOCK_PLAIN_LEN;
+            let existing = ((old - index * BLOCK_PLAIN_LEN).min(BLOCK_PLAIN_LEN)) as usize;
+            let mut block = read_block(file, cipher, index, existing)?;
+            block.truncate(cut);
+            let mut out = vec![0u8; cut + BLOCK_OVERHEAD as usize];
+            cipher.seal_block(index, &block, &mut out);
+            file.write_all_at(&out, block_cipher_offset(index))?;
+        }
+    } else if old % BLOCK_PLAIN_LEN != 0 {
+        let cipher = cipher.ok_or_else(needs_cipher)?;
+        let last_start = (old / BLOCK_PLAIN_LEN) * BLOCK_PLAIN_LEN;
+        let new_len = (new - last_start).min(BLOCK_PLAIN_LEN) as usize;
+        extend_last_block(file, cipher, old, new_len)?;
+    }
+    file.set_len(cipher_size(new))?;
+    Ok(())
+}
+
+/// Authenticates every block of a cipher file; returns the indices of blocks that fail.
+pub fn check(file: &File, cipher: &FileCipher) -> Result<Vec<u64>, ContentError> {
+    let plain = plain_len(file)?;
+    let blocks = plain.div_ceil(BLOCK_PLAIN_LEN);
+    let mut damaged = Vec::new();
+    let mut buf = vec![0u8; BLOCK_CIPHER_LEN as usize];
+    for index in 0..blocks {
+        let len =
+            ((plain - index * BLOCK_PLAIN_LEN).min(BLOCK_PLAIN_LEN) + BLOCK_OVERHEAD) as usize;
+        let block = &mut buf[..len];
+        read_exact_at(file, block, block_cipher_offset(index))?;
+        if cipher.open_block_in_place(index, block).is_err() {
+            damaged.push(index);
+        }
+    }
+    Ok(damaged)
+}

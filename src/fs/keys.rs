@@ -1,0 +1,121 @@
+//! The daemon's key path: file header → DEK cache → KMS unwrap; and new DEKs for new files.
+
+use crate::cache::DekCache;
+use crate::crypto::Key256;
+use crate::format::{self, FileCipher, FileHeader, FormatError, FsId, HEADER_LEN};
+use crate::kms::{DataKeySpec, KeyService, KmsError};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Why a file's key could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The header is damaged or belongs elsewhere.
+    #[error("{0}")]
+    Corrupt(#[from] FormatError),
+    /// The KMS refused or could not be reached.
+    #[error("{0}")]
+    Kms(#[from] KmsError),
+    /// Reading or writing the header failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where file keys come from: the cache, else the KMS.
+pub struct KeyPath {
+    kms: Arc<dyn KeyService>,
+    cache: DekCache,
+    fs_id: FsId,
+    key_id: Uuid,
+}
+
+impl KeyPath {
+    /// A key path for filesystem `fs_id` whose new files are wrapped by `key_id`.
+    pub fn new(kms: Arc<dyn KeyService>, cache: DekCache, fs_id: FsId, key_id: Uuid) -> Self {
+        KeyPath {
+            kms,
+            cache,
+            fs_id,
+            key_id,
+        }
+    }
+
+    /// The KMS behind the cache.
+    pub fn kms(&self) -> Arc<dyn KeyService> {
+        self.kms.clone()
+    }
+
+    /// The DEK cache (for its counters).
+    pub fn cache(&self) -> &DekCache {
+        &self.cache
+    }
+
+    /// Reads the header of a non-empty cipher file, unwraps its DEK (cache first) and
+    /// authenticates the header.
+    pub fn open_header(&self, file: &File) -> Result<Arc<FileCipher>, KeyError> {
+        let mut bytes = [0u8; HEADER_LEN];
+        let n = file.read_at(&mut bytes, 0)?;
+        if n < HEADER_LEN {
+            // read_at may return short only at EOF for regular files.
+            return Err(FormatError::ShortHeader(n).into());
+        }
+        self.cipher_for(&bytes)
+    }
+
+    /// The cipher of an encoded header: cache hit, or KMS unwrap then header authentication.
+    pub fn cipher_for(&self, bytes: &[u8; HEADER_LEN]) -> Result<Arc<FileCipher>, KeyError> {
+        let header = FileHeader::parse(bytes)?;
+        if let Some(cipher) = self.cache.get(&header.file_id, &header.wrapped_dek) {
+            cipher.verify_header(bytes)?;
+            return Ok(cipher);
+        }
+        let context = format::dek_context(&self.fs_id, &header.file_id);
+        let dek = match self
+            .kms
+            .decrypt(header.key_id, &header.wrapped_dek, Some(&context))
+        {
+            Ok(plain) => {
+                Key256::from_slice(plain.expose_secret()).ok_or(FormatError::HeaderAuth)?
+            }
+            Err(KmsError::InvalidCiphertext) => return Err(FormatError::HeaderAuth.into()),
+            Err(e) => return Err(e.into()),
+        };
+        let cipher = Arc::new(FileCipher::new(&dek, header.file_id));
+        cipher.verify_header(bytes)?;
+        self.cache
+            .insert(&header.file_id, &header.wrapped_dek, cipher.clone());
+        Ok(cipher)
+    }
+
+    /// Makes a fresh DEK and file id for an empty file and writes its header.
+    pub fn create_header(&self, file: &File) -> Result<Arc<FileCipher>, KeyError> {
+        let file_id: format::FileId = crate::crypto::random_array();
+        let context = format::dek_context(&self.fs_id, &file_id);
+        let data_key =
+            self.kms
+                .generate_data_key(self.key_id, DataKeySpec::Aes256, Some(&context))?;
+        let dek = Key256::from_slice(data_key.plaintext.expose_secret()).ok_or_else(|| {
+            KmsError::Other {
+                status: 200,
+                title: "Bad Data Key".into(),
+                detail: format!(
+                    "generate-data-key returned {} bytes, expected 32",
+                    data_key.plaintext.len()
+                ),
+            }
+        })?;
+        let cipher = Arc::new(FileCipher::new(&dek, file_id));
+        let header = FileHeader {
+            file_id,
+            key_id: self.key_id,
+            wrapped_dek: data_key.ciphertext,
+        };
+        let bytes = header.encode(&cipher)?;
+        file.write_all_at(&bytes, 0)?;
+        self.cache
+            .insert(&file_id, &header.wrapped_dek, cipher.clone());
+        Ok(cipher)
+    }
+}

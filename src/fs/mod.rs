@@ -1,0 +1,165 @@
+//! The filesystem: a plain struct with the semantics ([`CryptFs`]), testable without a mount,
+//! and [`fuse`], the thin `fuser` adapter that only maps calls and errnos.
+//!
+//! Inodes follow backing inodes through `O_PATH` descriptors and `*at()` system calls
+//! ([`inode`]); content goes through the format ([`content`]); file keys come through the DEK
+//! cache and the KMS ([`keys`]).
+
+mod attr;
+mod content;
+pub mod fuse;
+mod inode;
+mod io;
+pub mod keys;
+mod names;
+
+pub use attr::{Attr, Caller, DirEntry, FileKind, SetAttr, Statfs};
+pub use inode::ROOT_INO;
+
+use crate::config::CONF_NAME;
+use crate::sys;
+use inode::InodeTable;
+use keys::KeyPath;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// An errno: what the filesystem answers the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsError(pub i32);
+
+impl From<std::io::Error> for FsError {
+    fn from(e: std::io::Error) -> Self {
+        FsError(e.raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+impl std::fmt::Display for FsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", std::io::Error::from_raw_os_error(self.0))
+    }
+}
+
+/// Result of a filesystem operation.
+pub type FsResult<T> = Result<T, FsError>;
+
+/// Names in the cipher directory's root that the mount never shows.
+const HIDDEN_ROOT_NAMES: [&str; 2] = [CONF_NAME, ".kmsfs.conf.tmp"];
+
+/// The encrypted filesystem over one cipher directory.
+pub struct CryptFs {
+    cipher_dir: PathBuf,
+    inodes: InodeTable,
+    handles: Mutex<HashMap<u64, Arc<io::Handle>>>,
+    next_handle: AtomicU64,
+    keys: KeyPath,
+    run_as_root: bool,
+}
+
+impl CryptFs {
+    /// The filesystem over `cipher_dir`, taking file keys from `keys`.
+    pub fn new(cipher_dir: &Path, keys: KeyPath) -> FsResult<Self> {
+        let path = sys::cstr(cipher_dir.as_os_str())?;
+        let root = sys::open_path(&path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        Ok(CryptFs {
+            cipher_dir: cipher_dir.to_path_buf(),
+            inodes: InodeTable::new(root)?,
+            handles: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+            keys,
+            run_as_root: is_root(),
+        })
+    }
+
+    /// The cipher directory.
+    pub fn cipher_dir(&self) -> &Path {
+        &self.cipher_dir
+    }
+
+    /// The key path (for its cache counters).
+    pub fn keys(&self) -> &KeyPath {
+        &self.keys
+    }
+
+    /// Number of inodes the kernel holds references to.
+    pub fn inode_count(&self) -> usize {
+        self.inodes.count()
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<Arc<io::Handle>> {
+        self.handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError(libc::EBADF))
+    }
+
+    fn add_handle(&self, handle: io::Handle) -> u64 {
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(fh, Arc::new(handle));
+        fh
+    }
+
+    fn remove_handle(&self, fh: u64) {
+        self.handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&fh);
+    }
+}
+
+/// Whether the daemon runs as root (then it gives new nodes to the caller).
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// What `fsck` found in one cipher file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileCheck {
+    /// Every block authenticates.
+    Clean,
+    /// The file is damaged; the sentence says where (header, size or blocks).
+    Damaged(String),
+}
+
+/// Authenticates the header and every block of the cipher file at `path`. A KMS that cannot be
+/// reached is an error, not damage.
+pub fn check_file(path: &Path, keys: &KeyPath) -> Result<FileCheck, keys::KeyError> {
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(FileCheck::Clean);
+    }
+    if let Err(e) = crate::format::plain_size(len) {
+        return Ok(FileCheck::Damaged(format!("size: {e}")));
+    }
+    let cipher = match keys.open_header(&file) {
+        Ok(cipher) => cipher,
+        Err(keys::KeyError::Corrupt(e)) => return Ok(FileCheck::Damaged(format!("header: {e}"))),
+        Err(e) => return Err(e),
+    };
+    match content::check(&file, &cipher) {
+        Ok(damaged) if damaged.is_empty() => Ok(FileCheck::Clean),
+        Ok(damaged) => {
+            let list: Vec<String> = damaged.iter().map(u64::to_string).collect();
+            let noun = if damaged.len() == 1 {
+                "block"
+            } else {
+                "blocks"
+            };
+            Ok(FileCheck::Damaged(format!(
+                "{noun} {} fail authentication",
+                list.join(", ")
+            )))
+        }
+        Err(content::ContentError::Io(e)) => Err(e.into()),
+        Err(content::ContentError::Corrupt(e)) => Ok(FileCheck::Damaged(e.to_string())),
+    }
+}

@@ -1,0 +1,247 @@
+//! The command line: every start-up error is one plain sentence and mounts nothing; key
+//! management and inspect speak the API's field names.
+
+mod common;
+
+use common::Env;
+use std::fs;
+
+fn one_sentence(out: &std::process::Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected a failure, stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one line expected: {stderr}"
+    );
+    assert!(stderr.starts_with("kmsfs: "), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
+    stderr
+}
+
+fn mount_args<'a>(env: &'a Env, cipher: &'a str, plain: &'a str) -> Vec<&'a str> {
+    vec![
+        "mount",
+        cipher,
+        plain,
+        "--passphrase-file",
+        Env::s(&env.passfile),
+        "--log",
+        Env::s(&env.log),
+    ]
+}
+
+#[test]
+fn start_up_errors_are_one_sentence_and_mount_nothing() {
+    let env = Env::new();
+    // Not a cipher directory.
+    fs::create_dir(&env.cipher).expect("mkdir");
+    let err = one_sentence(&env.run(&mount_args(&env, Env::s(&env.cipher), Env::s(&env.plain))));
+    assert!(err.contains("is not a kmsfs cipher directory"), "{err}");
+    fs::remove_dir(&env.cipher).expect("rmdir");
+    env.init();
+    // Mount point missing.
+    let missing = env.dir.path().join("nowhere");
+    let err = one_sentence(&env.run(&mount_args(&env, Env::s(&env.cipher), Env::s(&missing))));
+    assert!(err.contains("mount point"), "{err}");
+    // Mount point busy.
+    let mount = env.mount();
+    let err = one_sentence(&env.run(&mount_args(&env, Env::s(&env.cipher), Env::s(&env.plain))));
+    assert!(err.contains("busy"), "{err}");
+    mount.unmount();
+    // No passphrase at all (no terminal, no file, no environment variable).
+    let err = one_sentence(&env.run(&["mount", Env::s(&env.cipher), Env::s(&env.plain)]));
+    assert!(err.contains("passphrase"), "{err}");
+    // Keystore gone.
+    fs::rename(&env.keystore, env.dir.path().join("moved-keystore")).expect("move keystore");
+    let err = one_sentence(&env.run(&mount_args(&env, Env::s(&env.cipher), Env::s(&env.plain))));
+    assert!(err.contains("no keystore"), "{err}");
+    fs::rename(env.dir.path().join("moved-keystore"), &env.keystore).expect("restore keystore");
+    // A flipped byte in the keystore.
+    let mut bytes = fs::read(&env.keystore).expect("read keystore");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs::write(&env.keystore, &bytes).expect("damage keystore");
+    let out = env.run(&mount_args(&env, Env::s(&env.cipher), Env::s(&env.plain)));
+    one_sentence(&out);
+    assert!(!common::is_mounted(&env.plain));
+    bytes[middle] ^= 0x01;
+    fs::write(&env.keystore, &bytes).expect("repair keystore");
+    // Unknown mount option.
+    let mut args = mount_args(&env, Env::s(&env.cipher), Env::s(&env.plain));
+    args.extend_from_slice(&["-o", "bogus"]);
+    let err = one_sentence(&env.run(&args));
+    assert!(err.contains("bogus"), "{err}");
+    assert!(!common::is_mounted(&env.plain));
+    // Unmount of nothing.
+    let err = one_sentence(&env.run(&["unmount", Env::s(&env.plain)]));
+    assert!(err.contains("nothing is mounted"), "{err}");
+}
+
+#[test]
+fn init_refuses_a_non_empty_directory_and_reuses_a_keystore() {
+    let env = Env::new();
+    fs::create_dir(&env.cipher).expect("mkdir");
+    fs::write(env.cipher.join("file"), b"x").expect("write");
+    let err = one_sentence(&env.run(&[
+        "init",
+        Env::s(&env.cipher),
+        "--keystore",
+        Env::s(&env.keystore),
+        "--passphrase-file",
+        Env::s(&env.passfile),
+    ]));
+    assert!(err.contains("not empty"), "{err}");
+    assert!(!env.keystore.exists(), "nothing created on failure");
+    fs::remove_file(env.cipher.join("file")).expect("rm");
+    env.init();
+    let conf = fs::read_to_string(env.cipher.join("kmsfs.conf")).expect("conf");
+    assert!(!conf.contains("correct horse"), "no secret in kmsfs.conf");
+    let conf: serde_json::Value = serde_json::from_str(&conf).expect("json");
+    assert_eq!(conf["format-version"], 1);
+    assert_eq!(conf["kms"]["backend"], "embedded");
+    // A second directory in the same keystore gets its own key.
+    let second = env.dir.path().join("second");
+    env.ok(&[
+        "init",
+        Env::s(&second),
+        "--keystore",
+        Env::s(&env.keystore),
+        "--passphrase-file",
+        Env::s(&env.passfile),
+    ]);
+    let conf2: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(second.join("kmsfs.conf")).expect("conf"))
+            .expect("json");
+    assert_ne!(conf["key-id"], conf2["key-id"]);
+    // --key reuses an existing key.
+    let third = env.dir.path().join("third");
+    let key = conf["key-id"].as_str().expect("key id");
+    env.ok(&[
+        "init",
+        Env::s(&third),
+        "--keystore",
+        Env::s(&env.keystore),
+        "--passphrase-file",
+        Env::s(&env.passfile),
+        "--key",
+        key,
+    ]);
+    let conf3: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(third.join("kmsfs.conf")).expect("conf"))
+            .expect("json");
+    assert_eq!(conf3["key-id"], conf["key-id"]);
+    let err = one_sentence(&env.run(&[
+        "init",
+        Env::s(&env.dir.path().join("fourth")),
+        "--keystore",
+        Env::s(&env.keystore),
+        "--passphrase-file",
+        Env::s(&env.passfile),
+        "--key",
+        "00000000-0000-4000-8000-000000000000",
+    ]));
+    assert!(err.contains("Key Not Found"), "{err}");
+}
+
+#[test]
+fn key_commands_and_inspect_show_rotation_in_new_files() {
+    let env = Env::new();
+    env.init();
+    let ks = [
+        "--keystore",
+        Env::s(&env.keystore),
+        "--passphrase-file",
+        Env::s(&env.passfile),
+    ];
+    let key = |args: &[&str]| {
+        let mut all = vec!["key"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&ks);
+        env.ok(&all)
+    };
+    let list: serde_json::Value = serde_json::from_str(&key(&["list", "--json"])).expect("json");
+    let keys = list["kms-keys"].as_array().expect("kms-keys");
+    assert_eq!(
+        keys.len(),
+        2,
+        "the default key and the directory's key: {list}"
+    );
+    let conf: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(env.cipher.join("kmsfs.conf")).expect("conf"))
+            .expect("json");
+    let id = conf["key-id"].as_str().expect("key id").to_string();
+    let shown: serde_json::Value =
+        serde_json::from_str(&key(&["show", &id, "--json"])).expect("json");
+    for field in [
+        "id",
+        "name",
+        "usage",
+        "source",
+        "status",
+        "status-since",
+        "material",
+        "rotation",
+        "multi-zone",
+        "origin-zone",
+        "created-at",
+        "revision",
+    ] {
+        assert!(shown.get(field).is_some(), "show lacks {field}: {shown}");
+    }
+    assert_eq!(shown["material"]["version"], 1);
+    assert_eq!(shown["rotation"]["rotation-period"], 365);
+    let text = key(&["list"]);
+    assert!(text.contains(&id), "{text}");
+
+    let mount = env.mount();
+    fs::write(env.plain.join("before"), b"old material").expect("write");
+    let rotated: serde_json::Value =
+        serde_json::from_str(&key(&["rotate", &id, "--json"])).expect("json");
+    assert_eq!(rotated["rotation"]["manual-count"], 1);
+    // The embedded backend reloads the keystore when it changes: new files take version 2.
+    fs::write(env.plain.join("after"), b"new material").expect("write");
+    assert_eq!(
+        fs::read(env.plain.join("before")).expect("read old"),
+        b"old material"
+    );
+    mount.unmount();
+    let inspect = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&env.ok(&["inspect", Env::s(&env.cipher.join(name))])).expect("json")
+    };
+    let before = inspect("before");
+    let after = inspect("after");
+    assert_eq!(before["key-material-version"], 1, "{before}");
+    assert_eq!(after["key-material-version"], 2, "{after}");
+    assert_eq!(before["key-id"], id.as_str());
+    assert_eq!(before["format-version"], 1);
+    assert_eq!(before["plain-size"], 12);
+    assert_eq!(before["file-id"].as_str().expect("file id").len(), 32);
+    assert!(before["wrapped-dek-length"].as_u64().expect("length") > 32);
+    // Disabled key: mount refuses with a sentence.
+    key(&["disable", &id]);
+    let err = one_sentence(&env.run(&mount_args(&env, Env::s(&env.cipher), Env::s(&env.plain))));
+    assert!(err.contains("disabled"), "{err}");
+    key(&["enable", &id]);
+    let _mount = env.mount();
+    assert_eq!(
+        fs::read(env.plain.join("after")).expect("read"),
+        b"new material"
+    );
+}
+
+#[test]
+fn inspect_refuses_a_file_that_is_not_ours() {
+    let env = Env::new();
+    let path = env.dir.path().join("random");
+    fs::write(&path, common::pattern(600, 3)).expect("write");
+    let err = one_sentence(&env.run(&["inspect", Env::s(&path)]));
+    assert!(err.contains("no valid kmsfs header"), "{err}");
+}

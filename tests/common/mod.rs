@@ -1,0 +1,222 @@
+//! Shared harness of the integration tests: a private environment per test (its own keystore,
+//! XDG directories, cipher directory and mount point), the real `kmsfs` binary, and a guard
+//! that unmounts on drop, even when the test fails.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The kmsfs binary built by cargo for this test run.
+pub fn kmsfs_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kmsfs")
+}
+
+/// One test's private world.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub passfile: PathBuf,
+    pub keystore: PathBuf,
+    pub cipher: PathBuf,
+    pub plain: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Env {
+    /// A fresh environment (nothing created yet but the passphrase file and mount point).
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("kmsfs-test-")
+            .tempdir()
+            .expect("tempdir");
+        let root = dir.path().to_path_buf();
+        let passfile = root.join("passphrase");
+        std::fs::write(&passfile, "correct horse battery staple\n").expect("write passphrase");
+        let plain = root.join("plain");
+        std::fs::create_dir(&plain).expect("mkdir plain");
+        Env {
+            keystore: root.join("data/keystore"),
+            cipher: root.join("cipher"),
+            log: root.join("kmsfs.log"),
+            plain,
+            passfile,
+            dir,
+        }
+    }
+
+    /// A `kmsfs` command with this environment's XDG directories and no passphrase in the
+    /// environment.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(kmsfs_bin());
+        let root = self.dir.path();
+        cmd.env("XDG_DATA_HOME", root.join("data-home"))
+            .env("XDG_CONFIG_HOME", root.join("config-home"))
+            .env("XDG_STATE_HOME", root.join("state-home"))
+            .env_remove("KMSFS_PASSPHRASE")
+            .env_remove("KMSFS_LOG");
+        cmd
+    }
+
+    /// Runs `kmsfs ARGS`, returning its output (whatever the exit code).
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run kmsfs")
+    }
+
+    /// Runs `kmsfs ARGS` and insists on success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kmsfs {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn s(path: &Path) -> &str {
+        path.to_str().expect("utf-8 path")
+    }
+
+    /// `kmsfs init` of the cipher directory with the environment's keystore.
+    pub fn init(&self) {
+        self.ok(&[
+            "init",
+            Self::s(&self.cipher),
+            "--keystore",
+            Self::s(&self.keystore),
+            "--passphrase-file",
+            Self::s(&self.passfile),
+        ]);
+    }
+
+    /// Mounts the cipher directory at the mount point; the guard unmounts.
+    pub fn mount(&self) -> MountGuard {
+        self.mount_with(&[])
+    }
+
+    /// Mounts with extra arguments.
+    pub fn mount_with(&self, extra: &[&str]) -> MountGuard {
+        let mut args = vec![
+            "mount",
+            Self::s(&self.cipher),
+            Self::s(&self.plain),
+            "--passphrase-file",
+            Self::s(&self.passfile),
+            "--log",
+            Self::s(&self.log),
+        ];
+        args.extend_from_slice(extra);
+        let guard = MountGuard {
+            mountpoint: self.plain.clone(),
+            bin_env: self.dir.path().to_path_buf(),
+        };
+        self.ok(&args);
+        assert!(
+            is_mounted(&self.plain),
+            "kmsfs mount returned but nothing is mounted"
+        );
+        guard
+    }
+
+    /// The daemon log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Unmounts on drop (then lazily, if files are still open), so a failing test leaves no mount.
+pub struct MountGuard {
+    pub mountpoint: PathBuf,
+    bin_env: PathBuf,
+}
+
+impl MountGuard {
+    /// Unmounts now through `kmsfs unmount` and checks it worked.
+    pub fn unmount(self) {
+        let out = Command::new(kmsfs_bin())
+            .env("XDG_STATE_HOME", self.bin_env.join("state-home"))
+            .args(["unmount", Env::s(&self.mountpoint)])
+            .output()
+            .expect("run kmsfs unmount");
+        assert!(
+            out.status.success(),
+            "kmsfs unmount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!is_mounted(&self.mountpoint));
+        // Drop runs next and finds nothing to do.
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if !is_mounted(&self.mountpoint) {
+            return;
+        }
+        let _ = Command::new(kmsfs_bin())
+            .env("XDG_STATE_HOME", self.bin_env.join("state-home"))
+            .args(["unmount", Env::s(&self.mountpoint)])
+            .output();
+        if is_mounted(&self.mountpoint) {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.mountpoint)
+                .output();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while is_mounted(&self.mountpoint) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// True when something is mounted at `path`.
+pub fn is_mounted(path: &Path) -> bool {
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let target = canonical.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|mp| mp == target)
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// A small deterministic random number generator for operation sequences.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// The on-disk size formula of docs/FORMAT.md.
+pub fn expected_cipher_size(n: u64) -> u64 {
+    if n == 0 {
+        0
+    } else {
+        512 + n + 28 * n.div_ceil(4096)
+    }
+}

@@ -1,0 +1,234 @@
+//! Tampering with the cipher directory: every damaged range reads as EIO (never wrong bytes),
+//! the rest of the filesystem keeps working, and fsck names each damaged file.
+
+mod common;
+
+use common::{Env, pattern};
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+const BLOCK: u64 = 4096;
+const CIPHER_BLOCK: u64 = 4124;
+
+fn block_at(index: u64) -> u64 {
+    512 + index * CIPHER_BLOCK
+}
+
+fn rewrite(path: &Path, offset: u64, bytes: &[u8]) {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open cipher file");
+    f.write_all_at(bytes, offset).expect("tamper");
+    f.sync_all().expect("sync");
+}
+
+fn read_range(path: &Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let f = File::open(path)?;
+    let mut buf = vec![0u8; len];
+    f.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
+}
+
+fn assert_eio(path: &Path, offset: u64, len: usize, what: &str) {
+    match read_range(path, offset, len) {
+        Ok(_) => panic!("{what}: read of the damaged range succeeded"),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EIO), "{what}: {e}"),
+    }
+}
+
+#[test]
+fn tampered_blocks_and_headers_read_as_eio_and_fsck_names_them() {
+    let env = Env::new();
+    env.init();
+    let mount = env.mount();
+    let size = 5 * BLOCK as usize;
+    let names = [
+        "flip",
+        "swap",
+        "foreign-block",
+        "foreign-header",
+        "header-byte",
+        "intact",
+        "other",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        fs::write(env.plain.join(name), pattern(size, i as u64)).expect("write");
+    }
+    let c = |name: &str| env.cipher.join(name);
+    let p = |name: &str| env.plain.join(name);
+    let read_cipher = |name: &str, off: u64, len: u64| {
+        read_range(&c(name), off, len as usize).expect("read cipher")
+    };
+
+    // 1. A flipped bit in block 2.
+    let mut byte = read_cipher("flip", block_at(2) + 100, 1);
+    byte[0] ^= 0x01;
+    rewrite(&c("flip"), block_at(2) + 100, &byte);
+    // 2. Blocks 1 and 3 swapped.
+    let (b1, b3) = (
+        read_cipher("swap", block_at(1), CIPHER_BLOCK),
+        read_cipher("swap", block_at(3), CIPHER_BLOCK),
+    );
+    rewrite(&c("swap"), block_at(1), &b3);
+    rewrite(&c("swap"), block_at(3), &b1);
+    // 3. Block 1 copied from another file at the same position.
+    rewrite(
+        &c("foreign-block"),
+        block_at(1),
+        &read_cipher("other", block_at(1), CIPHER_BLOCK),
+    );
+    // 4. The header copied from another file.
+    rewrite(&c("foreign-header"), 0, &read_cipher("other", 0, 512));
+    // 5. One flipped header byte (inside the wrapped DEK).
+    let mut byte = read_cipher("header-byte", 60, 1);
+    byte[0] ^= 0x40;
+    rewrite(&c("header-byte"), 60, &byte);
+
+    for (name, block) in [("flip", 2), ("swap", 1), ("swap", 3), ("foreign-block", 1)] {
+        assert_eio(
+            &p(name),
+            block * BLOCK,
+            BLOCK as usize,
+            &format!("{name} block {block}"),
+        );
+        assert_eio(
+            &p(name),
+            block * BLOCK + 10,
+            5,
+            &format!("{name} block {block}, partial"),
+        );
+    }
+    for (name, good) in [
+        ("flip", [0u64, 1, 3, 4]),
+        ("swap", [0, 2, 4, 4]),
+        ("foreign-block", [0, 2, 3, 4]),
+    ] {
+        let expected = pattern(
+            size,
+            names.iter().position(|n| *n == name).expect("name") as u64,
+        );
+        for block in good {
+            let got = read_range(&p(name), block * BLOCK, BLOCK as usize)
+                .unwrap_or_else(|e| panic!("{name} block {block} is intact but reads as {e}"));
+            assert!(
+                got == expected[(block * BLOCK) as usize..((block + 1) * BLOCK) as usize],
+                "{name} block {block}"
+            );
+        }
+    }
+    for name in ["foreign-header", "header-byte"] {
+        for offset in [0, 2 * BLOCK, 4 * BLOCK] {
+            assert_eio(&p(name), offset, 100, &format!("{name} at {offset}"));
+        }
+    }
+    // The rest keeps working: intact files read, new files write.
+    assert_eq!(
+        fs::read(p("intact")).expect("intact file"),
+        pattern(size, 5)
+    );
+    fs::write(p("new-after-tamper"), b"still works").expect("write");
+    assert_eq!(
+        fs::read(p("new-after-tamper")).expect("read"),
+        b"still works"
+    );
+
+    // One log line per failure, naming the file and the block.
+    let log = env.log_text();
+    let flip_path = c("flip");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(flip_path.to_str().expect("utf-8")) && l.contains("block=2")),
+        "log lacks the flip/block 2 line:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains("foreign-header") && l.contains("header")),
+        "log:\n{log}"
+    );
+    mount.unmount();
+
+    let out = env.run(&[
+        "fsck",
+        Env::s(&env.cipher),
+        "--passphrase-file",
+        Env::s(&env.passfile),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "fsck exits 1 on damage");
+    let report = String::from_utf8_lossy(&out.stdout);
+    let line = |name: &str| {
+        report
+            .lines()
+            .find(|l| l.starts_with(c(name).to_str().expect("utf-8")))
+            .unwrap_or_else(|| panic!("fsck does not name {name}:\n{report}"))
+            .to_string()
+    };
+    assert!(line("flip").contains("block 2"), "{report}");
+    assert!(line("swap").contains("blocks 1, 3"), "{report}");
+    assert!(line("foreign-block").contains("block 1"), "{report}");
+    assert!(
+        line("foreign-header").contains("block") || line("foreign-header").contains("header"),
+        "{report}"
+    );
+    assert!(line("header-byte").contains("header"), "{report}");
+    assert_eq!(
+        report.lines().count(),
+        5,
+        "exactly the five damaged files:\n{report}"
+    );
+    for name in ["intact", "other", "new-after-tamper"] {
+        assert!(
+            !report.contains(c(name).to_str().expect("utf-8")),
+            "{name} is not damaged:\n{report}"
+        );
+    }
+}
+
+#[test]
+fn fsck_of_a_clean_directory_exits_zero_and_a_corrupt_size_is_reported() {
+    let env = Env::new();
+    env.init();
+    let mount = env.mount();
+    fs::write(env.plain.join("a"), pattern(9000, 1)).expect("write");
+    fs::write(env.plain.join("empty"), b"").expect("write");
+    fs::create_dir(env.plain.join("d")).expect("mkdir");
+    fs::write(env.plain.join("d/b"), pattern(1, 2)).expect("write");
+    mount.unmount();
+    let out = env.run(&[
+        "fsck",
+        Env::s(&env.cipher),
+        "--passphrase-file",
+        Env::s(&env.passfile),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 files checked, 0 damaged"));
+    // A truncated last block: 20 of its bytes cut off leave a size no plaintext maps to.
+    let f = OpenOptions::new()
+        .write(true)
+        .open(env.cipher.join("a"))
+        .expect("open");
+    let len = f.metadata().expect("stat").len();
+    f.set_len(len - (9000 - 8192 + 28 - 20)).expect("truncate");
+    drop(f);
+    let out = env.run(&[
+        "fsck",
+        Env::s(&env.cipher),
+        "--passphrase-file",
+        Env::s(&env.passfile),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not a valid kmsfs file size"));
+    let _mount = env.mount();
+    assert_eq!(
+        fs::read(env.plain.join("a"))
+            .expect_err("corrupt size")
+            .raw_os_error(),
+        Some(libc::EIO)
+    );
+}
