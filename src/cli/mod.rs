@@ -5,6 +5,9 @@ mod fsck;
 mod init;
 mod inspect;
 mod key;
+mod kms;
+mod kms_bench;
+mod kms_serve;
 mod mount;
 mod secret;
 
@@ -88,6 +91,9 @@ enum Command {
     },
     /// Manage KMS keys.
     Key(key::KeyArgs),
+    /// The KMS server (Exoscale API v2 compatible), its organizations, and a load generator.
+    #[command(subcommand)]
+    Kms(kms::KmsCommand),
     /// Show a cipher file's header as JSON (no KMS call).
     Inspect {
         /// A file inside a cipher directory.
@@ -115,6 +121,7 @@ pub fn main() -> ExitCode {
         Command::Mount(args) => mount::run(args),
         Command::Unmount { mountpoint, lazy } => mount::unmount(&mountpoint, lazy),
         Command::Key(args) => key::run(args),
+        Command::Kms(command) => kms::run(command),
         Command::Inspect { cipherfile } => inspect::run(&cipherfile),
         Command::Fsck {
             cipherdir,

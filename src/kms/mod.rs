@@ -9,6 +9,7 @@
 pub mod blob;
 pub mod embedded;
 pub mod keyring;
+pub mod sign;
 pub mod wire;
 
 use crate::crypto::SecretBytes;
