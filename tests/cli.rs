@@ -245,3 +245,47 @@ fn inspect_refuses_a_file_that_is_not_ours() {
     let err = one_sentence(&env.run(&["inspect", Env::s(&path)]));
     assert!(err.contains("no valid kmsfs header"), "{err}");
 }
+
+#[test]
+fn the_default_keystore_and_the_passphrase_variable_work() {
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .args(["init", Env::s(&env.cipher)])
+        .env("KMSFS_PASSPHRASE", "from the environment")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let default = env.dir.path().join("data-home/kmsfs/keystore");
+    assert!(
+        default.exists(),
+        "keystore at $XDG_DATA_HOME/kmsfs/keystore"
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &fs::metadata(&default).expect("stat").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let listed = env
+        .cmd()
+        .args(["key", "list"])
+        .env("KMSFS_PASSPHRASE", "from the environment")
+        .output()
+        .expect("run");
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let wrong = env
+        .cmd()
+        .args(["key", "list"])
+        .env("KMSFS_PASSPHRASE", "wrong")
+        .output()
+        .expect("run");
+    let err = one_sentence(&wrong);
+    assert!(err.contains("passphrase"), "{err}");
+}

@@ -163,3 +163,6 @@ pub fn check_file(path: &Path, keys: &KeyPath) -> Result<FileCheck, keys::KeyErr
         Err(content::ContentError::Corrupt(e)) => Ok(FileCheck::Damaged(e.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests;

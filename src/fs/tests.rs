@@ -1,0 +1,182 @@
+//! The filesystem without a mount: `CryptFs` driven directly, over a temporary cipher
+//! directory and an embedded KMS with a cheap KDF.
+
+use super::*;
+use crate::cache::DekCache;
+use crate::crypto::SecretBytes;
+use crate::kms::KeyService;
+use crate::kms::embedded::{EmbeddedKms, KdfParams, SystemClock};
+use crate::kms::wire::CreateKeyRequest;
+use std::ffi::OsStr;
+use std::time::Duration;
+
+const ME: Caller = Caller { uid: 0, gid: 0 };
+
+fn setup() -> (tempfile::TempDir, CryptFs) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let params = KdfParams {
+        m_cost_kib: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
+    let kms = EmbeddedKms::create_with_params(
+        &dir.path().join("keystore"),
+        &SecretBytes::new(b"pass".to_vec()),
+        "test",
+        params,
+        Arc::new(SystemClock),
+    )
+    .expect("keystore");
+    let key = kms
+        .create_key(&CreateKeyRequest {
+            name: "k".into(),
+            description: None,
+            usage: None,
+            multi_zone: false,
+        })
+        .expect("key");
+    let cipher = dir.path().join("cipher");
+    std::fs::create_dir(&cipher).expect("mkdir");
+    let keys = KeyPath::new(
+        Arc::new(kms),
+        DekCache::new(16, Duration::from_secs(60)),
+        [7; 16],
+        key.id,
+    );
+    let fs = CryptFs::new(&cipher, keys).expect("fs");
+    (dir, fs)
+}
+
+fn create(fs: &CryptFs, name: &str) -> (u64, u64) {
+    let (attr, fh) = fs
+        .create(ROOT_INO, OsStr::new(name), 0o644, 0o022, libc::O_RDWR, ME)
+        .expect("create");
+    (attr.ino, fh)
+}
+
+#[test]
+fn write_read_truncate_without_a_mount() {
+    let (_dir, fs) = setup();
+    let (ino, fh) = create(&fs, "a");
+    assert_eq!(fs.getattr(ino).expect("attr").size, 0);
+    assert_eq!(fs.read(fh, 0, 100).expect("read empty"), b"");
+    fs.write(fh, 5000, b"xyz").expect("write past the end");
+    assert_eq!(fs.getattr(ino).expect("attr").size, 5003);
+    let data = fs.read(fh, 0, 10_000).expect("read");
+    assert_eq!(data.len(), 5003);
+    assert!(data[..5000].iter().all(|&b| b == 0));
+    assert_eq!(&data[5000..], b"xyz");
+    fs.setattr(
+        ino,
+        SetAttr {
+            size: Some(4097),
+            ..SetAttr::default()
+        },
+        Some(fh),
+    )
+    .expect("shrink");
+    assert_eq!(fs.read(fh, 4090, 100).expect("read").len(), 7);
+    fs.setattr(
+        ino,
+        SetAttr {
+            size: Some(0),
+            ..SetAttr::default()
+        },
+        None,
+    )
+    .expect("empty");
+    assert_eq!(fs.getattr(ino).expect("attr").size, 0);
+    fs.write(fh, 0, b"again")
+        .expect("write after emptying makes a new header");
+    assert_eq!(fs.read(fh, 0, 100).expect("read"), b"again");
+    fs.release(fh);
+}
+
+#[test]
+fn handles_of_one_file_share_its_key() {
+    let (_dir, fs) = setup();
+    let (ino, fh1) = create(&fs, "shared");
+    let fh2 = fs
+        .open(ino, libc::O_RDWR)
+        .expect("second handle before any write");
+    fs.write(fh1, 0, b"first").expect("write 1");
+    fs.write(fh2, 5, b"second")
+        .expect("write 2 uses the same DEK");
+    assert_eq!(fs.read(fh1, 0, 100).expect("read"), b"firstsecond");
+    fs.release(fh1);
+    fs.release(fh2);
+}
+
+#[test]
+fn namespace_errors_are_errnos() {
+    let (_dir, fs) = setup();
+    assert_eq!(
+        fs.lookup(ROOT_INO, OsStr::new("missing")),
+        Err(FsError(libc::ENOENT))
+    );
+    assert_eq!(
+        fs.lookup(ROOT_INO, OsStr::new("kmsfs.conf")),
+        Err(FsError(libc::ENOENT))
+    );
+    assert_eq!(
+        fs.mkdir(ROOT_INO, OsStr::new("kmsfs.conf"), 0o755, 0, ME)
+            .map(|a| a.ino),
+        Err(FsError(libc::EPERM))
+    );
+    let (_, fh) = create(&fs, "f");
+    assert_eq!(
+        fs.create(
+            ROOT_INO,
+            OsStr::new("f"),
+            0o644,
+            0,
+            libc::O_RDWR | libc::O_EXCL,
+            ME
+        )
+        .map(|(a, _)| a.ino),
+        Err(FsError(libc::EEXIST))
+    );
+    assert_eq!(fs.read(9999, 0, 1), Err(FsError(libc::EBADF)));
+    assert_eq!(
+        fs.fallocate(fh, 0, 10, libc::FALLOC_FL_KEEP_SIZE),
+        Err(FsError(libc::EOPNOTSUPP))
+    );
+    let dir = fs
+        .mkdir(ROOT_INO, OsStr::new("d"), 0o755, 0, ME)
+        .expect("mkdir");
+    assert_eq!(fs.open(dir.ino, libc::O_RDONLY), Err(FsError(libc::EINVAL)));
+    assert_eq!(
+        fs.rmdir(ROOT_INO, OsStr::new("f")),
+        Err(FsError(libc::ENOTDIR))
+    );
+}
+
+#[test]
+fn inodes_follow_files_across_renames_and_are_forgotten() {
+    let (_dir, fs) = setup();
+    let (ino, fh) = create(&fs, "before");
+    fs.write(fh, 0, b"content").expect("write");
+    let d = fs
+        .mkdir(ROOT_INO, OsStr::new("d"), 0o755, 0, ME)
+        .expect("mkdir");
+    fs.rename(
+        ROOT_INO,
+        OsStr::new("before"),
+        d.ino,
+        OsStr::new("after"),
+        0,
+    )
+    .expect("rename");
+    assert_eq!(
+        fs.lookup(d.ino, OsStr::new("after")).expect("lookup").ino,
+        ino
+    );
+    assert_eq!(
+        fs.read(fh, 0, 100).expect("read through the old handle"),
+        b"content"
+    );
+    let count = fs.inode_count();
+    fs.forget(ino, 2);
+    assert_eq!(fs.inode_count(), count - 1);
+    fs.release(fh);
+}
