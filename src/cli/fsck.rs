@@ -3,7 +3,7 @@
 use super::secret;
 use super::{CliError, CliResult};
 use crate::cache::DekCache;
-use crate::config::{CONF_NAME, CipherConfig};
+use crate::config::CipherConfig;
 use crate::fs::keys::KeyPath;
 use crate::fs::{FileCheck, check_file};
 use std::path::Path;
@@ -19,37 +19,21 @@ pub fn run(cipherdir: &Path, passphrase_file: Option<&Path>) -> CliResult<ExitCo
     let keys = KeyPath::new(kms, DekCache::new(0, Duration::ZERO), fs_id, config.key_id);
     let mut files = 0u64;
     let mut damaged = 0u64;
-    let mut stack = vec![cipherdir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|e| CliError::new(format!("cannot read {}: {e}", dir.display())))?;
-        let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries {
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                stack.push(path);
-                continue;
+    let paths = crate::fs::cipher_files(cipherdir)
+        .map_err(|e| CliError::new(format!("cannot read {}: {e}", cipherdir.display())))?;
+    for path in &paths {
+        files += 1;
+        match check_file(path, &keys) {
+            Ok(FileCheck::Clean) => {}
+            Ok(FileCheck::Damaged(what)) => {
+                damaged += 1;
+                println!("{}: {what}", path.display());
             }
-            if !kind.is_file() || (dir == cipherdir && entry.file_name() == CONF_NAME) {
-                continue;
-            }
-            files += 1;
-            match check_file(&path, &keys) {
-                Ok(FileCheck::Clean) => {}
-                Ok(FileCheck::Damaged(what)) => {
-                    damaged += 1;
-                    println!("{}: {what}", path.display());
-                }
-                Err(e) => {
-                    return Err(CliError::new(format!(
-                        "cannot check {}: {e}",
-                        path.display()
-                    )));
-                }
+            Err(e) => {
+                return Err(CliError::new(format!(
+                    "cannot check {}: {e}",
+                    path.display()
+                )));
             }
         }
     }

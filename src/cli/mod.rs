@@ -9,6 +9,7 @@ mod kms;
 mod kms_bench;
 mod kms_serve;
 mod mount;
+mod rewrap;
 mod secret;
 
 use clap::{Args, Parser, Subcommand};
@@ -94,6 +95,9 @@ enum Command {
     /// The KMS server (Exoscale API v2 compatible), its organizations, and a load generator.
     #[command(subcommand)]
     Kms(kms::KmsCommand),
+    /// Re-wrap every file's DEK under the newest key material (after `kmsfs key rotate`);
+    /// rewrites headers only.
+    Rewrap(rewrap::RewrapArgs),
     /// Show a cipher file's header as JSON (no KMS call).
     Inspect {
         /// A file inside a cipher directory.
@@ -122,6 +126,7 @@ pub fn main() -> ExitCode {
         Command::Unmount { mountpoint, lazy } => mount::unmount(&mountpoint, lazy),
         Command::Key(args) => key::run(args),
         Command::Kms(command) => kms::run(command),
+        Command::Rewrap(args) => rewrap::run(args),
         Command::Inspect { cipherfile } => inspect::run(&cipherfile),
         Command::Fsck {
             cipherdir,

@@ -54,6 +54,15 @@ impl From<FormatError> for ContentError {
     }
 }
 
+/// Empties a cipher file (its header goes too), under the file's advisory lock so that a
+/// concurrent `kmsfs rewrap` never writes an old header over a new one.
+pub fn make_empty(file: &File) -> io::Result<()> {
+    file.lock()?;
+    let result = file.set_len(0);
+    file.unlock()?;
+    result
+}
+
 /// The plaintext size of the open cipher file.
 pub fn plain_len(file: &File) -> Result<u64, ContentError> {
     Ok(format::plain_size(file.metadata()?.len())?)
@@ -190,7 +199,7 @@ pub fn write(
 pub fn truncate(file: &File, cipher: Option<&FileCipher>, new: u64) -> Result<(), ContentError> {
     let cipher_len = file.metadata()?.len();
     if new == 0 {
-        file.set_len(0)?;
+        make_empty(file)?;
         return Ok(());
     }
     let old = format::plain_size(cipher_len)?;

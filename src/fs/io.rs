@@ -107,7 +107,7 @@ impl CryptFs {
         {
             let mut cipher = state.cipher.write().unwrap_or_else(PoisonError::into_inner);
             if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
-                file.set_len(0)?;
+                content::make_empty(&file)?;
                 *cipher = None;
             } else if cipher.is_some() && file.metadata()?.len() == 0 {
                 // Emptied behind our back (e.g. truncated in the cipher directory).
@@ -245,7 +245,7 @@ impl CryptFs {
         };
         let mut slot = state.cipher.write().unwrap_or_else(PoisonError::into_inner);
         if size == 0 {
-            file.set_len(0)?;
+            content::make_empty(file)?;
             *slot = None;
             return Ok(());
         }

@@ -113,7 +113,12 @@ impl KeyPath {
             wrapped_dek: data_key.ciphertext,
         };
         let bytes = header.encode(&cipher)?;
-        file.write_all_at(&bytes, 0)?;
+        // Under the advisory lock `kmsfs rewrap` also takes: it never rewrites a header that
+        // changed since it read it.
+        file.lock()?;
+        let written = file.write_all_at(&bytes, 0);
+        file.unlock()?;
+        written?;
         self.cache
             .insert(&file_id, &header.wrapped_dek, cipher.clone());
         Ok(cipher)

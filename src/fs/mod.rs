@@ -12,9 +12,13 @@ mod inode;
 mod io;
 pub mod keys;
 mod names;
+mod rewrap;
+mod walk;
 
 pub use attr::{Attr, Caller, DirEntry, FileKind, SetAttr, Statfs};
 pub use inode::ROOT_INO;
+pub use rewrap::{RewrapOutcome, RewrapTarget, rewrap_file};
+pub use walk::cipher_files;
 
 use crate::config::CONF_NAME;
 use crate::sys;

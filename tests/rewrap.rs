@@ -1,0 +1,268 @@
+//! `kmsfs rewrap` after `kmsfs key rotate`: headers change, content bytes never do; idempotent;
+//! safe to kill half way; safe on a mounted directory with a file held open.
+
+mod common;
+
+use common::{Env, pattern};
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+fn key_id(env: &Env) -> String {
+    let conf: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(env.cipher.join("kmsfs.conf")).expect("conf"))
+            .expect("json");
+    conf["key-id"].as_str().expect("key id").to_string()
+}
+
+fn rotate(env: &Env) {
+    env.ok(&[
+        "key",
+        "rotate",
+        &key_id(env),
+        "--keystore",
+        Env::s(&env.keystore),
+        "--passphrase-file",
+        Env::s(&env.passfile),
+    ]);
+}
+
+fn rewrap(env: &Env, extra: &[&str]) -> String {
+    let mut args = vec![
+        "rewrap",
+        Env::s(&env.cipher),
+        "--passphrase-file",
+        Env::s(&env.passfile),
+    ];
+    args.extend_from_slice(extra);
+    env.ok(&args)
+}
+
+/// Writes `n` files of mixed sizes (some empty) in a few directories through a mount.
+fn populate(env: &Env, n: usize) -> Vec<String> {
+    let mount = env.mount();
+    let mut names = Vec::new();
+    for d in 0..4 {
+        fs::create_dir(env.plain.join(format!("d{d}"))).expect("mkdir");
+    }
+    for i in 0..n {
+        let name = format!("d{}/f{i:05}", i % 4);
+        let size = match i % 10 {
+            0 => 0,
+            1 => 1,
+            2 => 4096,
+            3 => 20_000,
+            _ => (i * 37) % 9000,
+        };
+        fs::write(env.plain.join(&name), pattern(size, i as u64)).expect("write");
+        names.push(name);
+    }
+    mount.unmount();
+    names
+}
+
+/// (header, SHA-256 of everything after it) of each cipher file.
+fn snapshot(env: &Env, names: &[String]) -> Vec<(Vec<u8>, [u8; 32])> {
+    names
+        .iter()
+        .map(|name| {
+            let bytes = fs::read(env.cipher.join(name)).expect("read cipher file");
+            let split = bytes.len().min(512);
+            (
+                bytes[..split].to_vec(),
+                kmsfs::crypto::sha256(&bytes[split..]),
+            )
+        })
+        .collect()
+}
+
+fn version_of(env: &Env, path: &Path) -> serde_json::Value {
+    let out: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", Env::s(path)])).expect("json");
+    out["key-material-version"].clone()
+}
+
+fn fsck_clean(env: &Env) {
+    let out = env.run(&[
+        "fsck",
+        Env::s(&env.cipher),
+        "--passphrase-file",
+        Env::s(&env.passfile),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "fsck: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn rewrap_of_1000_files_changes_every_header_and_no_content_byte() {
+    let env = Env::new();
+    env.init();
+    let names = populate(&env, 1000);
+    let before = snapshot(&env, &names);
+    let non_empty = before.iter().filter(|(h, _)| !h.is_empty()).count();
+    rotate(&env);
+    let dry = rewrap(&env, &["--dry-run"]);
+    assert!(dry.contains(&format!("{non_empty} to rewrap")), "{dry}");
+    assert_eq!(snapshot(&env, &names), before, "a dry run changes nothing");
+
+    let summary = rewrap(&env, &[]);
+    assert!(
+        summary.contains(&format!(
+            "1000 files seen, {} empty, 0 already current, {non_empty} rewrapped, 0 failed",
+            1000 - non_empty
+        )),
+        "{summary}"
+    );
+    let after = snapshot(&env, &names);
+    for (i, ((h0, c0), (h1, c1))) in before.iter().zip(&after).enumerate() {
+        assert_eq!(
+            c0, c1,
+            "{}: content bytes after the header changed",
+            names[i]
+        );
+        if h0.is_empty() {
+            assert!(h1.is_empty());
+        } else {
+            assert_ne!(h0, h1, "{}: header not rewritten", names[i]);
+            assert_eq!(
+                h0[..28],
+                h1[..28],
+                "{}: magic, version and file id stay",
+                names[i]
+            );
+        }
+    }
+    assert_eq!(version_of(&env, &env.cipher.join(&names[3])), 2);
+
+    let again = rewrap(&env, &[]);
+    assert!(
+        again.contains(&format!("{non_empty} already current, 0 rewrapped")),
+        "{again}"
+    );
+    assert_eq!(
+        snapshot(&env, &names),
+        after,
+        "a second run changes nothing"
+    );
+
+    fsck_clean(&env);
+    let _mount = env.mount();
+    for (i, name) in names.iter().enumerate() {
+        let expected_len = fs::metadata(env.plain.join(name)).expect("stat").len() as usize;
+        assert_eq!(
+            fs::read(env.plain.join(name)).expect("read"),
+            pattern(expected_len, i as u64),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn rewrap_killed_half_way_leaves_every_file_readable_and_a_rerun_finishes() {
+    let env = Env::new();
+    env.init();
+    let names = populate(&env, 1000);
+    let before = snapshot(&env, &names);
+    rotate(&env);
+    let mut child = env
+        .cmd()
+        .args([
+            "rewrap",
+            Env::s(&env.cipher),
+            "--jobs",
+            "1",
+            "--passphrase-file",
+            Env::s(&env.passfile),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn rewrap");
+    // Files are re-wrapped in path order with one job: wait until an early one is done.
+    let mut sorted: Vec<PathBuf> = names.iter().map(|n| env.cipher.join(n)).collect();
+    sorted.sort();
+    let probe = sorted[40..]
+        .iter()
+        .find(|p| fs::metadata(p).expect("stat").len() > 0)
+        .expect("a non-empty file");
+    let original = fs::read(probe).expect("read")
+        [..512.min(fs::metadata(probe).expect("stat").len() as usize)]
+        .to_vec();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while fs::read(probe).expect("read")[..original.len()] == original[..] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rewrap made no progress"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "rewrap finished before it could be killed"
+        );
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let partial = snapshot(&env, &names);
+    let changed = partial
+        .iter()
+        .zip(&before)
+        .filter(|(a, b)| a.0 != b.0)
+        .count();
+    assert!(
+        changed > 0 && changed < 900,
+        "killed half way: {changed} headers changed"
+    );
+    fsck_clean(&env);
+    let summary = rewrap(&env, &[]);
+    assert!(summary.contains(", 0 failed"), "{summary}");
+    let again = rewrap(&env, &[]);
+    assert!(again.contains(" 0 rewrapped"), "{again}");
+    fsck_clean(&env);
+}
+
+#[test]
+fn rewrap_on_a_mounted_directory_with_a_file_held_open() {
+    let env = Env::new();
+    env.init();
+    let _mount = env.mount();
+    for i in 0..50 {
+        fs::write(env.plain.join(format!("f{i}")), pattern(10_000, i)).expect("write");
+    }
+    let mut held = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(env.plain.join("f7"))
+        .expect("open");
+    rotate(&env);
+    let summary = rewrap(&env, &[]);
+    assert!(summary.contains("50 rewrapped, 0 failed"), "{summary}");
+    // The open file keeps working, reads and writes.
+    let mut buf = Vec::new();
+    held.read_to_end(&mut buf).expect("read the held file");
+    assert_eq!(buf, pattern(10_000, 7));
+    held.seek(SeekFrom::Start(5000)).expect("seek");
+    held.write_all(b"written after the rewrap")
+        .expect("write the held file");
+    drop(held);
+    // New opens read the new header.
+    for i in 0..50u64 {
+        let data = fs::read(env.plain.join(format!("f{i}"))).expect("read");
+        if i == 7 {
+            assert_eq!(&data[5000..5024], b"written after the rewrap");
+        } else {
+            assert_eq!(data, pattern(10_000, i));
+        }
+    }
+    let f = fs::File::open(env.plain.join("f3")).expect("open");
+    let mut head = [0u8; 4];
+    f.read_exact_at(&mut head, 0).expect("read");
+    assert_eq!(version_of(&env, &env.cipher.join("f7")), 2);
+    // New files take the newest material at once.
+    fs::write(env.plain.join("new"), b"new").expect("write");
+    assert_eq!(version_of(&env, &env.cipher.join("new")), 2);
+}
