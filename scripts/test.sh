@@ -13,6 +13,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get install -y -qq "${missing[@]}"
 fi
 [ -e /dev/fuse ] || as_root modprobe fuse || true
+# The official Exoscale Python client: tests/server_setup.rs proves it works unchanged against
+# `kmsfs kms serve`.
+if ! python3 -c "import exoscale.api.v2" >/dev/null 2>&1; then
+  echo "== installing the exoscale Python client"
+  python3 -m pip install -q "exoscale==0.16.4" || echo "== (pip failed: the Python-client test will be skipped)"
+fi
 
 start=$(date +%s)
 echo "== cargo fmt --check"

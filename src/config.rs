@@ -1,5 +1,8 @@
 //! A cipher directory's `kmsfs.conf`: format version, filesystem id, block size, KMS backend and
-//! key. No secret is ever written here.
+//! key. No secret is ever written here. [`known`] keeps the user's record of trusted KMS
+//! endpoints.
+
+pub mod known;
 
 use crate::format::FsId;
 use serde::{Deserialize, Serialize};
@@ -60,6 +63,40 @@ pub enum ConfigError {
         path: PathBuf,
         /// What is wrong.
         reason: String,
+    },
+    /// The directory names a KMS endpoint never recorded for it.
+    #[error(
+        "{dir} names the KMS endpoint {endpoint}, which you never used with this directory; nothing was sent to it. If you trust it, name it on the command line: --kms {endpoint}"
+    )]
+    EndpointUnknown {
+        /// The cipher directory.
+        dir: PathBuf,
+        /// The endpoint its kmsfs.conf names.
+        endpoint: String,
+    },
+    /// The directory names another KMS endpoint than the recorded one.
+    #[error(
+        "{dir} now names the KMS endpoint {endpoint}, but you use it with {recorded}: its kmsfs.conf may have been tampered with, and nothing was sent. If you trust the new endpoint, name it on the command line: --kms {endpoint}"
+    )]
+    EndpointChanged {
+        /// The cipher directory.
+        dir: PathBuf,
+        /// The endpoint its kmsfs.conf names.
+        endpoint: String,
+        /// The endpoint recorded for it.
+        recorded: String,
+    },
+    /// `--kms` names another endpoint than the directory's kmsfs.conf.
+    #[error(
+        "--kms {named} is not the endpoint {endpoint} that {dir}/kmsfs.conf names; nothing was sent to either"
+    )]
+    EndpointMismatch {
+        /// The cipher directory.
+        dir: PathBuf,
+        /// The endpoint given on the command line.
+        named: String,
+        /// The endpoint its kmsfs.conf names.
+        endpoint: String,
     },
     /// An I/O error.
     #[error("cannot access {path}: {source}")]
@@ -175,6 +212,7 @@ pub fn state_home() -> PathBuf {
     }
 }
 
+/// `$HOME`, else `/root`.
 fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
 }
@@ -205,5 +243,20 @@ mod tests {
         std::fs::write(dir.path().join(CONF_NAME), "{not json").expect("write");
         let err = CipherConfig::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("is damaged"), "{err}");
+    }
+
+    #[test]
+    fn remote_configs_name_only_the_endpoint() {
+        let config = CipherConfig::new(
+            KmsConfig::Remote {
+                endpoint: "http://127.0.0.1:8400/v2".into(),
+            },
+            Uuid::new_v4(),
+        );
+        let text = serde_json::to_string(&config).expect("serializes");
+        assert!(
+            text.contains(r#""kms":{"backend":"remote","endpoint":"http://127.0.0.1:8400/v2"}"#),
+            "{text}"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! (DEK), wrapped by a KMS key (envelope encryption).
 //!
 //! Rooms (see `docs/` and DESIGN.md): [`format`] (bytes on disk, pure), [`crypto`] (secret types,
-//! AEAD), [`kms`] (the key service and its backends), [`cache`] (unwrapped DEKs), [`fs`] (the
+//! AEAD), [`kms`] (the key service and its backends), [`cache`] (unwrapped DEKs), [`server`] (the HTTP KMS service), [`fs`] (the
 //! filesystem and its thin FUSE adapter), [`cli`] (commands), [`config`] (a cipher directory's
 //! `kmsfs.conf`), [`sys`] (the few system calls that need `unsafe`).
 
@@ -13,4 +13,5 @@ pub mod crypto;
 pub mod format;
 pub mod fs;
 pub mod kms;
+pub mod server;
 pub mod sys;

@@ -10,11 +10,16 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Checks `cipherdir`; exit 0 when clean, 1 when a file is damaged.
-pub fn run(cipherdir: &Path, passphrase_file: Option<&Path>) -> CliResult<ExitCode> {
+/// Checks `cipherdir`; exit 0 when clean, 1 when a file is damaged. `kms` is a remote endpoint
+/// the user names (see [`secret::open_kms_named`]).
+pub fn run(
+    cipherdir: &Path,
+    passphrase_file: Option<&Path>,
+    kms: Option<&str>,
+) -> CliResult<ExitCode> {
     super::init_stderr_logging("error");
     let config = CipherConfig::load(cipherdir)?;
-    let kms = secret::open_kms(&config, passphrase_file)?;
+    let kms = secret::open_kms_named(cipherdir, &config, passphrase_file, kms)?;
     let fs_id = config.fs_id().map_err(CliError::new)?;
     let keys = KeyPath::new(kms, DekCache::new(0, Duration::ZERO), fs_id, config.key_id);
     let mut files = 0u64;

@@ -1,4 +1,4 @@
-//! `kmsfs init`: a new cipher directory, with the keystore and KMS key it needs.
+//! `kmsfs init`: a new cipher directory, with the keystore (or remote KMS) and KMS key it needs.
 
 use super::secret::{self, EMBEDDED_ZONE};
 use super::{CliError, CliResult, KeystoreArgs};
@@ -10,22 +10,46 @@ use std::path::Path;
 use std::process::ExitCode;
 use uuid::Uuid;
 
-/// Creates `cipherdir` wrapped by `key` (or a new key named after the directory).
-pub fn run(cipherdir: &Path, args: &KeystoreArgs, key: Option<Uuid>) -> CliResult<ExitCode> {
+/// Creates `cipherdir` wrapped by `key` (or a new key named after the directory), on the
+/// embedded keystore, or on the remote KMS at `kms` (whose endpoint is then recorded as the
+/// directory's trusted one).
+pub fn run(
+    cipherdir: &Path,
+    args: &KeystoreArgs,
+    key: Option<Uuid>,
+    kms: Option<&str>,
+) -> CliResult<ExitCode> {
     super::init_stderr_logging("warn");
     check_empty(cipherdir)?;
-    let keystore = absolute(&secret::keystore_path(args))?;
-    let kms = if keystore.exists() {
-        secret::open_embedded(&keystore, args.passphrase_file.as_deref())?
-    } else {
-        let pass = secret::passphrase(args.passphrase_file.as_deref(), true)?;
-        let kms = EmbeddedKms::create(&keystore, &pass, EMBEDDED_ZONE)?;
-        eprintln!("Created keystore {}", keystore.display());
-        kms
+    let (service, backend, described): (Box<dyn KeyService>, KmsConfig, String) = match kms {
+        Some(url) => {
+            if args.keystore.is_some() {
+                return Err(CliError::new(
+                    "--keystore and --kms exclude each other: a directory uses one KMS",
+                ));
+            }
+            let endpoint = secret::endpoint_of(url)?;
+            let remote = secret::open_remote(endpoint.as_str())?;
+            let described = format!("KMS {endpoint}");
+            let backend = KmsConfig::Remote {
+                endpoint: endpoint.as_str().to_string(),
+            };
+            (Box::new(remote), backend, described)
+        }
+        None => {
+            let keystore = absolute(&secret::keystore_path(args))?;
+            let embedded = open_or_create_keystore(&keystore, args)?;
+            let described = format!("keystore {}", keystore.display());
+            (
+                Box::new(embedded),
+                KmsConfig::Embedded { keystore },
+                described,
+            )
+        }
     };
     let key = match key {
         Some(id) => {
-            let key = kms.get_key(id)?;
+            let key = service.get_key(id)?;
             if key.status != KeyStatus::Enabled {
                 return Err(CliError::new(format!(
                     "key {id} is {}; enable it first with `kmsfs key enable {id}`",
@@ -34,29 +58,36 @@ pub fn run(cipherdir: &Path, args: &KeystoreArgs, key: Option<Uuid>) -> CliResul
             }
             key
         }
-        None => create_named_key(&kms, cipherdir)?,
+        None => create_named_key(service.as_ref(), cipherdir)?,
     };
     std::fs::create_dir_all(cipherdir)
         .map_err(|e| CliError::new(format!("cannot create {}: {e}", cipherdir.display())))?;
-    let config = CipherConfig::new(
-        KmsConfig::Embedded {
-            keystore: keystore.clone(),
-        },
-        key.id,
-    );
+    let config = CipherConfig::new(backend, key.id);
     config.save(cipherdir)?;
+    if let KmsConfig::Remote { endpoint } = &config.kms {
+        crate::config::known::record(&config.fs_id, endpoint, cipherdir)?;
+    }
     println!(
-        "Created cipher directory {} (key {} \"{}\", keystore {}).",
+        "Created cipher directory {} (key {} \"{}\", {described}).",
         cipherdir.display(),
         key.id,
         key.name,
-        keystore.display()
     );
     println!(
         "Mount it with: kmsfs mount {} MOUNTPOINT",
         cipherdir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn open_or_create_keystore(keystore: &Path, args: &KeystoreArgs) -> CliResult<EmbeddedKms> {
+    if keystore.exists() {
+        return secret::open_embedded(keystore, args.passphrase_file.as_deref());
+    }
+    let pass = secret::passphrase(args.passphrase_file.as_deref(), true)?;
+    let kms = EmbeddedKms::create(keystore, &pass, EMBEDDED_ZONE)?;
+    eprintln!("Created keystore {}", keystore.display());
+    Ok(kms)
 }
 
 fn check_empty(dir: &Path) -> CliResult {

@@ -1,7 +1,8 @@
-//! `kmsfs key ...`: KMS key management against the embedded keystore.
+//! `kmsfs key ...`: KMS key management against the embedded keystore, a cipher directory's
+//! KMS (`--cipherdir`), or a remote KMS (`--kms URL`).
 
 use super::secret;
-use super::{CliResult, KeystoreArgs};
+use super::{CliError, CliResult, KeystoreArgs};
 use crate::config::CipherConfig;
 use crate::kms::wire::{self, CreateKeyRequest};
 use crate::kms::{KeyService, KmsKey};
@@ -21,6 +22,10 @@ pub struct KeyArgs {
     /// Use the KMS configured for this cipher directory.
     #[arg(long, value_name = "DIR", global = true)]
     cipherdir: Option<PathBuf>,
+    /// Use the remote KMS at URL (credentials from EXOSCALE_API_KEY and EXOSCALE_API_SECRET);
+    /// with --cipherdir, trust URL for that directory (it must be the one its kmsfs.conf names).
+    #[arg(long, value_name = "URL", global = true)]
+    kms: Option<String>,
     /// Print the API's JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -97,7 +102,17 @@ enum KeyCommand {
 fn open(args: &KeyArgs) -> CliResult<Arc<dyn KeyService>> {
     if let Some(dir) = &args.cipherdir {
         let config = CipherConfig::load(dir)?;
-        return secret::open_kms(&config, args.keystore.passphrase_file.as_deref());
+        let pass = args.keystore.passphrase_file.as_deref();
+        return secret::open_kms_named(dir, &config, pass, args.kms.as_deref());
+    }
+    if let Some(url) = &args.kms {
+        if args.keystore.keystore.is_some() {
+            return Err(CliError::new(
+                "--keystore and --kms exclude each other: name one KMS",
+            ));
+        }
+        let endpoint = secret::endpoint_of(url)?;
+        return Ok(Arc::new(secret::open_remote(endpoint.as_str())?));
     }
     let path = secret::keystore_path(&args.keystore);
     Ok(Arc::new(secret::open_embedded(

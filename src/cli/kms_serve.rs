@@ -1,23 +1,185 @@
-//! `kmsfs kms serve` and `kmsfs kms org ...` (being built).
+//! `kmsfs kms serve` and `kmsfs kms org create|import`: thin calls into [`crate::server`].
 
-use super::{CliError, CliResult};
+use super::{CliError, CliResult, secret};
+use crate::crypto::SecretBytes;
+use crate::server::{self, OrgCredentials, ServeOptions, TlsFiles};
 use clap::{Args, Subcommand};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Arguments of `kmsfs kms serve`.
 #[derive(Args)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// The zone this server is (e.g. ch-gva-2).
+    #[arg(long)]
+    zone: String,
+    /// Address to listen on (127.0.0.1:0 picks a free port; the URL is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8400")]
+    listen: String,
+    /// The data directory (organizations, keys, root key, audit log).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seal the state under a passphrase read from FILE instead of DIR/root.key.
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+    /// Another zone's server to replicate multi-zone keys with, as ZONE=URL (URL ending in
+    /// /v2); repeat for every other zone. Needs --peer-secret-file.
+    #[arg(long = "peer", value_name = "ZONE=URL", value_parser = parse_peer)]
+    peers: Vec<(String, String)>,
+    /// The secret every zone server shares (the same file everywhere, at least 16 bytes): it
+    /// authenticates peers, seals key material between zones and derives the Default
+    /// Organization Key.
+    #[arg(long, value_name = "FILE")]
+    peer_secret_file: Option<PathBuf>,
+}
+
+/// Parses `ZONE=URL`.
+fn parse_peer(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((zone, url)) if !zone.trim().is_empty() && url.ends_with("/v2") => {
+            Ok((zone.trim().to_string(), url.to_string()))
+        }
+        _ => Err(format!("{text:?} is not ZONE=URL with a URL ending in /v2")),
+    }
+}
+
+/// Reads the peer secret file.
+fn peer_secret(file: Option<&Path>) -> CliResult<Option<server::PeerSecret>> {
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    let bytes = zeroize::Zeroizing::new(std::fs::read(file).map_err(|e| {
+        CliError::new(format!(
+            "cannot read the peer secret file {}: {e}",
+            file.display()
+        ))
+    })?);
+    Ok(Some(server::PeerSecret::from_file_bytes(&bytes)?))
+}
 
 /// Subcommands of `kmsfs kms org`.
 #[derive(Subcommand)]
-pub enum OrgCommand {}
+pub enum OrgCommand {
+    /// Create an organization with an API key; prints {"org","name","api-key","api-secret"}.
+    /// Works while a server runs on the same data directory.
+    Create {
+        /// The organization's name.
+        name: String,
+        /// The server's data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The passphrase file, if the data directory is sealed with one.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Install an organization and API key printed by `org create` (JSON on stdin), e.g. in
+    /// another zone's data directory.
+    Import {
+        /// The server's data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The passphrase file, if the data directory is sealed with one.
+        #[arg(long, value_name = "FILE")]
+        passphrase_file: Option<PathBuf>,
+    },
+}
 
-/// Serves the KMS.
-pub fn serve(_args: ServeArgs) -> CliResult<ExitCode> {
-    Err(CliError::new("kmsfs kms serve is not built yet"))
+fn passphrase(file: Option<&Path>) -> CliResult<Option<SecretBytes>> {
+    file.map(|f| secret::passphrase(Some(f), false)).transpose()
+}
+
+impl From<server::ServerError> for CliError {
+    fn from(e: server::ServerError) -> Self {
+        CliError::new(e.to_string())
+    }
+}
+
+/// Serves the KMS until SIGTERM or SIGINT.
+pub fn serve(args: ServeArgs) -> CliResult<ExitCode> {
+    super::init_stderr_logging("info");
+    let options = ServeOptions {
+        zone: args.zone.clone(),
+        listen: args.listen,
+        data: args.data,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            _ => None,
+        },
+        passphrase: passphrase(args.passphrase_file.as_deref())?,
+        peers: args.peers,
+        peer_secret: peer_secret(args.peer_secret_file.as_deref())?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start the async runtime: {e}")))?;
+    let zone = args.zone;
+    runtime.block_on(server::serve(
+        options,
+        |url| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "kmsfs kms: listening on {url} (zone {zone})");
+            let _ = out.flush();
+        },
+        shutdown_signal(),
+    ))?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes at the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down");
 }
 
 /// Runs an org command.
 pub fn org(command: OrgCommand) -> CliResult<ExitCode> {
-    match command {}
+    match command {
+        OrgCommand::Create {
+            name,
+            data,
+            passphrase_file,
+        } => {
+            let pass = passphrase(passphrase_file.as_deref())?;
+            let made = server::create_org(&data, &name, pass.as_ref())?;
+            println!("{}", made.to_json().as_str());
+        }
+        OrgCommand::Import {
+            data,
+            passphrase_file,
+        } => {
+            let pass = passphrase(passphrase_file.as_deref())?;
+            let mut input = zeroize::Zeroizing::new(Vec::new());
+            std::io::stdin()
+                .take(1 << 20)
+                .read_to_end(&mut input)
+                .map_err(|e| CliError::new(format!("cannot read stdin: {e}")))?;
+            let org = OrgCredentials::from_json(&input)?;
+            server::import_org(&data, &org, pass.as_ref())?;
+            eprintln!("kmsfs: organization {} ({}) installed", org.org, org.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

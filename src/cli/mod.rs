@@ -79,6 +79,10 @@ enum Command {
         /// Wrap the directory's DEKs with this existing KMS key instead of a new one.
         #[arg(long, value_name = "ID")]
         key: Option<uuid::Uuid>,
+        /// Use the remote KMS at URL (e.g. http://127.0.0.1:8400/v2), with the credentials of
+        /// EXOSCALE_API_KEY and EXOSCALE_API_SECRET, instead of the embedded keystore.
+        #[arg(long, value_name = "URL")]
+        kms: Option<String>,
     },
     /// Mount a cipher directory; returns once the mount is live.
     Mount(mount::MountArgs),
@@ -110,6 +114,10 @@ enum Command {
         /// Read the passphrase from FILE (else $KMSFS_PASSPHRASE, else a prompt).
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
+        /// Trust this remote KMS endpoint for the directory (it must be the one kmsfs.conf
+        /// names).
+        #[arg(long, value_name = "URL")]
+        kms: Option<String>,
     },
 }
 
@@ -121,7 +129,8 @@ pub fn main() -> ExitCode {
             cipherdir,
             keystore,
             key,
-        } => init::run(&cipherdir, &keystore, key),
+            kms,
+        } => init::run(&cipherdir, &keystore, key, kms.as_deref()),
         Command::Mount(args) => mount::run(args),
         Command::Unmount { mountpoint, lazy } => mount::unmount(&mountpoint, lazy),
         Command::Key(args) => key::run(args),
@@ -131,7 +140,8 @@ pub fn main() -> ExitCode {
         Command::Fsck {
             cipherdir,
             passphrase_file,
-        } => fsck::run(&cipherdir, passphrase_file.as_deref()),
+            kms,
+        } => fsck::run(&cipherdir, passphrase_file.as_deref(), kms.as_deref()),
     };
     match result {
         Ok(code) => code,

@@ -3,7 +3,9 @@
 //! Every start-up error (no cipher directory, wrong passphrase, missing keystore or key, mount
 //! point missing or busy) is found before anything is mounted. Without `--foreground` the
 //! process forks once checks pass; the parent exits 0 only when the child reports the mount
-//! live, and prints the child's error otherwise.
+//! live, and prints the child's error otherwise. A remote KMS is contacted only after the
+//! known-endpoint check, and its connections (and I/O thread) are released before the fork:
+//! the daemon reconnects on its first request.
 
 use super::secret;
 use super::{CliError, CliResult};
@@ -51,6 +53,10 @@ pub struct MountArgs {
     /// The daemon's log file (default: $XDG_STATE_HOME/kmsfs/NAME-FSID.log).
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
+    /// Trust this remote KMS endpoint for the directory: it must be the one kmsfs.conf names,
+    /// and becomes the recorded one (needed when the record is missing or differs).
+    #[arg(long, value_name = "URL")]
+    kms: Option<String>,
 }
 
 /// Mounts as `args` say.
@@ -65,8 +71,15 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     let fuse_config = fuse_config(&args, &cipherdir)?;
     let fs_id = config.fs_id().map_err(CliError::new)?;
-    let kms = secret::open_kms(&config, args.passphrase_file.as_deref())?;
+    let kms = secret::open_kms_named(
+        &args.cipherdir,
+        &config,
+        args.passphrase_file.as_deref(),
+        args.kms.as_deref(),
+    )?;
     let key = kms.get_key(config.key_id)?;
+    // A remote client runs an I/O thread; fork only copies the calling thread.
+    kms.release_connections();
     if key.status != KeyStatus::Enabled {
         return Err(CliError::new(format!(
             "the directory's key {} is {}; new files could not be written",

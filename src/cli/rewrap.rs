@@ -35,6 +35,9 @@ pub struct RewrapArgs {
     /// Read the passphrase from FILE (else $KMSFS_PASSPHRASE, else a prompt).
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
+    /// The remote KMS endpoint, when it is not (yet) the one recorded for this directory.
+    #[arg(long, value_name = "URL")]
+    kms: Option<String>,
 }
 
 #[derive(Default)]
@@ -50,7 +53,12 @@ struct Tally {
 pub fn run(args: RewrapArgs) -> CliResult<ExitCode> {
     super::init_stderr_logging("warn");
     let config = CipherConfig::load(&args.cipherdir)?;
-    let kms = secret::open_kms(&config, args.passphrase_file.as_deref())?;
+    let kms = secret::open_kms_named(
+        &args.cipherdir,
+        &config,
+        args.passphrase_file.as_deref(),
+        args.kms.as_deref(),
+    )?;
     let fs_id = config.fs_id().map_err(CliError::new)?;
     if let Some(key) = args.to_key {
         kms.get_key(key)?;

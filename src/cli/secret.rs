@@ -1,11 +1,15 @@
 //! Passphrases (from a file, `KMSFS_PASSPHRASE`, or a prompt) and opening the KMS a cipher
-//! directory or a command names.
+//! directory or a command names. A directory's remote KMS is opened only after the
+//! known-endpoint check ([`crate::config::known`]), so a tampered `kmsfs.conf` never receives
+//! credentials.
 
 use super::{CliError, CliResult, KeystoreArgs};
 use crate::config::{CipherConfig, KmsConfig, default_keystore_path};
 use crate::crypto::SecretBytes;
 use crate::kms::KeyService;
 use crate::kms::embedded::EmbeddedKms;
+use crate::kms::remote::RemoteKms;
+use crate::kms::remote::http::Endpoint;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,15 +77,53 @@ pub fn open_embedded(path: &Path, passphrase_file: Option<&Path>) -> CliResult<E
     Ok(EmbeddedKms::open(path, &pass)?)
 }
 
-/// Opens the KMS a cipher directory's configuration names.
-pub fn open_kms(
+/// Opens the KMS the configuration of cipher directory `dir` names; a remote one only when its
+/// endpoint is the one recorded for the directory, or `named`, the endpoint the user gave with
+/// `--kms`, which must equal the directory's and then becomes the recorded one.
+pub fn open_kms_named(
+    dir: &Path,
     config: &CipherConfig,
     passphrase_file: Option<&Path>,
+    named: Option<&str>,
 ) -> CliResult<Arc<dyn KeyService>> {
     match &config.kms {
-        KmsConfig::Embedded { keystore } => Ok(Arc::new(open_embedded(keystore, passphrase_file)?)),
-        KmsConfig::Remote { endpoint } => Err(CliError::new(format!(
-            "this build cannot reach the remote KMS {endpoint} yet"
-        ))),
+        KmsConfig::Embedded { keystore } => {
+            if let Some(named) = named {
+                return Err(CliError::new(format!(
+                    "{} uses the embedded keystore {}, not a remote KMS: drop --kms {named}",
+                    dir.display(),
+                    keystore.display()
+                )));
+            }
+            Ok(Arc::new(open_embedded(keystore, passphrase_file)?))
+        }
+        KmsConfig::Remote { endpoint } => {
+            let endpoint = endpoint_of(endpoint).map_err(|e| {
+                CliError::new(format!(
+                    "{}/kmsfs.conf is damaged: {}",
+                    dir.display(),
+                    e.message
+                ))
+            })?;
+            let named = named.map(endpoint_of).transpose()?;
+            crate::config::known::check(
+                dir,
+                &config.fs_id,
+                endpoint.as_str(),
+                named.as_ref().map(Endpoint::as_str),
+            )?;
+            Ok(Arc::new(open_remote(endpoint.as_str())?))
+        }
     }
+}
+
+/// A checked, normalized endpoint.
+pub fn endpoint_of(text: &str) -> CliResult<Endpoint> {
+    Endpoint::parse(text).map_err(|e| CliError::new(e.to_string()))
+}
+
+/// A client of the KMS at `endpoint` with the credentials of `EXOSCALE_API_KEY` and
+/// `EXOSCALE_API_SECRET`.
+pub fn open_remote(endpoint: &str) -> CliResult<RemoteKms> {
+    RemoteKms::from_env(endpoint).map_err(|e| CliError::new(e.to_string()))
 }

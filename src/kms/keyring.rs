@@ -7,11 +7,14 @@
 //! the key's state, in the order the spec lists the titles.
 
 mod crypto;
+mod derived;
 mod persist;
 mod replication;
 mod rotation;
 #[cfg(test)]
 mod tests;
+
+pub use replication::ReplicaLag;
 
 use super::wire::{
     Applied, CreateKeyRequest, KeyStatus, KmsKey, Material, ReplicaState, Revision, RotationConfig,
@@ -75,6 +78,12 @@ pub struct KeyRecord {
     replica: bool,
     default_key: bool,
     versions: Vec<MaterialVersion>,
+    /// On a replica: the primary's revision seq this copy reflects (its applied watermark);
+    /// 0 on a primary.
+    primary_seq: u64,
+    /// Of a derived Default Organization Key: the seed every material version comes from
+    /// (see [`derived`]); `None` for random material.
+    seed: Option<Key256>,
 }
 
 /// What one scheduler run did.
@@ -125,6 +134,11 @@ impl KeyRecord {
         self.replica
     }
 
+    /// The zone of the key's primary.
+    pub fn origin_zone(&self) -> &str {
+        &self.origin_zone
+    }
+
     fn newest(&self) -> &MaterialVersion {
         self.versions
             .last()
@@ -173,11 +187,15 @@ impl KeyRecord {
 
     fn add_version(&mut self, now: OffsetDateTime, automatic: bool) {
         let version = self.newest().version + 1;
+        let key = match &self.seed {
+            Some(seed) => derived::material(seed, version),
+            None => Key256::random(),
+        };
         self.versions.push(MaterialVersion {
             version,
             created_at: now,
             automatic,
-            key: Key256::random(),
+            key,
         });
         self.touch(now);
     }
@@ -298,6 +316,8 @@ impl Keyring {
                 automatic: false,
                 key: Key256::random(),
             }],
+            primary_seq: 0,
+            seed: None,
         }
     }
 

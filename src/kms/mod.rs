@@ -4,11 +4,15 @@
 //! - [`keyring`]: the key lifecycle rules as a pure state machine with an injected clock;
 //! - [`embedded`]: the keyring over a sealed keystore file (the default backend);
 //! - [`blob`]: the self-describing ciphertext blob of `encrypt` and `generate-data-key`;
+//! - [`remote`]: an HTTP client of any Exoscale-v2-compatible KMS, requests signed by [`sign`];
+//! - [`seal`]: Argon2id and atomic, durable file writes, for secrets at rest;
 //! - [`wire`]: the JSON types of the Exoscale API v2 KMS operations.
 
 pub mod blob;
 pub mod embedded;
 pub mod keyring;
+pub mod remote;
+pub mod seal;
 pub mod sign;
 pub mod wire;
 
@@ -244,4 +248,8 @@ pub trait KeyService: Send + Sync {
     fn housekeeping(&self) -> Result<Option<String>, KmsError> {
         Ok(None)
     }
+
+    /// Drops pooled connections and any I/O thread the backend runs, so that the process is
+    /// single-threaded again (before `fork`); the next call reconnects.
+    fn release_connections(&self) {}
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod kms_server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -21,6 +23,8 @@ pub struct Env {
     pub cipher: PathBuf,
     pub plain: PathBuf,
     pub log: PathBuf,
+    /// Extra environment variables of every command (e.g. KMS credentials).
+    pub vars: Vec<(String, String)>,
 }
 
 impl Env {
@@ -42,6 +46,7 @@ impl Env {
             plain,
             passfile,
             dir,
+            vars: Vec::new(),
         }
     }
 
@@ -54,7 +59,10 @@ impl Env {
             .env("XDG_CONFIG_HOME", root.join("config-home"))
             .env("XDG_STATE_HOME", root.join("state-home"))
             .env_remove("KMSFS_PASSPHRASE")
-            .env_remove("KMSFS_LOG");
+            .env_remove("KMSFS_LOG")
+            .env_remove("EXOSCALE_API_KEY")
+            .env_remove("EXOSCALE_API_SECRET")
+            .envs(self.vars.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

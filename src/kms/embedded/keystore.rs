@@ -17,17 +17,15 @@
 //!   AAD = "kmsfs-keystore" || u32 version || "argon2id" || u32 m || u32 t || u32 p ||
 //!   u32 salt length || salt (big-endian), so the non-secret fields cannot be altered.
 
-use crate::crypto::{
-    AeadKey, Key256, NONCE_LEN, SecretBytes, constant_time_eq, hkdf_sha256, hmac_sha256,
-};
+use crate::crypto::{AeadKey, NONCE_LEN, SecretBytes, constant_time_eq, hkdf_sha256, hmac_sha256};
 use crate::crypto::{TAG_LEN, random_array};
-use crate::kms::KmsError;
 use crate::kms::keyring::Keyring;
+use crate::kms::{KmsError, seal};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,45 +39,7 @@ const CHECK_MESSAGE: &[u8] = b"kmsfs-keystore-check";
 /// A keystore larger than this is not one of ours (thousands of keys fit in far less).
 const MAX_FILE_LEN: u64 = 64 << 20;
 
-/// Argon2id cost parameters of a keystore's passphrase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KdfParams {
-    /// Memory in KiB (default 65536 = 64 MiB).
-    pub m_cost_kib: u32,
-    /// Passes (default 3).
-    pub t_cost: u32,
-    /// Lanes (default 1).
-    pub p_cost: u32,
-}
-
-impl Default for KdfParams {
-    fn default() -> Self {
-        KdfParams {
-            m_cost_kib: 65536,
-            t_cost: 3,
-            p_cost: 1,
-        }
-    }
-}
-
-impl KdfParams {
-    /// The most memory a keystore may ask for (1 GiB), so a tampered file cannot exhaust memory.
-    pub const MAX_M_COST_KIB: u32 = 1 << 20;
-    /// The most passes a keystore may ask for.
-    pub const MAX_T_COST: u32 = 64;
-    /// The most lanes a keystore may ask for.
-    pub const MAX_P_COST: u32 = 64;
-
-    fn argon2(&self) -> Option<argon2::Params> {
-        if self.m_cost_kib > Self::MAX_M_COST_KIB
-            || self.t_cost > Self::MAX_T_COST
-            || self.p_cost > Self::MAX_P_COST
-        {
-            return None;
-        }
-        argon2::Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32)).ok()
-    }
-}
+pub use crate::kms::seal::KdfParams;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,27 +79,10 @@ impl Drop for SealingKeys {
 impl SealingKeys {
     /// Runs Argon2id; `None` when the parameters are out of range.
     pub(super) fn derive(passphrase: &SecretBytes, params: KdfParams, salt: &[u8]) -> Option<Self> {
-        let argon_params = params.argon2()?;
         if !(SALT_LEN..=64).contains(&salt.len()) {
             return None;
         }
-        let mut blocks = vec![argon2::Block::default(); argon_params.block_count()];
-        let argon = argon2::Argon2::new(
-            argon2::Algorithm::Argon2id,
-            argon2::Version::V0x13,
-            argon_params,
-        );
-        let mut root = Key256::zero();
-        let hashed = argon.hash_password_into_with_memory(
-            passphrase.expose_secret(),
-            salt,
-            root.expose_secret_mut(),
-            &mut blocks,
-        );
-        for block in &mut blocks {
-            block.as_mut().zeroize();
-        }
-        hashed.ok()?;
+        let root = seal::argon2id(passphrase, params, salt)?;
         let seal = hkdf_sha256(root.expose_secret(), salt, b"kmsfs-keystore-seal-v1");
         let check_key = hkdf_sha256(root.expose_secret(), salt, b"kmsfs-keystore-check-v1");
         Some(SealingKeys {
@@ -333,47 +276,14 @@ pub(super) fn write(
     };
     let mut text = serde_json::to_vec(&envelope).expect("BUG: the envelope always serializes");
     text.push(b'\n');
-    write_atomic(path, &text).map_err(|e| io_error("write the keystore", path, &e))?;
+    seal::write_atomic(path, &text).map_err(|e| io_error("write the keystore", path, &e))?;
     stamp(path)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let suffix: [u8; 8] = random_array();
-    let tmp = dir.join(format!(".{name}.tmp-{}", u64::from_be_bytes(suffix)));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)?;
-        File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
 }
 
 /// Creates the directory that will hold `path` (mode 0700 for what it creates).
 pub(super) fn create_parent(path: &Path) -> Result<(), KmsError> {
     use std::os::unix::fs::DirBuilderExt;
-    let dir = parent_dir(path);
+    let dir = seal::parent_dir(path);
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

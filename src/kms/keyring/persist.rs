@@ -53,6 +53,14 @@ struct PersistedKey<'a> {
     replica: bool,
     default_key: bool,
     versions: Vec<PersistedVersion<'a>>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    primary_seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seed: Option<Material<'a>>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize)]
@@ -208,6 +216,35 @@ fn persisted_key(key: &KeyRecord) -> PersistedKey<'_> {
                 material: Material::Borrowed(&v.key),
             })
             .collect(),
+        primary_seq: key.primary_seq,
+        seed: key.seed.as_ref().map(Material::Borrowed),
+    }
+}
+
+impl KeyRecord {
+    /// One key as JSON bytes, material included, to travel to another zone: send it only
+    /// sealed.
+    ///
+    /// # Errors
+    /// [`KmsError::Keystore`] when a timestamp cannot be written as RFC 3339.
+    pub fn to_bytes(&self) -> Result<SecretBytes, KmsError> {
+        let doc = persisted_key(self);
+        let fail = |e: serde_json::Error| KmsError::Keystore(format!("cannot serialize key: {e}"));
+        let mut counter = ByteCounter(0);
+        serde_json::to_writer(&mut counter, &doc).map_err(fail)?;
+        let mut out = Vec::with_capacity(counter.0);
+        serde_json::to_writer(&mut out, &doc).map_err(fail)?;
+        Ok(SecretBytes::new(out))
+    }
+
+    /// Reads bytes made by [`KeyRecord::to_bytes`], checking the same invariants as a whole
+    /// keyring. Never panics.
+    ///
+    /// # Errors
+    /// [`KmsError::Keystore`] naming the first problem.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KmsError> {
+        let doc: PersistedKey = serde_json::from_slice(bytes).map_err(invalid)?;
+        record_from(doc)
     }
 }
 
@@ -234,6 +271,9 @@ fn record_from(key: PersistedKey<'_>) -> Result<KeyRecord, KmsError> {
     }
     if key.versions.is_empty() {
         return fail("no material version");
+    }
+    if key.seed.is_some() && !key.default_key {
+        return fail("only the Default Organization Key has a derivation seed");
     }
     let mut versions = Vec::with_capacity(key.versions.len());
     for (index, v) in key.versions.into_iter().enumerate() {
@@ -268,6 +308,11 @@ fn record_from(key: PersistedKey<'_>) -> Result<KeyRecord, KmsError> {
         replica: key.replica,
         default_key: key.default_key,
         versions,
+        primary_seq: key.primary_seq,
+        seed: key.seed.map(|m| match m {
+            Material::Owned(material) => material,
+            Material::Borrowed(material) => material.clone(),
+        }),
     })
 }
 

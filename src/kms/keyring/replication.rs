@@ -1,9 +1,17 @@
-//! Replication rules of a keyring: registering a replica target on a multi-zone primary, and
-//! holding replicas of other zones' primaries. Moving the records between zones is the caller's
-//! job (the server's replication).
+//! Replication rules of a keyring: registering a replica target on a multi-zone primary, what
+//! a primary still has to send (its replicas' watermarks and failures), and how a copy pushed
+//! by the primary merges into the replica a zone holds. Moving the records between zones is the
+//! caller's job (the server's replication).
+//!
+//! The merge rule: the primary dictates everything but the replica's own enabled/disabled
+//! status. A pushed copy replaces name, description, rotation settings and every material
+//! version; the local status stays, except that a primary pending deletion makes the replica
+//! pending deletion (same `delete-at`), and a cancelled deletion brings back the primary's
+//! status. A copy whose watermark (the primary's revision seq) is not newer than the one
+//! applied is "already applied", so pushes may repeat and arrive out of order.
 
 use super::{KeyRecord, Keyring, refused};
-use crate::kms::wire::{Applied, ReplicaState};
+use crate::kms::wire::{Applied, KeyStatus, ReplicaFailure, ReplicaState};
 use crate::kms::{KmsError, Refusal};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -74,11 +82,13 @@ impl Keyring {
         copy.replica = true;
         copy.replicas.clear();
         copy.replicas_status.clear();
+        copy.primary_seq = key.revision.seq;
         Ok(copy)
     }
 
-    /// Installs a replica made by [`Keyring::replica_record`], or replaces the replica with the
-    /// same id wholesale (its revision seq keeps increasing).
+    /// Installs a replica made by [`Keyring::replica_record`] in another zone, or merges it into
+    /// the replica with the same id (see the module's merge rule). Returns "already-applied"
+    /// when the copy is not newer than what this replica holds.
     ///
     /// # Errors
     /// "Invalid Argument" for a record that is not a replica or whose origin is this zone;
@@ -102,6 +112,10 @@ impl Keyring {
                     format!("key {} exists here as a primary", record.id),
                 ));
             }
+            if record.primary_seq <= existing.primary_seq {
+                return Ok(Applied::AlreadyApplied);
+            }
+            merge_status(&mut record, existing, now);
             record.revision.seq = record
                 .revision
                 .seq
@@ -119,5 +133,94 @@ impl Keyring {
         }
         self.keys.insert(record.id, record);
         Ok(Applied::Success)
+    }
+
+    /// The primary's revision seq that replica `id` reflects (0 when absent or a primary).
+    pub fn replica_watermark(&self, id: Uuid) -> u64 {
+        self.keys
+            .get(&id)
+            .filter(|k| k.replica)
+            .map_or(0, |k| k.primary_seq)
+    }
+
+    /// Every (primary, replica zone) whose replica has not applied the primary's newest
+    /// revision yet, at `now`.
+    pub fn lagging_replicas(&self, now: OffsetDateTime) -> Vec<ReplicaLag> {
+        self.keys
+            .values()
+            .filter(|k| !k.replica && !k.is_destroyed(now))
+            .flat_map(|k| {
+                k.replicas_status
+                    .iter()
+                    .filter(|r| r.last_applied_watermark < k.revision.seq)
+                    .map(|r| ReplicaLag {
+                        key: k.id,
+                        zone: r.zone.clone(),
+                        watermark: k.revision.seq,
+                    })
+            })
+            .collect()
+    }
+
+    /// Records that the replica of primary `id` in `zone` applied `watermark`. Not a change of
+    /// the key (its revision stays). Returns true when something changed.
+    pub fn record_replica_applied(&mut self, id: Uuid, zone: &str, watermark: u64) -> bool {
+        match self.replica_state_mut(id, zone) {
+            Some(state) if state.last_applied_watermark < watermark => {
+                state.last_applied_watermark = watermark;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records a failed push to the replica of primary `id` in `zone` (kept after later
+    /// successes: it is the *last* failure). Not a change of the key. Returns true when found.
+    pub fn record_replica_failure(
+        &mut self,
+        id: Uuid,
+        zone: &str,
+        failure: ReplicaFailure,
+    ) -> bool {
+        match self.replica_state_mut(id, zone) {
+            Some(state) => {
+                state.last_failure = Some(failure);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn replica_state_mut(&mut self, id: Uuid, zone: &str) -> Option<&mut ReplicaState> {
+        let key = self.keys.get_mut(&id).filter(|k| !k.replica)?;
+        key.replicas_status.iter_mut().find(|r| r.zone == zone)
+    }
+}
+
+/// A replica that lags behind its primary: what to push, where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaLag {
+    /// The primary key.
+    pub key: Uuid,
+    /// The replica's zone.
+    pub zone: String,
+    /// The primary's revision seq, to be applied.
+    pub watermark: u64,
+}
+
+/// The merge rule for the status of a pushed copy over the replica held (`record` is the copy).
+fn merge_status(record: &mut KeyRecord, existing: &KeyRecord, now: OffsetDateTime) {
+    match (record.status, existing.status) {
+        (KeyStatus::PendingDeletion, KeyStatus::PendingDeletion) => {
+            record.status_since = existing.status_since;
+        }
+        (KeyStatus::PendingDeletion, _) | (_, KeyStatus::PendingDeletion) => {
+            record.status_since = now;
+        }
+        (_, local) => {
+            record.status = local;
+            record.status_since = existing.status_since;
+            record.delete_at = None;
+        }
     }
 }

@@ -136,6 +136,12 @@ impl Keyring {
             !destroyed
         });
         for key in self.keys.values_mut() {
+            if key.seed.is_some() {
+                if key.catch_up_derived(now) {
+                    report.rotated.push(key.id);
+                }
+                continue;
+            }
             let due = key.status == KeyStatus::Enabled
                 && !key.replica
                 && key.rotation.automatic

@@ -5,7 +5,7 @@ mod lifecycle;
 mod replication;
 
 use super::*;
-use crate::kms::wire::{KeyStatus, RotationEntry};
+use crate::kms::wire::{KeyStatus, ReplicaFailure, RotationEntry};
 use crate::kms::{DataKeySpec, blob};
 use time::macros::datetime;
 

@@ -1,0 +1,473 @@
+#!/usr/bin/env bash
+# Benchmarks kmsfs against the plain backing directory and gocryptfs, same workloads, same disk,
+# same run. What each workload does exactly: docs/BENCHMARKS.md.
+#
+#   scripts/bench.sh [--quick] [--backing DIR] [--json FILE]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo="$PWD"
+
+usage() {
+  cat <<TXT
+usage: scripts/bench.sh [--quick] [--backing DIR] [--json FILE]
+  --quick        small sizes (256 MiB sequential, 10 s random, a 2,000-file tree, 200 hot opens);
+                 finishes in under 3 minutes once built
+  --backing DIR  put every target's files under DIR (default: target/bench/run)
+  --json FILE    also write every number as JSON to FILE
+TXT
+}
+
+quick=0
+backing=""
+json_out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    --backing) backing="${2:?--backing needs a directory}"; shift ;;
+    --json) json_out="${2:?--json needs a file}"; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [ "$quick" -eq 1 ]; then
+  mode=quick seq_mib=256 rand_mib=128 rand_secs=10 tree_files=2000 hot_opens=200
+else
+  mode=full seq_mib=1024 rand_mib=512 rand_secs=30 tree_files=20000 hot_opens=1000
+fi
+# Files larger than this are left out of the tree, so a few huge libraries do not dominate it.
+tree_max_file=$((16 * 1024 * 1024))
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+say() { echo "== $*"; }
+now() { echo "$EPOCHREALTIME"; }
+since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }
+
+# ---------------------------------------------------------------------------------------------
+# Tools and build
+
+install_tools() {
+  local missing=()
+  command -v fio >/dev/null 2>&1 || missing+=(fio)
+  command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
+  if ! command -v gocryptfs >/dev/null 2>&1 \
+    && apt-cache show gocryptfs >/dev/null 2>&1; then
+    missing+=(gocryptfs)
+  fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+  [ -e /dev/fuse ] || as_root modprobe fuse || true
+  command -v fio >/dev/null 2>&1 || { echo "fio is required" >&2; exit 1; }
+  if command -v gocryptfs >/dev/null 2>&1; then have_gocryptfs=1; else have_gocryptfs=0; fi
+}
+
+build() {
+  say "building kmsfs (release)"
+  cargo build --release --quiet
+  kmsfs="$repo/target/release/kmsfs"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Mounts: every mount point is recorded, and cleanup unmounts whatever is still mounted.
+
+mounts=()
+work=""
+
+is_mounted() { mountpoint -q "$1" 2>/dev/null; }
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  local mnt
+  for mnt in "${mounts[@]}"; do
+    if is_mounted "$mnt"; then
+      echo "== cleanup: unmounting $mnt" >&2
+      fusermount3 -u "$mnt" 2>/dev/null || as_root umount -l "$mnt" || true
+    fi
+  done
+  if [ -n "$work" ] && [ -d "$work" ]; then
+    for mnt in "${mounts[@]}"; do
+      if is_mounted "$mnt"; then
+        echo "== cleanup: $mnt is still mounted; leaving $work in place" >&2
+        exit "$status"
+      fi
+    done
+    rm -rf "$work"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+drop_caches() {
+  sync
+  echo 3 | as_root tee /proc/sys/vm/drop_caches >/dev/null
+}
+
+# kmsfs: the daemon's pid comes from the line the mount prints.
+kmsfs_pid=""
+kmsfs_mount() { # LOG
+  local out
+  out=$("$kmsfs" mount "$work/kmsfs/cipher" "$work/kmsfs/mnt" \
+    --passphrase-file "$work/passphrase" --log "$1")
+  kmsfs_pid=$(sed -n 's/.*daemon pid \([0-9]*\).*/\1/p' <<<"$out")
+  [ -n "$kmsfs_pid" ] || kmsfs_pid=$(pgrep -n -f "kmsfs mount $work/kmsfs/cipher" || true)
+}
+kmsfs_unmount() { "$kmsfs" unmount "$work/kmsfs/mnt" >/dev/null; }
+
+gocryptfs_pid=""
+gocryptfs_mount() {
+  gocryptfs -q -nosyslog -passfile "$work/passphrase" "$work/gocryptfs/cipher" "$work/gocryptfs/mnt"
+  gocryptfs_pid=$(pgrep -n -f -- "gocryptfs.*$work/gocryptfs/cipher" || true)
+}
+gocryptfs_unmount() { fusermount3 -u "$work/gocryptfs/mnt"; }
+
+setup_targets() {
+  mkdir -p "$work/plain" "$work/kmsfs/mnt" "$work/gocryptfs/mnt"
+  (umask 077; head -c 24 /dev/urandom | base64 >"$work/passphrase")
+  mounts=("$work/kmsfs/mnt" "$work/gocryptfs/mnt")
+  "$kmsfs" init "$work/kmsfs/cipher" --keystore "$work/kmsfs/keystore" \
+    --passphrase-file "$work/passphrase" >/dev/null
+  if [ "$have_gocryptfs" -eq 1 ]; then
+    mkdir -p "$work/gocryptfs/cipher"
+    gocryptfs -q -init -passfile "$work/passphrase" "$work/gocryptfs/cipher" >/dev/null
+  fi
+}
+
+# VmRSS and VmHWM of PID in MiB, as "rss hwm".
+rss_of() {
+  awk '/^VmRSS:/ { r = $2 } /^VmHWM:/ { h = $2 } END { printf "%.1f %.1f", r / 1024, h / 1024 }' \
+    "/proc/$1/status"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The tree to untar: a deterministic selection of regular files under /usr/share and /usr/lib.
+
+make_tree_tarball() {
+  mkdir -p "$repo/target/bench"
+  tarball="$repo/target/bench/tree-$tree_files.tar"
+  local list="$repo/target/bench/tree-$tree_files.list"
+  if [ ! -s "$tarball" ]; then
+    say "building $tarball (once; reused by later runs)"
+    python3 - "$tree_files" "$tree_max_file" "$list" <<'PY'
+import os, sys
+want, max_size, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+files = []
+for top in ("usr/share", "usr/lib"):
+    for root, dirs, names in os.walk("/" + top):
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if os.path.isfile(path) and not os.path.islink(path) \
+                    and st.st_size <= max_size and os.access(path, os.R_OK):
+                files.append(path[1:])
+files.sort()
+# Every k-th file of the sorted list: spread over the whole of /usr/share and /usr/lib.
+step = max(1, len(files) // want)
+chosen = files[::step][:want]
+with open(out, "wb") as f:
+    for path in chosen:
+        f.write(path.encode() + b"\0")
+PY
+    tar -C / -cf "$tarball.tmp" --null -T "$list" --owner=0 --group=0 --numeric-owner \
+      --mode=u+rw --transform 's,^,tree/,'
+    mv "$tarball.tmp" "$tarball"
+  fi
+  read -r tree_count tree_bytes < <(tar -tvf "$tarball" | awk '$1 ~ /^-/ { n++; s += $3 } END { print n, s }')
+  say "tree: $tree_count files, $(awk -v b="$tree_bytes" 'BEGIN { printf "%.0f MB", b / 1e6 }') ($tarball)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Workloads: each takes the directory to work in and prints one number.
+
+fio_json() { # FIELD-EXPRESSION, then fio arguments
+  local expr="$1"
+  shift
+  fio --output-format=json "$@" | python3 -c "
+import json, sys
+job = json.load(sys.stdin)['jobs'][0]
+print(round($expr, 1))"
+}
+
+seq_write() { # MB/s, 1 MiB writes, fsync at the end included
+  fio_json "job['write']['bw_bytes'] / 1e6" --name=seqwrite --filename="$1/seq.bin" \
+    --rw=write --bs=1M --size="${seq_mib}M" --ioengine=psync --iodepth=1 --end_fsync=1
+}
+
+seq_read() { # MB/s, 1 MiB reads; the caller makes the caches cold first
+  fio_json "job['read']['bw_bytes'] / 1e6" --name=seqread --filename="$1/seq.bin" \
+    --rw=read --bs=1M --size="${seq_mib}M" --ioengine=psync --iodepth=1 --invalidate=1
+}
+
+rand_layout() { # writes the file the random workloads use; not measured
+  fio --output-format=terse --name=layout --filename="$1/rand.bin" --rw=write --bs=1M \
+    --size="${rand_mib}M" --ioengine=psync --end_fsync=1 >/dev/null
+}
+
+rand_read() { # IOPS
+  fio_json "job['read']['iops']" --name=randread --filename="$1/rand.bin" --rw=randread \
+    --bs=4k --size="${rand_mib}M" --ioengine=psync --iodepth=1 --time_based \
+    --runtime="$rand_secs" --invalidate=1 --randrepeat=1
+}
+
+rand_write() { # IOPS, fsync at the end included
+  fio_json "job['write']['iops']" --name=randwrite --filename="$1/rand.bin" --rw=randwrite \
+    --bs=4k --size="${rand_mib}M" --ioengine=psync --iodepth=1 --time_based \
+    --runtime="$rand_secs" --randrepeat=1 --end_fsync=1
+}
+
+# The tree workloads time the command alone: sync(2) is machine-wide and would count other
+# processes' dirty data. Every file is closed when tar returns, and a FUSE close flushes its
+# dirty pages to the daemon.
+untar() { # seconds; the tarball itself is read from the page cache
+  cat "$tarball" >/dev/null
+  local t
+  t=$(now)
+  tar -xf "$tarball" -C "$1" --no-same-owner
+  since "$t"
+}
+
+list_tree() { # seconds
+  local t
+  t=$(now)
+  ls -lR "$1/tree" >/dev/null
+  since "$t"
+}
+
+remove_tree() { # seconds
+  local t
+  t=$(now)
+  rm -rf "$1/tree"
+  since "$t"
+}
+
+make_hot_file() { head -c 16384 /dev/urandom >"$1/hot.bin"; }
+
+hot_opens() { # microseconds per open/read/close of one 16 KiB file
+  python3 - "$1/hot.bin" "$hot_opens" <<'PY'
+import os, sys, time
+path, n = sys.argv[1], int(sys.argv[2])
+start = time.perf_counter()
+for _ in range(n):
+    fd = os.open(path, os.O_RDONLY)
+    while os.read(fd, 65536):
+        pass
+    os.close(fd)
+print(round((time.perf_counter() - start) / n * 1e6, 1))
+PY
+}
+
+# ---------------------------------------------------------------------------------------------
+# One target: the same sequence for each, with mount/unmount hooks for the FUSE ones.
+#
+#   1. sequential write, random-file layout, hot-file creation       (mount 1)
+#   2. caches cold: sequential read; random read; random write;
+#      untar; ls -lR; rm -rf (caches dropped before each)            (mount 2), then RSS
+#   3. hot loop on a fresh mount; unmount; count KMS calls           (mount 3)
+
+declare -A result=()
+record() { result["$1.$2"]="$3"; printf '   %-10s %-12s %s\n' "$1" "$2" "$3"; }
+measure() { # TARGET METRIC WORKLOAD DIR: a failing workload stops the run (set -e)
+  local value
+  value=$("$3" "$4")
+  record "$1" "$2" "$value"
+}
+
+run_target() { # NAME DIR MOUNT-FN UNMOUNT-FN
+  local name="$1" dir="$2" mount_fn="$3" unmount_fn="$4" t
+  t=$(now)
+  say "$name"
+  $mount_fn 1
+  measure "$name" seq_write seq_write "$dir"
+  rand_layout "$dir"
+  make_hot_file "$dir"
+  $unmount_fn 1
+
+  drop_caches
+  $mount_fn 2
+  measure "$name" seq_read seq_read "$dir"
+  drop_caches
+  measure "$name" rand_read rand_read "$dir"
+  drop_caches
+  measure "$name" rand_write rand_write "$dir"
+  drop_caches
+  measure "$name" untar untar "$dir"
+  drop_caches
+  measure "$name" ls_lR list_tree "$dir"
+  drop_caches
+  measure "$name" rm_rf remove_tree "$dir"
+  rm -f "$dir/seq.bin" "$dir/rand.bin"
+  local rss
+  rss=$($mount_fn rss)
+  [ -z "$rss" ] || { record "$name" rss_mib "${rss% *}"; record "$name" hwm_mib "${rss#* }"; }
+  $unmount_fn 2
+
+  drop_caches
+  $mount_fn 3
+  measure "$name" hot_open hot_opens "$dir"
+  $unmount_fn 3
+  rm -f "$dir/hot.bin"
+  echo "   ($name took $(since "$t") s)"
+}
+
+# Hooks: "$1" is the phase (1, 2, 3) or "rss".
+plain_mount() { :; }
+plain_unmount() { :; }
+
+kmsfs_phase_mount() {
+  case "$1" in
+    rss) rss_of "$kmsfs_pid" ;;
+    *) kmsfs_mount "$work/kmsfs/log-$1" ;;
+  esac
+}
+kmsfs_phase_unmount() {
+  kmsfs_unmount
+  if [ "$1" = 3 ]; then
+    read -r hits misses < <(python3 - "$work/kmsfs/log-3" <<'PY'
+import re, sys
+lines = [l for l in open(sys.argv[1]) if "DEK cache counters" in l]
+if not lines:
+    print("? ?")
+else:
+    hits = re.search(r"hits=(\d+)", lines[-1])
+    misses = re.search(r"misses=(\d+)", lines[-1])
+    print(hits.group(1) if hits else "?", misses.group(1) if misses else "?")
+PY
+)
+    record kmsfs kms_calls "$misses"
+    record kmsfs dek_hits "$hits"
+  fi
+}
+
+gocryptfs_phase_mount() {
+  case "$1" in
+    rss) [ -z "$gocryptfs_pid" ] || rss_of "$gocryptfs_pid" ;;
+    *) gocryptfs_mount ;;
+  esac
+}
+gocryptfs_phase_unmount() { gocryptfs_unmount; }
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+machine() {
+  cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+  cores=$(nproc)
+  mem_gib=$(awk '{ printf "%.0f", $2 / 1048576; exit }' /proc/meminfo)
+  kernel=$(uname -r)
+  backing_fs=$(df --output=fstype "$work" | tail -1 | tr -d ' ')
+}
+
+report() {
+  local tsv="$work/results.tsv" key
+  for key in "${!result[@]}"; do printf '%s\t%s\n' "$key" "${result[$key]}"; done >"$tsv"
+  machine
+  python3 - "$tsv" "$json_out" <<PY
+import json, sys
+tsv, json_out = sys.argv[1:3]
+mode = "$mode"
+host = {"cpu": "$cpu", "cores": $cores, "mem_gib": $mem_gib, "kernel": "$kernel",
+        "backing_fs": "$backing_fs", "backing_dir": "$work", "load_at_start": $load_start}
+machine = (f"{host['cpu']}, {host['cores']} cores, {host['mem_gib']} GiB RAM, kernel {host['kernel']}, "
+           f"backing {host['backing_fs']} ({host['backing_dir']}), load average at start {host['load_at_start']}")
+values = {}
+for line in open(tsv):
+    key, value = line.rstrip("\n").split("\t")
+    target, metric = key.split(".", 1)
+    try:
+        values[(target, metric)] = float(value)
+    except ValueError:
+        values[(target, metric)] = None
+rows = [
+    ("seq_write", "sequential write $seq_mib MiB, bs 1 MiB + fsync", "MB/s", "higher"),
+    ("seq_read", "sequential read $seq_mib MiB, bs 1 MiB, cold", "MB/s", "higher"),
+    ("rand_read", "random read 4 KiB, ${rand_secs} s, ${rand_mib} MiB file", "IOPS", "higher"),
+    ("rand_write", "random write 4 KiB, ${rand_secs} s, ${rand_mib} MiB file", "IOPS", "higher"),
+    ("untar", "untar $tree_count files, $((tree_bytes / 1000000)) MB", "s", "lower"),
+    ("ls_lR", "ls -lR of the tree, cold", "s", "lower"),
+    ("rm_rf", "rm -rf of the tree", "s", "lower"),
+    ("hot_open", "open/read/close of one 16 KiB file x $hot_opens", "us/op", "lower"),
+    ("kms_calls", "KMS calls (DEK cache misses) in that hot loop", "calls", "lower"),
+    ("rss_mib", "daemon resident memory after the run (VmRSS)", "MiB", "lower"),
+    ("hwm_mib", "daemon peak resident memory (VmHWM)", "MiB", "lower"),
+]
+targets = ["plain", "kmsfs", "gocryptfs"]
+def fmt(v):
+    if v is None:
+        return "-"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.0f}" if v == int(v) else f"{v:.2f}"
+table = []
+out = {"mode": mode, "machine": host,
+       "params": {"seq_mib": $seq_mib, "rand_mib": $rand_mib, "rand_secs": $rand_secs,
+                  "tree_files": $tree_count, "tree_bytes": $tree_bytes, "hot_opens": $hot_opens},
+       "kmsfs_dek_cache_hot_loop": {"hits": values.get(("kmsfs", "dek_hits")),
+                                    "misses": values.get(("kmsfs", "kms_calls"))},
+       "results": {}}
+for key, label, unit, better in rows:
+    cells = {t: values.get((t, key)) for t in targets}
+    k, g = cells["kmsfs"], cells["gocryptfs"]
+    ratio = k / g if k is not None and g not in (None, 0) else None
+    if all(v is None for v in cells.values()):
+        continue
+    out["results"][key] = {"label": label, "unit": unit, "better": better, **cells, "kmsfs_over_gocryptfs": ratio}
+    table.append((f"{label} [{unit}, {better} is better]", *(fmt(cells[t]) for t in targets),
+                  "-" if ratio is None else f"{ratio:.2f}x"))
+header = ("workload", "plain", "kmsfs", "gocryptfs", "kmsfs/gocryptfs")
+widths = [max(len(r[i]) for r in [header] + table) for i in range(5)]
+def line(r):
+    return "| " + " | ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)) + " |"
+print()
+print(f"kmsfs benchmark ({mode}{' run: small sizes, not the reference numbers' if mode == 'quick' else ''})")
+print(f"machine: {machine}")
+print()
+print(line(header))
+print("|" + "|".join(("-" * (w + 1) + ":" if i else "-" * (w + 2)) for i, w in enumerate(widths)) + "|")
+for r in table:
+    print(line(r))
+if json_out:
+    with open(json_out, "w") as f:
+        json.dump(out, f, indent=2)
+        f.write("\n")
+    print(f"\nJSON written to {json_out}")
+PY
+}
+
+# ---------------------------------------------------------------------------------------------
+
+main() {
+  local started
+  started=$(now)
+  load_start=$(cut -d' ' -f1 /proc/loadavg)
+  install_tools
+  build
+  make_tree_tarball
+  local base="${backing:-$repo/target/bench/run}"
+  mkdir -p "$base"
+  work=$(mktemp -d "$(realpath "$base")/kmsfs-bench.XXXXXX")
+  setup_targets
+  local bench_started
+  bench_started=$(now)
+  say "$mode run in $work"
+  run_target plain "$work/plain" plain_mount plain_unmount
+  run_target kmsfs "$work/kmsfs/mnt" kmsfs_phase_mount kmsfs_phase_unmount
+  if [ "$have_gocryptfs" -eq 1 ]; then
+    run_target gocryptfs "$work/gocryptfs/mnt" gocryptfs_phase_mount gocryptfs_phase_unmount
+  else
+    say "gocryptfs is not installed and apt has no package: its column stays empty"
+  fi
+  report
+  echo
+  say "benchmark took $(since "$bench_started") s ($(since "$started") s with install, build and tarball)"
+}
+
+main

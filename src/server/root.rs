@@ -1,0 +1,217 @@
+//! The server's root key, which seals every state file (key material and API secrets) of a
+//! data directory.
+//!
+//! Two sources, chosen by whether a passphrase is given:
+//!
+//! - `DIR/root.key`: 32 random bytes, mode 0600, created on first use;
+//! - `DIR/root.kdf`: with `--passphrase-file`, root = Argon2id(passphrase, salt); the file holds
+//!   the costs, the salt and a check value that tells a wrong passphrase from a damaged file:
+//!   `{"format":"kmsfs-server-root","version":1,"m-cost-kib":..,"t-cost":..,"p-cost":..,
+//!   "salt":"..","check":".."}` (base64).
+//!
+//! seal key = HKDF-SHA256(root, "kmsfs-server", "kmsfs-server-seal-v1"); each sealed value is
+//! AES-256-GCM `nonce || ciphertext || tag` with an AAD naming what it is.
+
+use super::ServerError;
+use crate::crypto::{
+    AeadKey, Key256, SecretBytes, constant_time_eq, hkdf_sha256, hmac_sha256, random_array,
+};
+use crate::kms::seal::{self, KdfParams};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+const KEY_FILE: &str = "root.key";
+const KDF_FILE: &str = "root.kdf";
+const KDF_FORMAT: &str = "kmsfs-server-root";
+const CHECK_MESSAGE: &[u8] = b"kmsfs-server-check";
+const SALT_LEN: usize = 16;
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct KdfFile {
+    format: String,
+    version: u32,
+    m_cost_kib: u32,
+    t_cost: u32,
+    p_cost: u32,
+    salt: String,
+    check: String,
+}
+
+/// The key that seals a data directory's state files. Never printed, never written in the clear
+/// except as `root.key` itself.
+pub struct RootKey {
+    seal: AeadKey,
+}
+
+impl std::fmt::Debug for RootKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RootKey([redacted])")
+    }
+}
+
+fn io(doing: &str, path: &Path, e: &std::io::Error) -> ServerError {
+    ServerError::State(format!("cannot {doing} {}: {e}", path.display()))
+}
+
+impl RootKey {
+    /// Opens the root key of the data directory `dir`, creating it on first use: from
+    /// `root.key`, or with a passphrase from `root.kdf`.
+    ///
+    /// # Errors
+    /// [`ServerError::State`] for a wrong passphrase, a damaged key file, a directory sealed the
+    /// other way (passphrase vs key file), or an operating system error.
+    pub fn open_or_create(
+        dir: &Path,
+        passphrase: Option<&SecretBytes>,
+    ) -> Result<Self, ServerError> {
+        let (key_path, kdf_path) = (dir.join(KEY_FILE), dir.join(KDF_FILE));
+        let root = match passphrase {
+            None => {
+                if kdf_path.exists() {
+                    return Err(ServerError::State(format!(
+                        "the data directory {} is sealed with a passphrase; give --passphrase-file",
+                        dir.display()
+                    )));
+                }
+                key_file(&key_path)?
+            }
+            Some(passphrase) => {
+                if key_path.exists() {
+                    return Err(ServerError::State(format!(
+                        "the data directory {} is sealed with {}; do not give --passphrase-file",
+                        dir.display(),
+                        key_path.display()
+                    )));
+                }
+                kdf_file(&kdf_path, passphrase)?
+            }
+        };
+        let seal = hkdf_sha256(
+            root.expose_secret(),
+            b"kmsfs-server",
+            b"kmsfs-server-seal-v1",
+        );
+        Ok(RootKey {
+            seal: AeadKey::new(&seal),
+        })
+    }
+
+    /// Seals `plaintext`, bound to `aad` (what the value is and whose).
+    pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+        self.seal.seal_to_vec(aad, plaintext)
+    }
+
+    /// Opens a value made by [`RootKey::seal`] with the same `aad`; `None` when it does not
+    /// authenticate.
+    pub(crate) fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<SecretBytes> {
+        self.seal.open_to_vec(aad, sealed).ok()
+    }
+}
+
+/// Reads `root.key`, creating it (atomically, never replacing one) when absent.
+fn key_file(path: &Path) -> Result<Key256, ServerError> {
+    if !path.exists() {
+        let fresh = Key256::random();
+        seal::write_new(path, fresh.expose_secret())
+            .map_err(|e| io("create the root key", path, &e))?;
+    }
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(path).map_err(|e| io("read the root key", path, &e))?,
+    );
+    Key256::from_slice(&bytes).ok_or_else(|| {
+        ServerError::State(format!(
+            "the root key {} is damaged (not 32 bytes)",
+            path.display()
+        ))
+    })
+}
+
+fn check_value(root: &Key256, salt: &[u8]) -> [u8; 32] {
+    let check_key = hkdf_sha256(root.expose_secret(), salt, b"kmsfs-server-check-v1");
+    hmac_sha256(check_key.expose_secret(), &[CHECK_MESSAGE])
+}
+
+/// Derives the root from the passphrase with `root.kdf`, creating the file when absent.
+fn kdf_file(path: &Path, passphrase: &SecretBytes) -> Result<Key256, ServerError> {
+    if passphrase.is_empty() {
+        return Err(ServerError::State("the passphrase is empty".into()));
+    }
+    let damaged = |why: &str| {
+        ServerError::State(format!(
+            "the root key file {} is damaged ({why})",
+            path.display()
+        ))
+    };
+    if !path.exists() {
+        let params = KdfParams::default();
+        let salt: [u8; SALT_LEN] = random_array();
+        let root = seal::argon2id(passphrase, params, &salt)
+            .ok_or_else(|| ServerError::State("the key derivation failed".into()))?;
+        let file = KdfFile {
+            format: KDF_FORMAT.into(),
+            version: 1,
+            m_cost_kib: params.m_cost_kib,
+            t_cost: params.t_cost,
+            p_cost: params.p_cost,
+            salt: BASE64.encode(salt),
+            check: BASE64.encode(check_value(&root, &salt)),
+        };
+        let text = serde_json::to_vec(&file).expect("BUG: the root key file always serializes");
+        if seal::write_new(path, &text).map_err(|e| io("create", path, &e))? {
+            return Ok(root);
+        }
+    }
+    let text = std::fs::read(path).map_err(|e| io("read", path, &e))?;
+    let file: KdfFile =
+        serde_json::from_slice(&text).map_err(|_| damaged("not JSON of this shape"))?;
+    if file.format != KDF_FORMAT || file.version != 1 {
+        return Err(damaged("unknown format or version"));
+    }
+    let salt = BASE64.decode(&file.salt).map_err(|_| damaged("salt"))?;
+    let check = BASE64.decode(&file.check).map_err(|_| damaged("check"))?;
+    let params = KdfParams {
+        m_cost_kib: file.m_cost_kib,
+        t_cost: file.t_cost,
+        p_cost: file.p_cost,
+    };
+    let root = seal::argon2id(passphrase, params, &salt)
+        .ok_or_else(|| damaged("key derivation parameters out of range"))?;
+    if !constant_time_eq(&check, &check_value(&root, &salt)) {
+        return Err(ServerError::State(format!(
+            "wrong passphrase for the data directory {}",
+            super::parent_of(path).display()
+        )));
+    }
+    Ok(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_file_is_created_once_and_reopens_the_same() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = RootKey::open_or_create(dir.path(), None).expect("creates");
+        let sealed = a.seal(b"what", b"secret");
+        let b = RootKey::open_or_create(dir.path(), None).expect("reopens");
+        let plain = b.open(b"what", &sealed).expect("opens");
+        assert_eq!(plain.expose_secret(), b"secret");
+        assert!(
+            b.open(b"other", &sealed).is_none(),
+            "the AAD binds the value"
+        );
+        let pass = SecretBytes::new(b"pw".to_vec());
+        assert!(RootKey::open_or_create(dir.path(), Some(&pass)).is_err());
+    }
+
+    #[test]
+    fn damaged_key_file_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(KEY_FILE), b"short").expect("writes");
+        assert!(RootKey::open_or_create(dir.path(), None).is_err());
+    }
+}
