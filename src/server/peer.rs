@@ -19,10 +19,12 @@
 
 use super::ServerError;
 use crate::crypto::{AeadKey, AuthError, Key256, SecretBytes, hkdf_sha256};
+use crate::kms::keyring::Keyring;
 use crate::kms::sign::Credentials;
 use crate::kms::wire::Applied;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// The path of the internal replication route, under `/v2`.
@@ -188,6 +190,43 @@ pub(crate) struct PushResponse {
     pub(crate) status: Applied,
     /// The primary revision seq the replica now holds.
     pub(crate) applied_watermark: u64,
+}
+
+/// Gives an organization its Default Organization Key, if it has none. With a peer secret,
+/// its id and material are derived from the secret and the org id, its schedule starts at the
+/// organization's creation time (see the module doc and
+/// [`crate::kms::keyring::Keyring::ensure_derived_default_key`]), so every zone computes the
+/// same key on its own (an org without `created-at` starts the schedule `now`). Without a peer
+/// secret, a random key, as before. Returns true when it created the key.
+pub(crate) fn ensure_default_key(
+    keyring: &mut Keyring,
+    org: Uuid,
+    created_at: Option<OffsetDateTime>,
+    peer: Option<&PeerSecret>,
+    now: OffsetDateTime,
+) -> bool {
+    let had = keyring.default_key_id().is_some();
+    match peer {
+        Some(peer) => {
+            let start = created_at.filter(|at| *at <= now).unwrap_or(now);
+            let id = peer.default_key_id(org);
+            if !had && created_at.is_none() {
+                tracing::warn!(
+                    org = %org,
+                    "the organization has no creation time; the default key's schedule starts now"
+                );
+            }
+            let got =
+                keyring.ensure_derived_default_key(id, peer.default_key_seed(org), start, now);
+            if got != id {
+                tracing::warn!(org = %org, key = %got, "the Default Organization Key predates the peer secret; it stays local to this zone");
+            }
+        }
+        None => {
+            keyring.ensure_default_key(now);
+        }
+    }
+    !had
 }
 
 #[cfg(test)]

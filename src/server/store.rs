@@ -9,7 +9,7 @@
 
 use super::ServerError;
 use super::org::{self, OrgCredentials, OrgState};
-use super::peer::PeerSecret;
+use super::peer::{PeerSecret, ensure_default_key};
 use super::root::RootKey;
 use crate::crypto::SecretBytes;
 use crate::kms::KmsError;
@@ -78,43 +78,6 @@ fn org_files(dir: &Path) -> Result<Vec<(Uuid, PathBuf)>, ServerError> {
             Some((id, e.path()))
         })
         .collect())
-}
-
-/// Gives an organization its Default Organization Key, if it has none. With a peer secret,
-/// its id and material are derived from the secret and the org id, its schedule starts at the
-/// organization's creation time (see [`super::peer`] and
-/// [`crate::kms::keyring::Keyring::ensure_derived_default_key`]), so every zone computes the
-/// same key on its own; without one (or for an org JSON without `created-at`, whose schedule
-/// then starts `now`), as before. Returns true when it created the key.
-fn ensure_default_key(
-    keyring: &mut Keyring,
-    org: Uuid,
-    created_at: Option<OffsetDateTime>,
-    peer: Option<&PeerSecret>,
-    now: OffsetDateTime,
-) -> bool {
-    let had = keyring.default_key_id().is_some();
-    match peer {
-        Some(peer) => {
-            let start = created_at.filter(|at| *at <= now).unwrap_or(now);
-            let id = peer.default_key_id(org);
-            if !had && created_at.is_none() {
-                tracing::warn!(
-                    org = %org,
-                    "the organization has no creation time; the default key's schedule starts now"
-                );
-            }
-            let got =
-                keyring.ensure_derived_default_key(id, peer.default_key_seed(org), start, now);
-            if got != id {
-                tracing::warn!(org = %org, key = %got, "the Default Organization Key predates the peer secret; it stays local to this zone");
-            }
-        }
-        None => {
-            keyring.ensure_default_key(now);
-        }
-    }
-    !had
 }
 
 /// Creates a new organization with one credential in data directory `dir` (safe while a
