@@ -31,6 +31,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 
+shopt -s inherit_errexit
+
 if [ "$quick" -eq 1 ]; then
   mode=quick seq_mib=256 rand_mib=128 rand_secs=10 tree_files=2000 hot_opens=200
 else
@@ -77,7 +79,8 @@ build() {
 mounts=()
 work=""
 
-is_mounted() { mountpoint -q "$1" 2>/dev/null; }
+# From the mount table, not stat(2): a mount whose daemon died fails every stat.
+is_mounted() { awk -v m="$1" '$2 == m { found = 1 } END { exit !found }' /proc/self/mounts; }
 
 cleanup() {
   local status=$?
@@ -96,7 +99,7 @@ cleanup() {
         exit "$status"
       fi
     done
-    rm -rf "$work"
+    rm -rf "$work" || true
   fi
   exit "$status"
 }
@@ -189,12 +192,16 @@ PY
 # Workloads: each takes the directory to work in and prints one number.
 
 fio_json() { # FIELD-EXPRESSION, then fio arguments
-  local expr="$1"
+  local expr="$1" out
   shift
-  fio --output-format=json "$@" | python3 -c "
+  if ! out=$(fio --output-format=json "$@"); then
+    echo "fio failed: fio $*" >&2
+    return 1
+  fi
+  python3 -c "
 import json, sys
 job = json.load(sys.stdin)['jobs'][0]
-print(round($expr, 1))"
+print(round($expr, 1))" <<<"$out"
 }
 
 seq_write() { # MB/s, 1 MiB writes, fsync at the end included
@@ -231,21 +238,28 @@ untar() { # seconds; the tarball itself is read from the page cache
   cat "$tarball" >/dev/null
   local t
   t=$(now)
-  tar -xf "$tarball" -C "$1" --no-same-owner
-  since "$t"
+  tar -xf "$tarball" -C "$1" --no-same-owner 2>"$work/tar-errors" || {
+    echo "   untar failed: $(wc -l <"$work/tar-errors") errors, first: $(head -1 "$work/tar-errors")" >&2
+    return 1
+  }
+  local elapsed files
+  elapsed=$(since "$t")
+  files=$(find "$1/tree" -type f | wc -l)
+  [ "$files" -eq "$tree_count" ] || { echo "   untar: $files of $tree_count files" >&2; return 1; }
+  echo "$elapsed"
 }
 
 list_tree() { # seconds
   local t
   t=$(now)
-  ls -lR "$1/tree" >/dev/null
+  ls -lR "$1/tree" >/dev/null || return
   since "$t"
 }
 
 remove_tree() { # seconds
   local t
   t=$(now)
-  rm -rf "$1/tree"
+  rm -rf "$1/tree" || return
   since "$t"
 }
 
@@ -275,10 +289,16 @@ PY
 
 declare -A result=()
 record() { result["$1.$2"]="$3"; printf '   %-10s %-12s %s\n' "$1" "$2" "$3"; }
-measure() { # TARGET METRIC WORKLOAD DIR: a failing workload stops the run (set -e)
+# A failing workload is recorded as "failed" (FAILED in the table, null in the JSON) and the run
+# goes on. Workloads run in a command substitution, where set -e does not apply: each one checks
+# its own commands.
+measure() { # TARGET METRIC WORKLOAD DIR
   local value
-  value=$("$3" "$4")
-  record "$1" "$2" "$value"
+  if value=$("$3" "$4"); then
+    record "$1" "$2" "$value"
+  else
+    record "$1" "$2" failed
+  fi
 }
 
 run_target() { # NAME DIR MOUNT-FN UNMOUNT-FN
@@ -364,6 +384,10 @@ machine() {
   mem_gib=$(awk '{ printf "%.0f", $2 / 1048576; exit }' /proc/meminfo)
   kernel=$(uname -r)
   backing_fs=$(df --output=fstype "$work" | tail -1 | tr -d ' ')
+  commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || commit="$commit+uncommitted"
+  gocryptfs_version=-
+  [ "$have_gocryptfs" -eq 0 ] || gocryptfs_version=$(gocryptfs -version | cut -d';' -f1)
 }
 
 report() {
@@ -375,10 +399,13 @@ import json, sys
 tsv, json_out = sys.argv[1:3]
 mode = "$mode"
 host = {"cpu": "$cpu", "cores": $cores, "mem_gib": $mem_gib, "kernel": "$kernel",
-        "backing_fs": "$backing_fs", "backing_dir": "$work", "load_at_start": $load_start}
+        "backing_fs": "$backing_fs", "backing_dir": "$work", "load_at_start": $load_start,
+        "kmsfs_commit": "$commit", "gocryptfs": "$gocryptfs_version", "fio": "$(fio --version)"}
 machine = (f"{host['cpu']}, {host['cores']} cores, {host['mem_gib']} GiB RAM, kernel {host['kernel']}, "
-           f"backing {host['backing_fs']} ({host['backing_dir']}), load average at start {host['load_at_start']}")
+           f"backing {host['backing_fs']} ({host['backing_dir']}), load average at start {host['load_at_start']}; "
+           f"kmsfs {host['kmsfs_commit']}, {host['gocryptfs']}, {host['fio']}")
 values = {}
+failed = []
 for line in open(tsv):
     key, value = line.rstrip("\n").split("\t")
     target, metric = key.split(".", 1)
@@ -386,6 +413,7 @@ for line in open(tsv):
         values[(target, metric)] = float(value)
     except ValueError:
         values[(target, metric)] = None
+        failed.append(f"{target}.{metric}")
 rows = [
     ("seq_write", "sequential write $seq_mib MiB, bs 1 MiB + fsync", "MB/s", "higher"),
     ("seq_read", "sequential read $seq_mib MiB, bs 1 MiB, cold", "MB/s", "higher"),
@@ -400,7 +428,9 @@ rows = [
     ("hwm_mib", "daemon peak resident memory (VmHWM)", "MiB", "lower"),
 ]
 targets = ["plain", "kmsfs", "gocryptfs"]
-def fmt(v):
+def fmt(v, target, key):
+    if f"{target}.{key}" in failed:
+        return "FAILED"
     if v is None:
         return "-"
     if abs(v) >= 100:
@@ -412,15 +442,15 @@ out = {"mode": mode, "machine": host,
                   "tree_files": $tree_count, "tree_bytes": $tree_bytes, "hot_opens": $hot_opens},
        "kmsfs_dek_cache_hot_loop": {"hits": values.get(("kmsfs", "dek_hits")),
                                     "misses": values.get(("kmsfs", "kms_calls"))},
-       "results": {}}
+       "failed": sorted(failed), "results": {}}
 for key, label, unit, better in rows:
     cells = {t: values.get((t, key)) for t in targets}
     k, g = cells["kmsfs"], cells["gocryptfs"]
     ratio = k / g if k is not None and g not in (None, 0) else None
-    if all(v is None for v in cells.values()):
+    if all(v is None for v in cells.values()) and not any(f"{t}.{key}" in failed for t in targets):
         continue
     out["results"][key] = {"label": label, "unit": unit, "better": better, **cells, "kmsfs_over_gocryptfs": ratio}
-    table.append((f"{label} [{unit}, {better} is better]", *(fmt(cells[t]) for t in targets),
+    table.append((f"{label} [{unit}, {better} is better]", *(fmt(cells[t], t, key) for t in targets),
                   "-" if ratio is None else f"{ratio:.2f}x"))
 header = ("workload", "plain", "kmsfs", "gocryptfs", "kmsfs/gocryptfs")
 widths = [max(len(r[i]) for r in [header] + table) for i in range(5)]
@@ -434,6 +464,8 @@ print(line(header))
 print("|" + "|".join(("-" * (w + 1) + ":" if i else "-" * (w + 2)) for i, w in enumerate(widths)) + "|")
 for r in table:
     print(line(r))
+if failed:
+    print(f"\nFAILED workloads: {', '.join(sorted(failed))} (their errors are above; later rows of that target may be on a partial tree)")
 if json_out:
     with open(json_out, "w") as f:
         json.dump(out, f, indent=2)

@@ -298,6 +298,38 @@ pub fn disable_core_dumps() -> io::Result<()> {
     cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }).map(drop)
 }
 
+/// Raises the open-file limit as far as allowed: the daemon holds one `O_PATH` descriptor per
+/// inode the kernel remembers, so a tree of N files needs more than N descriptors. Returns the
+/// new soft limit.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    // As root the hard limit itself may rise, up to the kernel's nr_open.
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(limit.rlim_max);
+    let wanted = libc::rlimit {
+        rlim_cur: ceiling.max(limit.rlim_max),
+        rlim_max: ceiling.max(limit.rlim_max),
+    };
+    // SAFETY: a valid rlimit value.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
+        return Ok(wanted.rlim_cur);
+    }
+    let soft = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: a valid rlimit value.
+    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &soft) })?;
+    Ok(soft.rlim_cur)
+}
+
 /// The number of threads of this process (from /proc), to check that `fork` is safe.
 pub fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/status")

@@ -574,3 +574,51 @@ fn a_wrong_passphrase_fails_mount_with_one_sentence_and_mounts_nothing() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(!common::is_mounted(&env.plain));
 }
+
+/// The daemon holds one descriptor per inode the kernel remembers: it raises its soft
+/// open-file limit to the hard limit at start, so a tree larger than the soft limit it was
+/// started with still works.
+#[test]
+fn a_tree_larger_than_the_starting_descriptor_limit_works() {
+    let env = Env::new();
+    env.init();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--nofile=64:4096").arg(common::kmsfs_bin());
+    let out = cmd
+        .args([
+            "mount",
+            Env::s(&env.cipher),
+            Env::s(&env.plain),
+            "--passphrase-file",
+            Env::s(&env.passfile),
+            "--log",
+            Env::s(&env.log),
+        ])
+        .env("XDG_STATE_HOME", env.dir.path().join("state-home"))
+        .env("XDG_CONFIG_HOME", env.dir.path().join("config-home"))
+        .output()
+        .expect("run prlimit");
+    let _guard = common::MountGuard::adopt(&env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for d in 0..10 {
+        fs::create_dir(env.plain.join(format!("d{d}"))).expect("mkdir");
+        for f in 0..30 {
+            fs::write(env.plain.join(format!("d{d}/f{f}")), pattern(100, f)).expect("write");
+        }
+    }
+    let mut count = 0;
+    for d in 0..10 {
+        for f in 0..30u64 {
+            assert_eq!(
+                read_all(&env.plain.join(format!("d{d}/f{f}"))),
+                pattern(100, f)
+            );
+            count += 1;
+        }
+    }
+    assert_eq!(count, 300);
+}

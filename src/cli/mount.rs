@@ -198,6 +198,14 @@ fn serve(
     if let Err(e) = sys::disable_core_dumps() {
         tracing::warn!("cannot turn core dumps off: {e}");
     }
+    match sys::raise_open_file_limit() {
+        Ok(limit) if limit < 65_536 => tracing::warn!(
+            limit,
+            "the open-file limit is low: the mount holds one descriptor per file or directory the kernel remembers, so trees larger than this fail with EMFILE"
+        ),
+        Ok(limit) => tracing::info!(limit, "open-file limit (one descriptor per known inode)"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
     let signals = match sys::block_termination_signals() {
         Ok(set) => set,
         Err(e) => {

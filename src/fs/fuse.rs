@@ -5,9 +5,9 @@ use super::attr::{Attr, Caller, FileKind, SetAttr, SetTime};
 use super::{CryptFs, FsError};
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::path::Path;
@@ -113,6 +113,16 @@ impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
+        // The kernel gathers writes in its page cache and sends them in large requests; it then
+        // owns size and mtime while pages are dirty, and may read through write-only handles
+        // (which is why writers' backing files are opened read-write).
+        if config
+            .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
+            .is_err()
+        {
+            tracing::warn!("the kernel offers no writeback cache: writes go through one by one");
+        }
+        let _ = config.set_max_background(64);
         Ok(())
     }
 

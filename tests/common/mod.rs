@@ -141,6 +141,14 @@ pub struct MountGuard {
 }
 
 impl MountGuard {
+    /// A guard for a mount of `env` made some other way.
+    pub fn adopt(env: &Env) -> MountGuard {
+        MountGuard {
+            mountpoint: env.plain.clone(),
+            bin_env: env.dir.path().to_path_buf(),
+        }
+    }
+
     /// Unmounts now through `kmsfs unmount` and checks it worked.
     pub fn unmount(self) {
         let out = Command::new(kmsfs_bin())
