@@ -1,17 +1,17 @@
 //! The audit log: one JSON line per API call in `DIR/audit.log` (time, organization, API key,
-//! operation, key id, result), written by a thread of its own through a buffer that is flushed
-//! at least every second and at shutdown. Never plaintext, ciphertext or key material: a
+//! operation, key id, result), written by a thread of its own that drains a queue every 200 ms
+//! and at shutdown. Never plaintext, ciphertext or key material: a
 //! record has no field that could hold them.
 
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
+const DRAIN_EVERY: Duration = Duration::from_millis(200);
 
 /// One audit line.
 #[derive(Debug, Clone, Serialize)]
@@ -33,14 +33,36 @@ pub(crate) struct AuditRecord {
     pub(crate) result: String,
 }
 
-enum Message {
-    Record(Box<AuditRecord>),
-    Flush(mpsc::SyncSender<()>),
+struct Shared {
+    queue: Mutex<Vec<AuditRecord>>,
+    file: Mutex<std::fs::File>,
 }
 
-/// The sending side of the audit log; cheap to use from any thread.
+impl Shared {
+    /// Writes every queued record to the file.
+    fn drain(&self) {
+        let records =
+            std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+        if records.is_empty() {
+            return;
+        }
+        let mut out = Vec::with_capacity(records.len() * 160);
+        for record in &records {
+            if serde_json::to_writer(&mut out, record).is_ok() {
+                out.push(b'\n');
+            }
+        }
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = file.write_all(&out) {
+            tracing::error!("cannot write the audit log: {e}");
+        }
+    }
+}
+
+/// The sending side of the audit log; cheap to use from any thread: a record is pushed on a
+/// queue (no wake-up, no I/O), which a writer thread drains every 200 ms.
 pub(crate) struct AuditLog {
-    sender: mpsc::Sender<Message>,
+    shared: Arc<Shared>,
 }
 
 impl AuditLog {
@@ -55,63 +77,47 @@ impl AuditLog {
             .append(true)
             .mode(0o600)
             .open(path)?;
-        let (sender, receiver) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Vec::new()),
+            file: Mutex::new(file),
+        });
+        let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("kmsfs-audit".into())
-            .spawn(move || write_loop(file, receiver))?;
-        Ok(AuditLog { sender })
+            .spawn(move || {
+                // Ends when the log is dropped.
+                while let Some(shared) = weak.upgrade() {
+                    shared.drain();
+                    drop(shared);
+                    std::thread::sleep(DRAIN_EVERY);
+                }
+            })?;
+        Ok(AuditLog { shared })
     }
 
     /// Queues one record.
     pub(crate) fn record(&self, record: AuditRecord) {
-        let _ = self.sender.send(Message::Record(Box::new(record)));
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(record);
     }
 
-    /// Writes every queued record to the file and waits until it is done (at shutdown).
+    /// Writes every queued record to the file and syncs it (at shutdown).
     pub(crate) fn flush(&self) {
-        let (done, wait) = mpsc::sync_channel(1);
-        if self.sender.send(Message::Flush(done)).is_ok() {
-            let _ = wait.recv_timeout(Duration::from_secs(5));
-        }
+        self.shared.drain();
+        let _ = self
+            .shared
+            .file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sync_data();
     }
 }
 
-fn write_loop(file: std::fs::File, receiver: mpsc::Receiver<Message>) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, file);
-    let mut flushed = Instant::now();
-    let flush = |out: &mut std::io::BufWriter<std::fs::File>| {
-        if let Err(e) = out.flush() {
-            tracing::error!("cannot write the audit log: {e}");
-        }
-    };
-    loop {
-        match receiver.recv_timeout(FLUSH_EVERY) {
-            Ok(Message::Record(record)) => {
-                if let Ok(mut line) = serde_json::to_vec(&record) {
-                    line.push(b'\n');
-                    if let Err(e) = out.write_all(&line) {
-                        tracing::error!("cannot write the audit log: {e}");
-                    }
-                }
-                if flushed.elapsed() >= FLUSH_EVERY {
-                    flush(&mut out);
-                    flushed = Instant::now();
-                }
-            }
-            Ok(Message::Flush(done)) => {
-                flush(&mut out);
-                let _ = out.get_ref().sync_data();
-                flushed = Instant::now();
-                let _ = done.send(());
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                flush(&mut out);
-                flushed = Instant::now();
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                flush(&mut out);
-                return;
-            }
-        }
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.shared.drain();
     }
 }
