@@ -41,7 +41,7 @@ kmsfs is mounted: plaintext at $demo/plain, ciphertext in $demo/cipher.
 Try:
   echo "hello, envelope encryption" > demo/plain/hello.txt
   cat demo/plain/hello.txt                          # plaintext through the mount
-  xxd demo/cipher/hello.txt | head                  # ciphertext on disk
+  od -A d -t x1 demo/cipher/hello.txt | head -5      # ciphertext on disk
   target/release/kmsfs inspect demo/cipher/hello.txt   # header: file id, key id, wrapped DEK
   target/release/kmsfs key list --keystore demo/keystore --passphrase-file demo/passphrase
   target/release/kmsfs fsck demo/cipher --passphrase-file demo/passphrase
