@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::kms_server::zones::{Zones, import_org, wait_until};
+use common::kms_server::zones::{Zones, import_org, mz_key, wait_until};
 use common::kms_server::{KmsClient, b64, create_org, default_key, get_key, ok, post};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -14,16 +14,6 @@ const A: &str = "ch-gva-2";
 const B: &str = "de-fra-1";
 const C: &str = "at-vie-1";
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Creates a multi-zone key named `name`.
-fn mz_key(c: &KmsClient, name: &str) -> String {
-    let key = ok(c.call(
-        "POST",
-        "/kms-key",
-        Some(&json!({"name": name, "multi-zone": true})),
-    ));
-    key["id"].as_str().expect("id").to_string()
-}
 
 fn encrypt(c: &KmsClient, key: &str, plain: &[u8]) -> Value {
     ok(post(c, key, "encrypt", json!({"plaintext": b64(plain)})))["ciphertext"].clone()

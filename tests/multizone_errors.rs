@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::kms_server::zones::{PEER_SECRET, Zones, import_org, wait_until};
+use common::kms_server::zones::{PEER_SECRET, Zones, import_org, mz_key, wait_until};
 use common::kms_server::{
     KmsClient, ServerGuard, assert_problem, create_org, default_key, get_key, now, ok, post,
 };
@@ -16,15 +16,6 @@ use std::time::Duration;
 const A: &str = "ch-gva-2";
 const B: &str = "de-fra-1";
 const WAIT: Duration = Duration::from_secs(20);
-
-fn mz_key(c: &KmsClient, name: &str) -> String {
-    let key = ok(c.call(
-        "POST",
-        "/kms-key",
-        Some(&json!({"name": name, "multi-zone": true})),
-    ));
-    key["id"].as_str().expect("id").to_string()
-}
 
 fn replica_state(primary: &KmsClient, key: &str, zone: &str) -> Value {
     let k = get_key(primary, key);

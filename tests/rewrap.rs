@@ -84,12 +84,7 @@ fn version_of(env: &Env, path: &Path) -> serde_json::Value {
 }
 
 fn fsck_clean(env: &Env) {
-    let out = env.run(&[
-        "fsck",
-        Env::s(&env.cipher),
-        "--passphrase-file",
-        Env::s(&env.passfile),
-    ]);
+    let out = env.fsck();
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -149,12 +149,7 @@ fn tampered_blocks_and_headers_read_as_eio_and_fsck_names_them() {
     );
     mount.unmount();
 
-    let out = env.run(&[
-        "fsck",
-        Env::s(&env.cipher),
-        "--passphrase-file",
-        Env::s(&env.passfile),
-    ]);
+    let out = env.fsck();
     assert_eq!(out.status.code(), Some(1), "fsck exits 1 on damage");
     let report = String::from_utf8_lossy(&out.stdout);
     let line = |name: &str| {
@@ -195,12 +190,7 @@ fn fsck_of_a_clean_directory_exits_zero_and_a_corrupt_size_is_reported() {
     fs::create_dir(env.plain.join("d")).expect("mkdir");
     fs::write(env.plain.join("d/b"), pattern(1, 2)).expect("write");
     mount.unmount();
-    let out = env.run(&[
-        "fsck",
-        Env::s(&env.cipher),
-        "--passphrase-file",
-        Env::s(&env.passfile),
-    ]);
+    let out = env.fsck();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -216,12 +206,7 @@ fn fsck_of_a_clean_directory_exits_zero_and_a_corrupt_size_is_reported() {
     let len = f.metadata().expect("stat").len();
     f.set_len(len - (9000 - 8192 + 28 - 20)).expect("truncate");
     drop(f);
-    let out = env.run(&[
-        "fsck",
-        Env::s(&env.cipher),
-        "--passphrase-file",
-        Env::s(&env.passfile),
-    ]);
+    let out = env.fsck();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("not a valid kmsfs file size"));
     let _mount = env.mount();

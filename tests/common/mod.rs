@@ -128,6 +128,16 @@ impl Env {
         guard
     }
 
+    /// `kmsfs fsck` of the cipher directory with the environment's passphrase.
+    pub fn fsck(&self) -> Output {
+        self.run(&[
+            "fsck",
+            Self::s(&self.cipher),
+            "--passphrase-file",
+            Self::s(&self.passfile),
+        ])
+    }
+
     /// The daemon log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

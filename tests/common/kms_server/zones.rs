@@ -118,3 +118,13 @@ pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Creates a multi-zone key named `name` and returns its id.
+pub fn mz_key(c: &super::KmsClient, name: &str) -> String {
+    let key = super::ok(c.call(
+        "POST",
+        "/kms-key",
+        Some(&serde_json::json!({"name": name, "multi-zone": true})),
+    ));
+    key["id"].as_str().expect("id").to_string()
+}
