@@ -2,29 +2,33 @@
 # Benchmarks kmsfs against the plain backing directory and gocryptfs, same workloads, same disk,
 # same run. What each workload does exactly: docs/BENCHMARKS.md.
 #
-#   scripts/bench.sh [--quick] [--backing DIR] [--json FILE]
+#   scripts/bench.sh [--quick] [--backing DIR] [--json FILE] [--only TARGETS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
 
 usage() {
   cat <<TXT
-usage: scripts/bench.sh [--quick] [--backing DIR] [--json FILE]
+usage: scripts/bench.sh [--quick] [--backing DIR] [--json FILE] [--only TARGETS]
   --quick        small sizes (256 MiB sequential, 10 s random, a 2,000-file tree, 200 hot opens);
                  finishes in under 3 minutes once built
   --backing DIR  put every target's files under DIR (default: target/bench/run)
   --json FILE    also write every number as JSON to FILE
+  --only TARGETS run only these of plain,kmsfs,gocryptfs (comma-separated), for quick A/B
+                 comparisons of one target; the ratio column needs kmsfs and gocryptfs
 TXT
 }
 
 quick=0
 backing=""
 json_out=""
+only="plain,kmsfs,gocryptfs"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --backing) backing="${2:?--backing needs a directory}"; shift ;;
     --json) json_out="${2:?--json needs a file}"; shift ;;
+    --only) only="${2:?--only needs targets}"; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -476,6 +480,8 @@ PY
 
 # ---------------------------------------------------------------------------------------------
 
+wanted() { [[ ",$only," == *",$1,"* ]]; }
+
 main() {
   local started
   started=$(now)
@@ -490,9 +496,11 @@ main() {
   local bench_started
   bench_started=$(now)
   say "$mode run in $work"
-  run_target plain "$work/plain" plain_mount plain_unmount
-  run_target kmsfs "$work/kmsfs/mnt" kmsfs_phase_mount kmsfs_phase_unmount
-  if [ "$have_gocryptfs" -eq 1 ]; then
+  wanted plain && run_target plain "$work/plain" plain_mount plain_unmount
+  wanted kmsfs && run_target kmsfs "$work/kmsfs/mnt" kmsfs_phase_mount kmsfs_phase_unmount
+  if ! wanted gocryptfs; then
+    :
+  elif [ "$have_gocryptfs" -eq 1 ]; then
     run_target gocryptfs "$work/gocryptfs/mnt" gocryptfs_phase_mount gocryptfs_phase_unmount
   else
     say "gocryptfs is not installed and apt has no package: its column stays empty"

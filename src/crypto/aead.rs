@@ -59,6 +59,26 @@ impl AeadKey {
             .map_err(|_| AuthError)
     }
 
+    /// Decrypts `in_out[src..]` (ciphertext followed by the tag) and writes the plaintext to the
+    /// front of `in_out`, moving it `src` bytes down in the same pass; returns its length.
+    pub fn open_within(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        in_out: &mut [u8],
+        src: usize,
+    ) -> Result<usize, AuthError> {
+        self.0
+            .open_within(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                in_out,
+                src..,
+            )
+            .map(|plain| plain.len())
+            .map_err(|_| AuthError)
+    }
+
     /// Seals `plaintext` as `nonce || ciphertext || tag` with a fresh random nonce.
     pub fn seal_to_vec(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let nonce: [u8; NONCE_LEN] = super::random_array();

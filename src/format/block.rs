@@ -83,6 +83,21 @@ impl FileCipher {
         self.seal_block_with_nonce(index, crypto::random_array(), plain, out);
     }
 
+    /// Seals `plain` (at most one block) as block `index` and appends it to `out`, with a fresh
+    /// random nonce: no zeroed output buffer, one copy of the plaintext.
+    pub fn seal_block_append(&self, index: u64, plain: &[u8], out: &mut Vec<u8>) {
+        let nonce: [u8; NONCE_LEN] = crypto::random_array();
+        let start = out.len();
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plain);
+        let tag = self.aead.seal_detached(
+            nonce,
+            &block_aad(&self.file_id, index),
+            &mut out[start + NONCE_LEN..],
+        );
+        out.extend_from_slice(&tag);
+    }
+
     /// [`FileCipher::seal_block`] with a given nonce: for test vectors only. Reusing a nonce
     /// under one DEK breaks AES-GCM.
     pub fn seal_block_with_nonce(
@@ -111,23 +126,42 @@ impl FileCipher {
     /// disk; on success the plaintext is `block[12..12 + n]` and `n` is returned. An all-zero
     /// block is a hole: its plaintext is zeros.
     pub fn open_block_in_place(&self, index: u64, block: &mut [u8]) -> Result<usize, FormatError> {
+        let n = self.open_block_to_front(index, block, 0)?;
+        block.copy_within(..n, NONCE_LEN);
+        Ok(n)
+    }
+
+    /// Opens block `index`, which fills `buf[src..]` as read from disk, and writes its plaintext
+    /// to the front of `buf` (`buf[..n]`, `n` returned) in the same pass: a read request opens
+    /// its blocks one after the other towards the front of one buffer, and the plaintext ends up
+    /// contiguous with no second copy. An all-zero block is a hole: its plaintext is zeros.
+    pub fn open_block_to_front(
+        &self,
+        index: u64,
+        buf: &mut [u8],
+        src: usize,
+    ) -> Result<usize, FormatError> {
+        let block = buf.get(src..).unwrap_or_default();
         if block.len() <= BLOCK_OVERHEAD as usize {
             return Err(FormatError::BlockAuth(index));
         }
         let plain_len = block.len() - NONCE_LEN - TAG_LEN;
-        if block.iter().all(|&b| b == 0) {
-            return Ok(plain_len);
-        }
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&block[..NONCE_LEN]);
+        // A sealed block's random nonce is never all zeros (odds 2^-96), so only a block whose
+        // nonce is zero is scanned for being a hole.
+        if nonce == [0; NONCE_LEN] && block.iter().all(|&b| b == 0) {
+            buf[..plain_len].fill(0);
+            return Ok(plain_len);
+        }
         self.aead
-            .open_in_place(
+            .open_within(
                 nonce,
                 &block_aad(&self.file_id, index),
-                &mut block[NONCE_LEN..],
+                buf,
+                src + NONCE_LEN,
             )
-            .map_err(|_| FormatError::BlockAuth(index))?;
-        Ok(plain_len)
+            .map_err(|_| FormatError::BlockAuth(index))
     }
 }
 
@@ -154,6 +188,36 @@ mod tests {
             let n = c.open_block_in_place(3, &mut block).expect("opens");
             assert_eq!(&block[12..12 + n], &plain[..]);
         }
+    }
+
+    #[test]
+    fn blocks_opened_to_the_front_end_up_contiguous() {
+        let c = cipher();
+        let plain: Vec<u8> = (0..3 * 4096 + 10).map(|i| (i * 7) as u8).collect();
+        let mut buf = Vec::new();
+        for (i, chunk) in plain.chunks(4096).enumerate() {
+            c.seal_block_append(i as u64, chunk, &mut buf);
+        }
+        // A hole in the middle: block 1 as the filesystem leaves it when never written.
+        buf[4124..2 * 4124].fill(0);
+        let (mut src, mut dst) = (0, 0);
+        for index in 0..4 {
+            let len = (buf.len() - src).min(4124);
+            dst += c
+                .open_block_to_front(index, &mut buf[dst..src + len], src - dst)
+                .expect("opens");
+            src += len;
+        }
+        let mut expected = plain.clone();
+        expected[4096..8192].fill(0);
+        assert_eq!(&buf[..dst], &expected[..]);
+        // A block whose nonce is zero but whose body is not is no hole: it fails.
+        let mut forged = seal(&c, 0, b"abc");
+        forged[..12].fill(0);
+        assert_eq!(
+            c.open_block_to_front(0, &mut forged, 0),
+            Err(FormatError::BlockAuth(0))
+        );
     }
 
     #[test]

@@ -6,11 +6,27 @@ use crate::format::{
     self, BLOCK_CIPHER_LEN, BLOCK_OVERHEAD, BLOCK_PLAIN_LEN, FileCipher, FormatError,
     block_cipher_offset, cipher_size,
 };
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+thread_local! {
+    /// One I/O buffer per request thread, kept across requests: a fresh buffer of up to 1 MiB
+    /// per request costs page faults and zeroing on every read and write.
+    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's reusable I/O buffer (a fresh one if it is already in use).
+pub fn with_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    BUFFER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
 
 /// State shared by every open handle of one regular file: its cipher once known, behind the
 /// lock that orders reads (shared) against writes and truncates (exclusive).
@@ -93,40 +109,45 @@ fn read_block(
 ) -> Result<Vec<u8>, ContentError> {
     let mut block = vec![0u8; plain_len + BLOCK_OVERHEAD as usize];
     read_exact_at(file, &mut block, block_cipher_offset(index))?;
-    let n = cipher.open_block_in_place(index, &mut block)?;
-    block.copy_within(12..12 + n, 0);
+    let n = cipher.open_block_to_front(index, &mut block, 0)?;
     block.truncate(n);
     Ok(block)
 }
 
-/// Reads up to `size` plaintext bytes at `offset`.
-pub fn read(
+/// Reads up to `size` plaintext bytes at `offset` into `buf` and returns the range of `buf`
+/// that holds them. `buf` is a reused buffer: it only ever grows.
+pub fn read_into(
     file: &File,
     cipher: &FileCipher,
     offset: u64,
     size: u32,
-) -> Result<Vec<u8>, ContentError> {
+    buf: &mut Vec<u8>,
+) -> Result<Range<usize>, ContentError> {
     let plain = plain_len(file)?;
     if offset >= plain || size == 0 {
-        return Ok(Vec::new());
+        return Ok(0..0);
     }
     let end = plain.min(offset + u64::from(size));
     let first = offset / BLOCK_PLAIN_LEN;
     let last = (end - 1) / BLOCK_PLAIN_LEN;
     let cipher_start = block_cipher_offset(first);
     let cipher_end = block_cipher_offset(last + 1).min(cipher_size(plain));
-    let mut buf = vec![0u8; (cipher_end - cipher_start) as usize];
-    read_exact_at(file, &mut buf, cipher_start)?;
-    let mut out = Vec::with_capacity((end - offset) as usize);
-    for (i, block) in buf.chunks_mut(BLOCK_CIPHER_LEN as usize).enumerate() {
-        let index = first + i as u64;
-        let n = cipher.open_block_in_place(index, block)?;
-        let block_start = index * BLOCK_PLAIN_LEN;
-        let from = offset.saturating_sub(block_start) as usize;
-        let to = ((end - block_start) as usize).min(n);
-        out.extend_from_slice(&block[12 + from..12 + to]);
+    let len = (cipher_end - cipher_start) as usize;
+    if buf.len() < len {
+        buf.resize(len, 0);
     }
-    Ok(out)
+    let buf = &mut buf[..len];
+    read_exact_at(file, buf, cipher_start)?;
+    // Each block is opened towards the front of the buffer, right behind the plaintext of the
+    // block before it.
+    let (mut src, mut dst) = (0, 0);
+    for index in first..=last {
+        let block_len = (len - src).min(BLOCK_CIPHER_LEN as usize);
+        dst += cipher.open_block_to_front(index, &mut buf[dst..src + block_len], src - dst)?;
+        src += block_len;
+    }
+    let skip = (offset - first * BLOCK_PLAIN_LEN) as usize;
+    Ok(skip..skip + (end - offset) as usize)
 }
 
 /// Re-seals the last block of a file of `plain` bytes zero-extended to `new_len` bytes (used
@@ -150,12 +171,45 @@ fn extend_last_block(
     Ok(())
 }
 
-/// Writes `data` at plaintext `offset`, reading and re-sealing partly covered blocks.
+/// Seals `data`, whole blocks starting at block `first`, and appends them to `out`. This part of
+/// a block-aligned write depends on nothing in the file, so it runs before the file's lock is
+/// taken, and the sealing of several requests proceeds in parallel.
+pub fn seal_blocks(cipher: &FileCipher, first: u64, data: &[u8], out: &mut Vec<u8>) {
+    out.reserve(
+        data.len().div_ceil(BLOCK_PLAIN_LEN as usize) * BLOCK_OVERHEAD as usize + data.len(),
+    );
+    for (i, plain) in data.chunks(BLOCK_PLAIN_LEN as usize).enumerate() {
+        cipher.seal_block_append(first + i as u64, plain, out);
+    }
+}
+
+/// Writes whole blocks sealed by [`seal_blocks`] at block `first`, first re-sealing a short
+/// last block it would leave behind.
+pub fn write_sealed(
+    file: &File,
+    cipher: &FileCipher,
+    first: u64,
+    sealed: &[u8],
+) -> Result<(), ContentError> {
+    if sealed.is_empty() {
+        return Ok(());
+    }
+    let old = plain_len(file)?;
+    if first * BLOCK_PLAIN_LEN > old && old / BLOCK_PLAIN_LEN < first {
+        extend_last_block(file, cipher, old, BLOCK_PLAIN_LEN as usize)?;
+    }
+    file.write_all_at(sealed, block_cipher_offset(first))?;
+    Ok(())
+}
+
+/// Writes `data` at plaintext `offset`, reading and re-sealing partly covered blocks; `out` is
+/// a reused buffer for the sealed blocks.
 pub fn write(
     file: &File,
     cipher: &FileCipher,
     offset: u64,
     data: &[u8],
+    out: &mut Vec<u8>,
 ) -> Result<(), ContentError> {
     if data.is_empty() {
         return Ok(());
@@ -167,29 +221,33 @@ pub fn write(
     if offset > old && old / BLOCK_PLAIN_LEN < first {
         extend_last_block(file, cipher, old, BLOCK_PLAIN_LEN as usize)?;
     }
-    let mut out = Vec::with_capacity(((last - first + 1) * BLOCK_CIPHER_LEN) as usize);
+    out.clear();
     let mut plain_block = Vec::with_capacity(BLOCK_PLAIN_LEN as usize);
     for index in first..=last {
         let block_start = index * BLOCK_PLAIN_LEN;
         let from = (offset.max(block_start) - block_start) as usize;
         let to = (end.min(block_start + BLOCK_PLAIN_LEN) - block_start) as usize;
+        let src_from = (block_start + from as u64 - offset) as usize;
+        let src = &data[src_from..src_from + (to - from)];
         let existing = if block_start < old {
             ((old - block_start).min(BLOCK_PLAIN_LEN)) as usize
         } else {
             0
         };
+        if from == 0 && to >= existing {
+            // Covered from its start to at least its old end: nothing of it to keep.
+            cipher.seal_block_append(index, src, out);
+            continue;
+        }
         plain_block.clear();
-        if existing > 0 && (from > 0 || to < existing) {
+        if existing > 0 {
             plain_block.extend_from_slice(&read_block(file, cipher, index, existing)?);
         }
         plain_block.resize(existing.max(to), 0);
-        let src_from = (block_start + from as u64 - offset) as usize;
-        plain_block[from..to].copy_from_slice(&data[src_from..src_from + (to - from)]);
-        let at = out.len();
-        out.resize(at + plain_block.len() + BLOCK_OVERHEAD as usize, 0);
-        cipher.seal_block(index, &plain_block, &mut out[at..]);
+        plain_block[from..to].copy_from_slice(src);
+        cipher.seal_block_append(index, &plain_block, out);
     }
-    file.write_all_at(&out, block_cipher_offset(first))?;
+    file.write_all_at(out, block_cipher_offset(first))?;
     Ok(())
 }
 

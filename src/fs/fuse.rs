@@ -6,8 +6,8 @@ use super::{CryptFs, FsError};
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::path::Path;
@@ -17,6 +17,11 @@ use std::time::{Duration, SystemTime};
 /// How long the kernel may cache attributes and names. Every change goes through this mount,
 /// so a short TTL only matters for changes made in the cipher directory behind its back.
 const TTL: Duration = Duration::from_secs(1);
+
+/// Open flags of regular files: the kernel keeps their page cache across opens. Every write goes
+/// through this mount, so the cache cannot be stale; a change behind the mount's back that moves
+/// the file's mtime still drops it (`FUSE_AUTO_INVAL_DATA`).
+const FILE_OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_KEEP_CACHE;
 
 /// Called once when the kernel ends the session (unmount), with the filesystem.
 pub type OnDestroy = Box<dyn FnOnce(&CryptFs) + Send + Sync>;
@@ -122,6 +127,15 @@ impl Filesystem for FuseAdapter {
         {
             tracing::warn!("the kernel offers no writeback cache: writes go through one by one");
         }
+        // Readdir answers with attributes when the kernel sees lookups follow it (ls -l,
+        // find, rm -r), saving one round trip per entry; lookups and readdirs in one directory
+        // may run in parallel; cached pages go when a refreshed mtime says the file changed.
+        let _ = config.add_capabilities(
+            InitFlags::FUSE_DO_READDIRPLUS
+                | InitFlags::FUSE_READDIRPLUS_AUTO
+                | InitFlags::FUSE_PARALLEL_DIROPS
+                | InitFlags::FUSE_AUTO_INVAL_DATA,
+        );
         let _ = config.set_max_background(64);
         Ok(())
     }
@@ -290,7 +304,7 @@ impl Filesystem for FuseAdapter {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _span = tracing::debug_span!("open", ino = ino.0).entered();
         match self.fs.open(ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh), FILE_OPEN_FLAGS),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -307,9 +321,14 @@ impl Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let _span = tracing::debug_span!("read", ino = ino.0, fh = fh.0, offset, size).entered();
-        match self.fs.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno(e)),
+        let mut reply = Some(reply);
+        let result = self.fs.read_with(fh.0, offset, size, |data| {
+            if let Some(reply) = reply.take() {
+                reply.data(data);
+            }
+        });
+        if let (Err(e), Some(reply)) = (result, reply) {
+            reply.error(errno(e));
         }
     }
 
@@ -333,15 +352,18 @@ impl Filesystem for FuseAdapter {
         }
     }
 
+    /// Nothing to do at close: a write reaches the backing file before it is acknowledged, and
+    /// the kernel writes its dirty pages back before it would send FLUSH. ENOSYS tells it to
+    /// stop sending FLUSH, which saves a round trip per close.
     fn flush(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.fs.flush(fh.0));
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -387,6 +409,30 @@ impl Filesystem for FuseAdapter {
     ) {
         let result = self.fs.readdir(fh.0, offset, |entry, next| {
             reply.add(INodeNo(entry.ino), next, kind(entry.kind), &entry.name)
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let result = self.fs.readdirplus(fh.0, offset, |entry, attr, next| {
+            reply.add(
+                INodeNo(entry.ino),
+                next,
+                &entry.name,
+                &TTL,
+                &file_attr(attr),
+                Generation(0),
+            )
         });
         match result {
             Ok(()) => reply.ok(),
@@ -475,7 +521,7 @@ impl Filesystem for FuseAdapter {
                 &file_attr(&attr),
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                FILE_OPEN_FLAGS,
             ),
             Err(e) => reply.error(errno(e)),
         }

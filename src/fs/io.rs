@@ -6,7 +6,7 @@ use super::content::{self, ContentError, FileState};
 use super::inode::Inode;
 use super::keys::KeyError;
 use super::{CryptFs, FsError, FsResult};
-use crate::format::{FileCipher, FormatError};
+use crate::format::{BLOCK_PLAIN_LEN, FileCipher, FormatError};
 use crate::sys;
 use std::ffi::OsStr;
 use std::fs::File;
@@ -164,6 +164,18 @@ impl CryptFs {
 
     /// Reads up to `size` bytes at `offset`.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        self.read_with(fh, offset, size, <[u8]>::to_vec)
+    }
+
+    /// Reads up to `size` bytes at `offset` and hands them to `f` straight from the request
+    /// thread's buffer (the FUSE reply copies them from there).
+    pub fn read_with<R>(
+        &self,
+        fh: u64,
+        offset: u64,
+        size: u32,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> FsResult<R> {
         let handle = self.file_handle(fh)?;
         let Handle::File { inode, file, state } = &*handle else {
             return Err(FsError(libc::EBADF));
@@ -171,29 +183,57 @@ impl CryptFs {
         loop {
             let guard = state.cipher.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(cipher) = &*guard {
-                return content::read(file, cipher, offset, size)
-                    .map_err(|e| self.content_error(inode, state, e));
+                return content::with_buffer(|buf| {
+                    let range = content::read_into(file, cipher, offset, size, buf)
+                        .map_err(|e| self.content_error(inode, state, e))?;
+                    Ok(f(&buf[range]))
+                });
             }
             drop(guard);
             let mut slot = state.cipher.write().unwrap_or_else(PoisonError::into_inner);
             self.load_cipher(inode, file, &mut slot)?;
             if slot.is_none() {
-                return Ok(Vec::new());
+                return Ok(f(&[]));
             }
         }
     }
 
-    /// Writes `data` at `offset`; creates the file's DEK and header on its first write.
+    /// Writes `data` at `offset`; creates the file's DEK and header on its first write. A
+    /// block-aligned write is sealed before the file's lock is taken.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let handle = self.file_handle(fh)?;
         let Handle::File { inode, file, state } = &*handle else {
             return Err(FsError(libc::EBADF));
         };
-        let mut slot = state.cipher.write().unwrap_or_else(PoisonError::into_inner);
-        let cipher = self.cipher_for_writing(inode, file, &mut slot)?;
-        content::write(file, &cipher, offset, data)
-            .map_err(|e| self.content_error(inode, state, e))?;
-        Ok(data.len() as u32)
+        let aligned = offset.is_multiple_of(BLOCK_PLAIN_LEN)
+            && (data.len() as u64).is_multiple_of(BLOCK_PLAIN_LEN);
+        content::with_buffer(|buf| {
+            buf.clear();
+            let mut sealed_with = None;
+            if aligned {
+                let loaded = state
+                    .cipher
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                if let Some(cipher) = loaded {
+                    content::seal_blocks(&cipher, offset / BLOCK_PLAIN_LEN, data, buf);
+                    sealed_with = Some(cipher);
+                }
+            }
+            let mut slot = state.cipher.write().unwrap_or_else(PoisonError::into_inner);
+            let cipher = self.cipher_for_writing(inode, file, &mut slot)?;
+            let result = match sealed_with {
+                // Sealed under the DEK still in use (the file was not emptied and recreated
+                // with a new one meanwhile).
+                Some(sealed_with) if Arc::ptr_eq(&sealed_with, &cipher) => {
+                    content::write_sealed(file, &cipher, offset / BLOCK_PLAIN_LEN, buf)
+                }
+                _ => content::write(file, &cipher, offset, data, buf),
+            };
+            result.map_err(|e| self.content_error(inode, state, e))?;
+            Ok(data.len() as u32)
+        })
     }
 
     /// The cipher to write with: the loaded one, the one in the header, or a new DEK and header
@@ -275,11 +315,6 @@ impl CryptFs {
         let first = crate::format::block_cipher_offset(offset / crate::format::BLOCK_PLAIN_LEN);
         let last = crate::format::cipher_size(end.max(plain));
         Ok(sys::fallocate(file.as_fd(), first, last - first)?)
-    }
-
-    /// Nothing is buffered: writes reach the backing file before they are acknowledged.
-    pub fn flush(&self, fh: u64) -> FsResult<()> {
-        self.handle(fh).map(drop)
     }
 
     /// Syncs the backing file.

@@ -268,6 +268,54 @@ impl CryptFs {
         Ok(())
     }
 
+    /// Like [`readdir`](Self::readdir), with each entry's attributes; every entry but `.` and
+    /// `..` that `add` accepts counts one kernel reference, as a lookup does. An entry gone since
+    /// opendir is skipped.
+    pub fn readdirplus(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&DirEntry, &Attr, u64) -> bool,
+    ) -> FsResult<()> {
+        let handle = self.handle(fh)?;
+        let Handle::Dir { inode, entries } = &*handle else {
+            return Err(FsError(libc::ENOTDIR));
+        };
+        for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
+            let next = i as u64 + 1;
+            if entry.ino == 0 {
+                // `.` and `..`: the kernel links neither, so they count no reference.
+                let attr = self.attr_of(inode)?;
+                let dot = DirEntry {
+                    ino: inode.ino,
+                    ..entry.clone()
+                };
+                if add(&dot, &attr, next) {
+                    break;
+                }
+                continue;
+            }
+            let cname = sys::cstr(&entry.name)?;
+            let (child, st) = match self.inodes.lookup(inode, &cname) {
+                Ok(found) => found,
+                Err(FsError(libc::ENOENT)) => continue,
+                Err(e) => return Err(e),
+            };
+            let attr = Attr::from_stat(child.ino, &st);
+            let listed = DirEntry {
+                ino: child.ino,
+                kind: attr.kind,
+                name: entry.name.clone(),
+            };
+            if add(&listed, &attr, next) {
+                // The reply is full: this entry was not sent, so its reference is not counted.
+                self.inodes.forget(child.ino, 1);
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Closes a directory handle.
     pub fn releasedir(&self, fh: u64) {
         self.remove_handle(fh);

@@ -180,3 +180,30 @@ fn inodes_follow_files_across_renames_and_are_forgotten() {
     assert_eq!(fs.inode_count(), count - 1);
     fs.release(fh);
 }
+
+#[test]
+fn aligned_writes_sealed_ahead_keep_every_block_whole() {
+    let (_dir, fs) = setup();
+    let (_ino, fh) = create(&fs, "a");
+    // A short last block, then an aligned write past it: the short block is re-sealed whole.
+    fs.write(fh, 0, &[1u8; 4100]).expect("write");
+    fs.write(fh, 3 * 4096, &[2u8; 8192])
+        .expect("aligned write past the end");
+    let mut expected = vec![1u8; 4100];
+    expected.resize(3 * 4096, 0);
+    expected.extend_from_slice(&[2u8; 8192]);
+    assert_eq!(fs.read(fh, 0, 1 << 20).expect("read"), expected);
+    // An aligned write over existing blocks, and one over the (now whole) last block.
+    fs.write(fh, 4096, &[3u8; 4096]).expect("aligned overwrite");
+    expected[4096..8192].fill(3);
+    fs.write(fh, 4 * 4096, &[4u8; 4096])
+        .expect("aligned overwrite of the last block");
+    expected[4 * 4096..].fill(4);
+    assert_eq!(fs.read(fh, 0, 1 << 20).expect("read"), expected);
+    // Reads that start and end inside blocks.
+    assert_eq!(
+        fs.read(fh, 4000, 5000).expect("read"),
+        expected[4000..9000].to_vec()
+    );
+    fs.release(fh);
+}
