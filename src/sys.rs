@@ -238,6 +238,17 @@ pub fn fallocate(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
     cvt(unsafe { libc::fallocate(fd.as_raw_fd(), 0, offset, len) }).map(drop)
 }
 
+/// `sync_file_range(2)` with `SYNC_FILE_RANGE_WRITE`: starts writeback of the range and returns
+/// without waiting for it.
+pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    // SAFETY: valid descriptor; the kernel checks the range and the flags.
+    cvt(unsafe { libc::sync_file_range(fd.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) })
+        .map(drop)
+}
+
 /// `getxattr(2)`; with an empty `buf`, the size of the value.
 pub fn getxattr(path: &CStr, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: NUL-terminated strings; `buf` is writable for its length (0 asks for the size).

@@ -199,8 +199,20 @@ pub fn write_sealed(
         extend_last_block(file, cipher, old, BLOCK_PLAIN_LEN as usize)?;
     }
     file.write_all_at(sealed, block_cipher_offset(first))?;
+    if sealed.len() >= WRITE_BEHIND_MIN {
+        // Best effort: failing to start writeback early loses nothing.
+        let _ = crate::sys::start_writeback(
+            std::os::fd::AsFd::as_fd(file),
+            block_cipher_offset(first),
+            sealed.len() as u64,
+        );
+    }
     Ok(())
 }
+
+/// Large aligned writes start the backing file's writeback at once (`sync_file_range`), so a
+/// large file streams to disk while it is written instead of all at its fsync.
+const WRITE_BEHIND_MIN: usize = 512 * 1024;
 
 /// Writes `data` at plaintext `offset`, reading and re-sealing partly covered blocks; `out` is
 /// a reused buffer for the sealed blocks.
