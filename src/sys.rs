@@ -238,6 +238,84 @@ pub fn fallocate(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
     cvt(unsafe { libc::fallocate(fd.as_raw_fd(), 0, offset, len) }).map(drop)
 }
 
+/// A file handle from `name_to_handle_at(2)`: names an inode of one filesystem for as long as
+/// the inode lives, without holding a descriptor open.
+pub struct FileHandle {
+    handle_type: i32,
+    bytes: Box<[u8]>,
+}
+
+/// Words of a `struct file_handle` buffer: the 8-byte header and `MAX_HANDLE_SZ` bytes, as
+/// `u32`s for the struct's alignment.
+const HANDLE_WORDS: usize = 2 + libc::MAX_HANDLE_SZ as usize / 4;
+
+/// The file handle of the inode `fd` refers to (`AT_EMPTY_PATH`), with its mount id.
+pub fn file_handle(fd: BorrowedFd<'_>) -> io::Result<(FileHandle, i32)> {
+    let mut buf = [0u32; HANDLE_WORDS];
+    buf[0] = libc::MAX_HANDLE_SZ as u32;
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `buf` is a 4-byte aligned `struct file_handle` whose `handle_bytes` says how many
+    // bytes follow the header; the empty path with AT_EMPTY_PATH names `fd` itself.
+    cvt(unsafe {
+        libc::name_to_handle_at(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            &mut mount_id,
+            libc::AT_EMPTY_PATH,
+        )
+    })?;
+    let len = (buf[0] as usize).min(libc::MAX_HANDLE_SZ as usize);
+    let bytes: Vec<u8> = buf[2..]
+        .iter()
+        .flat_map(|w| w.to_ne_bytes())
+        .take(len)
+        .collect();
+    let handle = FileHandle {
+        handle_type: buf[1] as i32,
+        bytes: bytes.into_boxed_slice(),
+    };
+    Ok((handle, mount_id))
+}
+
+/// `open_by_handle_at(2)`: opens the inode `handle` names on the filesystem of `mount_fd`.
+/// Needs `CAP_DAC_READ_SEARCH`.
+pub fn open_by_handle(
+    mount_fd: BorrowedFd<'_>,
+    handle: &FileHandle,
+    flags: i32,
+) -> io::Result<OwnedFd> {
+    let mut buf = [0u32; HANDLE_WORDS];
+    buf[0] = handle.bytes.len() as u32;
+    buf[1] = handle.handle_type as u32;
+    for (word, chunk) in buf[2..].iter_mut().zip(handle.bytes.chunks(4)) {
+        let mut four = [0u8; 4];
+        four[..chunk.len()].copy_from_slice(chunk);
+        *word = u32::from_ne_bytes(four);
+    }
+    // SAFETY: `buf` is a 4-byte aligned `struct file_handle` holding `handle_bytes` bytes.
+    let fd = cvt(unsafe {
+        libc::open_by_handle_at(
+            mount_fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            flags | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The soft open-file limit.
+pub fn open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    Ok(limit.rlim_cur)
+}
+
 /// `sync_file_range(2)` with `SYNC_FILE_RANGE_WRITE`: starts writeback of the range and returns
 /// without waiting for it.
 pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {

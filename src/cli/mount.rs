@@ -199,11 +199,10 @@ fn serve(
         tracing::warn!("cannot turn core dumps off: {e}");
     }
     match sys::raise_open_file_limit() {
-        Ok(limit) if limit < 65_536 => tracing::warn!(
+        Ok(limit) => tracing::info!(
             limit,
-            "the open-file limit is low: the mount holds one descriptor per file or directory the kernel remembers, so trees larger than this fail with EMFILE"
+            "open-file limit: past half of it, descriptors of idle inodes are closed and reopened by file handle when needed"
         ),
-        Ok(limit) => tracing::info!(limit, "open-file limit (one descriptor per known inode)"),
         Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
     }
     let signals = match sys::block_termination_signals() {

@@ -1,23 +1,95 @@
-//! The inode table: one `O_PATH` descriptor per backing inode the kernel knows, so inodes follow
-//! the backing files, not their paths (renames never make a node point elsewhere).
+//! The inode table: inodes follow the backing inodes, not their paths (renames never make a
+//! node point elsewhere). Each inode holds an `O_PATH` descriptor of its backing inode, and a
+//! file handle to reopen it by: past a budget of open descriptors, those of idle inodes are
+//! closed, so a tree of any size fits the open-file limit.
 
 use super::FsError;
 use super::content::FileState;
 use crate::sys;
 use std::collections::HashMap;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 /// The FUSE node id of the mount's root.
 pub const ROOT_INO: u64 = 1;
 
+/// Descriptors the table may keep open: half the open-file limit (the rest is for open files
+/// and everything else), within bounds.
+fn budget_for(limit: u64) -> usize {
+    usize::try_from(limit / 2)
+        .unwrap_or(usize::MAX)
+        .clamp(64, 1 << 20)
+}
+
+/// What every inode shares: the count of open descriptors against the budget, and the
+/// filesystem to reopen by handle.
+struct Descriptors {
+    open: AtomicUsize,
+    budget: usize,
+    /// Open count above which the next sweep runs: the budget, or more while most inodes are in
+    /// use, so that a sweep that freed little is not repeated on every request.
+    next_sweep: AtomicUsize,
+    /// The cipher directory, to reopen handles on its filesystem; `None` when handles cannot
+    /// be used (no `CAP_DAC_READ_SEARCH`, or a filesystem without them): then no descriptor is
+    /// ever closed early.
+    reopen: Option<(OwnedFd, u64)>,
+}
+
+/// An open `O_PATH` descriptor of a backing inode, counted against the budget while open.
+pub struct InodeFd {
+    fd: OwnedFd,
+    descriptors: Arc<Descriptors>,
+}
+
+impl AsFd for InodeFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for InodeFd {
+    fn drop(&mut self) {
+        self.descriptors.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Descriptors {
+    fn counted(self: &Arc<Self>, fd: OwnedFd) -> Arc<InodeFd> {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Arc::new(InodeFd {
+            fd,
+            descriptors: self.clone(),
+        })
+    }
+}
+
+/// A `/proc/self/fd/N` path of an inode, with the descriptor `N` it names kept open.
+pub struct ProcPath {
+    _fd: Arc<InodeFd>,
+    path: CString,
+}
+
+impl std::ops::Deref for ProcPath {
+    type Target = CStr;
+
+    fn deref(&self) -> &CStr {
+        &self.path
+    }
+}
+
 /// One backing inode the kernel holds a reference to.
 pub struct Inode {
     /// Our node id.
     pub ino: u64,
-    /// `O_PATH | O_NOFOLLOW` descriptor of the backing inode.
-    pub fd: OwnedFd,
+    /// The `O_PATH | O_NOFOLLOW` descriptor while open.
+    fd: Mutex<Option<Arc<InodeFd>>>,
+    /// How to reopen the backing inode once its descriptor was closed.
+    handle: Option<sys::FileHandle>,
+    /// Used since the last sweep (second chance before its descriptor is closed).
+    used: AtomicBool,
+    descriptors: Arc<Descriptors>,
     /// `st_mode & S_IFMT` of the backing inode.
     pub kind: u32,
     /// Backing (device, inode) pair.
@@ -27,9 +99,33 @@ pub struct Inode {
 }
 
 impl Inode {
-    /// The descriptor, borrowed.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    /// The backing inode's descriptor, reopened by handle if it was closed. Keep the returned
+    /// value for as long as the descriptor (or a `/proc/self/fd` path made of it) is used.
+    pub fn fd(&self) -> Result<Arc<InodeFd>, FsError> {
+        self.used.store(true, Ordering::Relaxed);
+        let mut slot = self.fd.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(fd) = &*slot {
+            return Ok(fd.clone());
+        }
+        let (Some(handle), Some((mount_fd, _))) = (&self.handle, &self.descriptors.reopen) else {
+            return Err(FsError(libc::ESTALE));
+        };
+        let fd = sys::open_by_handle(mount_fd.as_fd(), handle, libc::O_PATH | libc::O_NOFOLLOW)?;
+        let st = sys::fstat(fd.as_fd())?;
+        if (st.st_dev, st.st_ino) != self.backing {
+            return Err(FsError(libc::ESTALE));
+        }
+        let fd = self.descriptors.counted(fd);
+        *slot = Some(fd.clone());
+        Ok(fd)
+    }
+
+    /// The backing inode as a `/proc/self/fd` path, for the calls that take a path; the path
+    /// holds the descriptor open for as long as it lives.
+    pub fn proc_path(&self) -> Result<ProcPath, FsError> {
+        let fd = self.fd()?;
+        let path = sys::proc_fd_path(fd.as_fd());
+        Ok(ProcPath { _fd: fd, path })
     }
 
     /// True for a regular file.
@@ -50,10 +146,26 @@ impl Inode {
 
     /// The current backing path of this inode, for log lines.
     pub fn backing_path(&self) -> String {
-        std::fs::read_link(format!("/proc/self/fd/{}", sys::raw(&self.fd))).map_or_else(
-            |_| format!("<inode {}>", self.backing.1),
-            |p| p.display().to_string(),
-        )
+        let unknown = || format!("<inode {}>", self.backing.1);
+        let Ok(fd) = self.fd() else {
+            return unknown();
+        };
+        std::fs::read_link(format!("/proc/self/fd/{}", sys::raw(&fd.fd)))
+            .map_or_else(|_| unknown(), |p| p.display().to_string())
+    }
+
+    /// Closes the descriptor if the inode is idle and can be reopened; true if it was closed.
+    fn close_if_idle(&self) -> bool {
+        if self.handle.is_none() || self.used.swap(false, Ordering::Relaxed) {
+            return false;
+        }
+        let mut slot = self.fd.lock().unwrap_or_else(PoisonError::into_inner);
+        // Only the table's reference: no request is using the descriptor right now.
+        if slot.as_ref().is_some_and(|fd| Arc::strong_count(fd) == 1) {
+            *slot = None;
+            return true;
+        }
+        false
     }
 }
 
@@ -66,15 +178,37 @@ struct Table {
 /// All inodes the kernel knows, with their lookup counts.
 pub struct InodeTable {
     table: Mutex<Table>,
+    descriptors: Arc<Descriptors>,
 }
 
 impl InodeTable {
     /// A table holding the root, `root_fd` being the cipher directory opened `O_PATH`.
     pub fn new(root_fd: OwnedFd) -> Result<Self, FsError> {
+        let limit = sys::open_file_limit().unwrap_or(1024);
+        Self::with_budget(root_fd, budget_for(limit))
+    }
+
+    /// A table that keeps at most about `budget` descriptors open.
+    pub fn with_budget(root_fd: OwnedFd, budget: usize) -> Result<Self, FsError> {
         let st = sys::fstat(root_fd.as_fd())?;
+        let reopen = handles_work(root_fd.as_fd(), st.st_dev);
+        if reopen.is_none() {
+            tracing::info!(
+                "file handles are not available (they need CAP_DAC_READ_SEARCH): the mount keeps one descriptor open per inode the kernel remembers, so a tree larger than the open-file limit fails with EMFILE"
+            );
+        }
+        let descriptors = Arc::new(Descriptors {
+            open: AtomicUsize::new(0),
+            budget,
+            next_sweep: AtomicUsize::new(budget),
+            reopen,
+        });
         let root = Arc::new(Inode {
             ino: ROOT_INO,
-            fd: root_fd,
+            fd: Mutex::new(Some(descriptors.counted(root_fd))),
+            handle: None,
+            used: AtomicBool::new(false),
+            descriptors: descriptors.clone(),
             kind: st.st_mode & libc::S_IFMT,
             backing: (st.st_dev, st.st_ino),
             state: Mutex::new(Weak::new()),
@@ -90,6 +224,7 @@ impl InodeTable {
                 by_backing,
                 next_ino: ROOT_INO + 1,
             }),
+            descriptors,
         })
     }
 
@@ -99,16 +234,32 @@ impl InodeTable {
 
     /// The inode with node id `ino`; ESTALE-like ENOENT when the kernel refers to one we forgot.
     pub fn get(&self, ino: u64) -> Result<Arc<Inode>, FsError> {
-        self.lock()
+        let table = self.lock();
+        // Reopened descriptors are counted too: any request may find the budget exceeded.
+        if self.over_budget() {
+            self.sweep(&table);
+        }
+        table
             .by_ino
             .get(&ino)
             .map(|(inode, _)| inode.clone())
             .ok_or(FsError(libc::ENOENT))
     }
 
+    fn over_budget(&self) -> bool {
+        self.descriptors.reopen.is_some()
+            && self.descriptors.open.load(Ordering::Relaxed)
+                > self.descriptors.next_sweep.load(Ordering::Relaxed)
+    }
+
     /// Looks `name` up in directory `parent` and counts one kernel reference to it.
     pub fn lookup(&self, parent: &Inode, name: &CStr) -> Result<(Arc<Inode>, libc::stat), FsError> {
-        let fd = sys::openat(parent.fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        let fd = sys::openat(
+            parent.fd()?.as_fd(),
+            name,
+            libc::O_PATH | libc::O_NOFOLLOW,
+            0,
+        )?;
         let st = sys::fstat(fd.as_fd())?;
         let backing = (st.st_dev, st.st_ino);
         let mut table = self.lock();
@@ -118,18 +269,50 @@ impl InodeTable {
             *count += 1;
             return Ok((inode.clone(), st));
         }
+        // A handle only for inodes on the cipher directory's own filesystem: a handle is
+        // decoded by the filesystem it is opened on.
+        let handle = match &self.descriptors.reopen {
+            Some((_, dev)) if *dev == st.st_dev => {
+                sys::file_handle(fd.as_fd()).ok().map(|(handle, _)| handle)
+            }
+            _ => None,
+        };
         let ino = table.next_ino;
         table.next_ino += 1;
         let inode = Arc::new(Inode {
             ino,
-            fd,
+            fd: Mutex::new(Some(self.descriptors.counted(fd))),
+            handle,
+            used: AtomicBool::new(true),
+            descriptors: self.descriptors.clone(),
             kind: st.st_mode & libc::S_IFMT,
             backing,
             state: Mutex::new(Weak::new()),
         });
         table.by_ino.insert(ino, (inode.clone(), 1));
         table.by_backing.insert(backing, ino);
+        if self.over_budget() {
+            self.sweep(&table);
+        }
         Ok((inode, st))
+    }
+
+    /// Closes descriptors of idle inodes until a quarter of the budget is free again: a clock
+    /// sweep, where an inode used since the last sweep gets a second chance.
+    fn sweep(&self, table: &Table) {
+        let d = &self.descriptors;
+        let target = d.budget - d.budget / 4;
+        'passes: for _pass in 0..2 {
+            for (inode, _) in table.by_ino.values() {
+                if d.open.load(Ordering::Relaxed) <= target {
+                    break 'passes;
+                }
+                inode.close_if_idle();
+            }
+        }
+        let open = d.open.load(Ordering::Relaxed);
+        d.next_sweep
+            .store(d.budget.max(open + d.budget / 4), Ordering::Relaxed);
     }
 
     /// Drops `n` kernel references to `ino`; the inode goes when none is left.
@@ -154,4 +337,25 @@ impl InodeTable {
     pub fn count(&self) -> usize {
         self.lock().by_ino.len()
     }
+
+    /// Number of backing descriptors open for inodes.
+    pub fn open_descriptors(&self) -> usize {
+        self.descriptors.open.load(Ordering::Relaxed)
+    }
+}
+
+/// The cipher directory's filesystem, to reopen handles on, if a handle made there opens again
+/// (it needs `CAP_DAC_READ_SEARCH` and a filesystem that supports handles).
+fn handles_work(root: BorrowedFd<'_>, dev: u64) -> Option<(OwnedFd, u64)> {
+    let (handle, _) = sys::file_handle(root).ok()?;
+    // open_by_handle_at(2) takes no O_PATH descriptor for the filesystem.
+    let mount_fd = sys::open_path(
+        &sys::proc_fd_path(root),
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+    )
+    .ok()?;
+    let probe = sys::open_by_handle(mount_fd.as_fd(), &handle, libc::O_PATH).ok()?;
+    let st = sys::fstat(probe.as_fd()).ok()?;
+    (st.st_dev == dev).then_some((mount_fd, dev))
 }

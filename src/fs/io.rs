@@ -124,7 +124,7 @@ impl CryptFs {
         if !inode.is_file() {
             return Err(FsError(libc::EINVAL));
         }
-        let fd = sys::open_path(&sys::proc_fd_path(inode.fd()), backing_flags(flags), 0)?;
+        let fd = sys::open_path(&inode.proc_path()?, backing_flags(flags), 0)?;
         self.open_inode(inode, File::from(fd), flags)
     }
 
@@ -143,7 +143,7 @@ impl CryptFs {
         let create_flags =
             backing_flags(flags) | libc::O_CREAT | libc::O_NOFOLLOW | (flags & libc::O_EXCL);
         let fd = sys::openat(
-            parent_inode.fd(),
+            parent_inode.fd()?.as_fd(),
             &cname,
             create_flags,
             mode & !umask & 0o7777,
@@ -275,11 +275,7 @@ impl CryptFs {
                 }
             }
             None => {
-                opened = File::from(sys::open_path(
-                    &sys::proc_fd_path(inode.fd()),
-                    libc::O_RDWR,
-                    0,
-                )?);
+                opened = File::from(sys::open_path(&inode.proc_path()?, libc::O_RDWR, 0)?);
                 (&opened, inode.file_state())
             }
         };

@@ -66,9 +66,21 @@ impl CryptFs {
     pub fn new(cipher_dir: &Path, keys: KeyPath) -> FsResult<Self> {
         let path = sys::cstr(cipher_dir.as_os_str())?;
         let root = sys::open_path(&path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        Self::with_inodes(cipher_dir, keys, InodeTable::new(root)?)
+    }
+
+    /// Like [`CryptFs::new`], keeping at most about `budget` inode descriptors open.
+    #[cfg(test)]
+    fn with_descriptor_budget(cipher_dir: &Path, keys: KeyPath, budget: usize) -> FsResult<Self> {
+        let path = sys::cstr(cipher_dir.as_os_str())?;
+        let root = sys::open_path(&path, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        Self::with_inodes(cipher_dir, keys, InodeTable::with_budget(root, budget)?)
+    }
+
+    fn with_inodes(cipher_dir: &Path, keys: KeyPath, inodes: InodeTable) -> FsResult<Self> {
         Ok(CryptFs {
             cipher_dir: cipher_dir.to_path_buf(),
-            inodes: InodeTable::new(root)?,
+            inodes,
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             keys,
@@ -89,6 +101,11 @@ impl CryptFs {
     /// Number of inodes the kernel holds references to.
     pub fn inode_count(&self) -> usize {
         self.inodes.count()
+    }
+
+    /// Number of backing descriptors held open for those inodes.
+    pub fn inode_descriptors(&self) -> usize {
+        self.inodes.open_descriptors()
     }
 
     fn handle(&self, fh: u64) -> FsResult<Arc<io::Handle>> {

@@ -2,11 +2,12 @@
 //! Each is one `*at()` call on the parent's `O_PATH` descriptor.
 
 use super::attr::{Attr, Caller, DirEntry, FileKind, SetAttr, SetTime, Statfs};
-use super::inode::{Inode, ROOT_INO};
+use super::inode::{Inode, ProcPath, ROOT_INO};
 use super::io::Handle;
 use super::{CryptFs, FsError, FsResult, HIDDEN_ROOT_NAMES};
 use crate::sys::{self, TimeSpec};
 use std::ffi::{CString, OsStr};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, FileTypeExt};
 use std::time::UNIX_EPOCH;
@@ -26,7 +27,10 @@ impl CryptFs {
     }
 
     fn attr_of(&self, inode: &Inode) -> FsResult<Attr> {
-        Ok(Attr::from_stat(inode.ino, &sys::fstat(inode.fd())?))
+        Ok(Attr::from_stat(
+            inode.ino,
+            &sys::fstat(inode.fd()?.as_fd())?,
+        ))
     }
 
     /// Looks `name` up in `parent`; counts one kernel reference.
@@ -52,7 +56,7 @@ impl CryptFs {
     pub fn setattr(&self, ino: u64, change: SetAttr, fh: Option<u64>) -> FsResult<Attr> {
         let inode = self.inodes.get(ino)?;
         let is_link = inode.kind == libc::S_IFLNK;
-        let path = sys::proc_fd_path(inode.fd());
+        let path = inode.proc_path()?;
         if let Some(mode) = change.mode {
             if is_link {
                 return Err(FsError(libc::EOPNOTSUPP));
@@ -61,7 +65,7 @@ impl CryptFs {
         }
         if change.uid.is_some() || change.gid.is_some() {
             sys::chown_fd(
-                inode.fd(),
+                inode.fd()?.as_fd(),
                 change.uid.unwrap_or(u32::MAX),
                 change.gid.unwrap_or(u32::MAX),
             )?;
@@ -77,7 +81,7 @@ impl CryptFs {
 
     /// Target of symlink `ino`.
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
-        Ok(sys::readlink_fd(self.inodes.get(ino)?.fd())?)
+        Ok(sys::readlink_fd(self.inodes.get(ino)?.fd()?.as_fd())?)
     }
 
     /// Gives a node the mount's caller just made to that caller, as the kernel would: owner =
@@ -86,13 +90,13 @@ impl CryptFs {
         if !self.run_as_root || (caller.uid == 0 && caller.gid == 0) {
             return Ok(());
         }
-        let parent_st = sys::fstat(parent.fd())?;
+        let parent_st = sys::fstat(parent.fd()?.as_fd())?;
         let gid = if parent_st.st_mode & libc::S_ISGID != 0 {
             parent_st.st_gid
         } else {
             caller.gid
         };
-        sys::chown_fd(inode.fd(), caller.uid, gid)?;
+        sys::chown_fd(inode.fd()?.as_fd(), caller.uid, gid)?;
         Ok(())
     }
 
@@ -114,7 +118,7 @@ impl CryptFs {
     ) -> FsResult<Attr> {
         let parent = self.inodes.get(parent)?;
         let cname = Self::name(&parent, name, libc::EPERM)?;
-        sys::mknodat(parent.fd(), &cname, mode & !umask, rdev.into())?;
+        sys::mknodat(parent.fd()?.as_fd(), &cname, mode & !umask, rdev.into())?;
         self.made(&parent, &cname, caller)
     }
 
@@ -129,7 +133,7 @@ impl CryptFs {
     ) -> FsResult<Attr> {
         let parent = self.inodes.get(parent)?;
         let cname = Self::name(&parent, name, libc::EPERM)?;
-        sys::mkdirat(parent.fd(), &cname, mode & !umask & 0o7777)?;
+        sys::mkdirat(parent.fd()?.as_fd(), &cname, mode & !umask & 0o7777)?;
         self.made(&parent, &cname, caller)
     }
 
@@ -143,7 +147,7 @@ impl CryptFs {
     ) -> FsResult<Attr> {
         let parent = self.inodes.get(parent)?;
         let cname = Self::name(&parent, name, libc::EPERM)?;
-        sys::symlinkat(&sys::cstr(target)?, parent.fd(), &cname)?;
+        sys::symlinkat(&sys::cstr(target)?, parent.fd()?.as_fd(), &cname)?;
         self.made(&parent, &cname, caller)
     }
 
@@ -151,14 +155,18 @@ impl CryptFs {
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         let parent = self.inodes.get(parent)?;
         let cname = Self::name(&parent, name, libc::ENOENT)?;
-        Ok(sys::unlinkat(parent.fd(), &cname, 0)?)
+        Ok(sys::unlinkat(parent.fd()?.as_fd(), &cname, 0)?)
     }
 
     /// Removes an empty directory.
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         let parent = self.inodes.get(parent)?;
         let cname = Self::name(&parent, name, libc::ENOENT)?;
-        Ok(sys::unlinkat(parent.fd(), &cname, libc::AT_REMOVEDIR)?)
+        Ok(sys::unlinkat(
+            parent.fd()?.as_fd(),
+            &cname,
+            libc::AT_REMOVEDIR,
+        )?)
     }
 
     /// Renames; `flags` are `RENAME_NOREPLACE` / `RENAME_EXCHANGE`. Nothing is re-encrypted:
@@ -176,9 +184,9 @@ impl CryptFs {
         let old = Self::name(&parent, name, libc::ENOENT)?;
         let new = Self::name(&new_parent, new_name, libc::EPERM)?;
         Ok(sys::renameat2(
-            parent.fd(),
+            parent.fd()?.as_fd(),
             &old,
-            new_parent.fd(),
+            new_parent.fd()?.as_fd(),
             &new,
             flags,
         )?)
@@ -189,7 +197,7 @@ impl CryptFs {
         let inode = self.inodes.get(ino)?;
         let new_parent = self.inodes.get(new_parent)?;
         let cname = Self::name(&new_parent, new_name, libc::EPERM)?;
-        sys::link_fd(inode.fd(), new_parent.fd(), &cname)?;
+        sys::link_fd(inode.fd()?.as_fd(), new_parent.fd()?.as_fd(), &cname)?;
         let (linked, st) = self.inodes.lookup(&new_parent, &cname)?;
         Ok(Attr::from_stat(linked.ino, &st))
     }
@@ -197,7 +205,7 @@ impl CryptFs {
     /// Opens directory `ino`: its entries are read once, here.
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         let inode = self.inodes.get(ino)?;
-        let path = sys::proc_fd_path(inode.fd());
+        let path = inode.proc_path()?;
         let mut entries = vec![
             DirEntry {
                 ino: 0,
@@ -210,7 +218,7 @@ impl CryptFs {
                 name: "..".into(),
             },
         ];
-        for entry in std::fs::read_dir(OsStr::from_bytes(path.as_bytes()))? {
+        for entry in std::fs::read_dir(OsStr::from_bytes(path.to_bytes()))? {
             let entry = entry?;
             let name = entry.file_name();
             if Self::is_hidden(&inode, &name) {
@@ -324,14 +332,14 @@ impl CryptFs {
     /// Syncs directory `ino`.
     pub fn fsyncdir(&self, ino: u64) -> FsResult<()> {
         let inode = self.inodes.get(ino)?;
-        let dir = std::fs::File::open(OsStr::from_bytes(sys::proc_fd_path(inode.fd()).as_bytes()))?;
+        let dir = std::fs::File::open(OsStr::from_bytes(inode.proc_path()?.to_bytes()))?;
         Ok(dir.sync_all()?)
     }
 
     /// Statistics of the backing filesystem.
     pub fn statfs(&self) -> FsResult<Statfs> {
         let root = self.inodes.get(ROOT_INO)?;
-        let st = sys::fstatvfs(root.fd())?;
+        let st = sys::fstatvfs(root.fd()?.as_fd())?;
         Ok(Statfs {
             blocks: st.f_blocks,
             bfree: st.f_bfree,
@@ -350,16 +358,16 @@ impl CryptFs {
         if inode.kind == libc::S_IFLNK {
             return Ok(());
         }
-        Ok(sys::access_path(&sys::proc_fd_path(inode.fd()), mask)?)
+        Ok(sys::access_path(&inode.proc_path()?, mask)?)
     }
 
-    fn xattr_path(&self, ino: u64) -> FsResult<CString> {
+    fn xattr_path(&self, ino: u64) -> FsResult<ProcPath> {
         let inode = self.inodes.get(ino)?;
         if inode.kind == libc::S_IFLNK {
             // The /proc path would follow the link; Linux allows no user xattrs on links.
             return Err(FsError(libc::EOPNOTSUPP));
         }
-        Ok(sys::proc_fd_path(inode.fd()))
+        inode.proc_path()
     }
 
     /// Value of extended attribute `name` (size 0: only its length).

@@ -13,6 +13,12 @@ use std::time::Duration;
 const ME: Caller = Caller { uid: 0, gid: 0 };
 
 fn setup() -> (tempfile::TempDir, CryptFs) {
+    setup_with(CryptFs::new)
+}
+
+fn setup_with(
+    make: impl FnOnce(&std::path::Path, KeyPath) -> FsResult<CryptFs>,
+) -> (tempfile::TempDir, CryptFs) {
     let dir = tempfile::tempdir().expect("tempdir");
     let params = KdfParams {
         m_cost_kib: 64,
@@ -43,7 +49,7 @@ fn setup() -> (tempfile::TempDir, CryptFs) {
         [7; 16],
         key.id,
     );
-    let fs = CryptFs::new(&cipher, keys).expect("fs");
+    let fs = make(&cipher, keys).expect("fs");
     (dir, fs)
 }
 
@@ -206,4 +212,64 @@ fn aligned_writes_sealed_ahead_keep_every_block_whole() {
         expected[4000..9000].to_vec()
     );
     fs.release(fh);
+}
+
+#[test]
+fn idle_inodes_give_their_descriptors_back_and_reopen_by_handle() {
+    let budget = 64;
+    let (_dir, fs) =
+        setup_with(|cipher, keys| CryptFs::with_descriptor_budget(cipher, keys, budget));
+    // 10 directories of 40 files, each looked up and kept (the kernel would hold them all).
+    let mut files = Vec::new();
+    for d in 0..10u64 {
+        let dir = fs
+            .mkdir(ROOT_INO, OsStr::new(&format!("d{d}")), 0o755, 0o022, ME)
+            .expect("mkdir");
+        for f in 0..40u64 {
+            let name = format!("f{f}");
+            let (attr, fh) = fs
+                .create(dir.ino, OsStr::new(&name), 0o644, 0o022, libc::O_RDWR, ME)
+                .expect("create");
+            fs.write(fh, 0, format!("{d}/{f}").as_bytes())
+                .expect("write");
+            fs.release(fh);
+            files.push((dir.ino, name, attr.ino, format!("{d}/{f}")));
+        }
+    }
+    assert!(fs.inode_count() > 400);
+    let open = fs.inode_descriptors();
+    // Lookups sweep when past the budget, down to three quarters of it.
+    assert!(
+        open <= budget + 1,
+        "{open} descriptors open, budget {budget}"
+    );
+    // Every inode still works, whether its descriptor is open or was closed.
+    for (dir, name, ino, content) in &files {
+        assert_eq!(
+            fs.getattr(*ino).expect("getattr").size,
+            content.len() as u64
+        );
+        let fh = fs.open(*ino, libc::O_RDONLY).expect("open");
+        assert_eq!(fs.read(fh, 0, 100).expect("read"), content.as_bytes());
+        fs.release(fh);
+        let again = fs.lookup(*dir, OsStr::new(name)).expect("lookup");
+        assert_eq!(again.ino, *ino, "a lookup finds the same node");
+        fs.forget(*ino, 1);
+    }
+    // A renamed inode with a closed descriptor reopens as itself, under its new name.
+    let (dir, name, ino, content) = &files[0];
+    fs.rename(*dir, OsStr::new(name), ROOT_INO, OsStr::new("moved"), 0)
+        .expect("rename");
+    for (dir, name, _, _) in &files[1..200] {
+        fs.lookup(*dir, OsStr::new(name)).expect("lookup");
+    }
+    let fh = fs.open(*ino, libc::O_RDONLY).expect("open after rename");
+    assert_eq!(fs.read(fh, 0, 100).expect("read"), content.as_bytes());
+    fs.release(fh);
+    assert_eq!(
+        fs.lookup(ROOT_INO, OsStr::new("moved"))
+            .expect("lookup")
+            .ino,
+        *ino
+    );
 }
