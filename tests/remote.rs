@@ -83,8 +83,18 @@ fn a_remote_mount_survives_a_kms_outage() {
     let cold = world.env.plain.join("cold");
     assert_eq!(std::fs::read(&cached).expect("read"), b"hot file");
     std::fs::write(world.env.plain.join("fresh"), b"new").expect("create");
+    // That create had the daemon make DEKs ahead (64, from 4 threads, in a few milliseconds
+    // here); give it ample time before the KMS goes.
+    std::thread::sleep(Duration::from_secs(1));
 
     world.server.kill_9();
+    // New files still get keys for a while: from the DEKs made ahead.
+    std::fs::write(world.env.plain.join("during"), b"made during the outage")
+        .expect("create during the outage");
+    assert_eq!(
+        std::fs::read(world.env.plain.join("during")).expect("read"),
+        b"made during the outage"
+    );
     // Cached keys keep working, reading and writing.
     assert_eq!(std::fs::read(&cached).expect("cached read"), b"hot file");
     // (Truncating to empty drops the DEK, and a new one needs the KMS: write in place.)

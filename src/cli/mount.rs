@@ -214,6 +214,7 @@ fn serve(
         }
     };
     let kms = keys.kms();
+    let keys = keys.with_pool(DEK_POOL_SIZE, DEK_POOL_THREADS);
     let fs = match CryptFs::new(cipherdir, keys) {
         Ok(fs) => Arc::new(fs),
         Err(e) => {
@@ -278,6 +279,13 @@ fn serve(
         ))),
     }
 }
+
+/// DEKs the daemon makes ahead for new files (see `fs::keys`): enough for a burst of creates
+/// while the next ones are made.
+const DEK_POOL_SIZE: usize = 64;
+
+/// Threads making them: a remote KMS's round trips overlap.
+const DEK_POOL_THREADS: usize = 4;
 
 /// How often the daemon runs the KMS backend's housekeeping (automatic rotations).
 const HOUSEKEEPING_PERIOD: Duration = Duration::from_secs(3600);

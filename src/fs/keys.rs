@@ -1,4 +1,7 @@
-//! The daemon's key path: file header → DEK cache → KMS unwrap; and new DEKs for new files.
+//! The daemon's key path: file header → DEK cache → KMS unwrap; and new DEKs for new files,
+//! made ahead by a [`pool`] in the mounted daemon.
+
+mod pool;
 
 use crate::cache::DekCache;
 use crate::crypto::Key256;
@@ -29,6 +32,33 @@ pub struct KeyPath {
     cache: DekCache,
     fs_id: FsId,
     key_id: Uuid,
+    pool: Option<Arc<pool::Pool>>,
+}
+
+impl Drop for KeyPath {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.stop();
+        }
+    }
+}
+
+/// Makes a DEK and file id for a new file of filesystem `fs_id`, wrapped by `key_id`.
+fn make_fresh(kms: &dyn KeyService, fs_id: &FsId, key_id: Uuid) -> Result<pool::Fresh, KmsError> {
+    let file_id: format::FileId = crate::crypto::random_array();
+    let context = format::dek_context(fs_id, &file_id);
+    let data_key = kms.generate_data_key(key_id, DataKeySpec::Aes256, Some(&context))?;
+    let dek =
+        Key256::from_slice(data_key.plaintext.expose_secret()).ok_or_else(|| KmsError::Other {
+            status: 200,
+            title: "Bad Data Key".into(),
+            detail: format!(
+                "generate-data-key returned {} bytes, expected 32",
+                data_key.plaintext.len()
+            ),
+        })?;
+    let cipher = Arc::new(FileCipher::new(&dek, file_id));
+    Ok(pool::Fresh::new(file_id, cipher, data_key.ciphertext))
 }
 
 impl KeyPath {
@@ -39,7 +69,19 @@ impl KeyPath {
             cache,
             fs_id,
             key_id,
+            pool: None,
         }
+    }
+
+    /// Makes up to `size` DEKs ahead for new files, in `threads` background threads (start
+    /// them in the process that serves the mount: threads do not survive `fork`).
+    pub fn with_pool(mut self, size: usize, threads: usize) -> Self {
+        let (kms, fs_id, key_id) = (self.kms.clone(), self.fs_id, self.key_id);
+        match pool::Pool::start(size, threads, move || make_fresh(&*kms, &fs_id, key_id)) {
+            Ok(pool) => self.pool = Some(pool),
+            Err(e) => tracing::warn!("cannot start making data keys ahead: {e}"),
+        }
+        self
     }
 
     /// The KMS behind the cache.
@@ -89,28 +131,18 @@ impl KeyPath {
         Ok(cipher)
     }
 
-    /// Makes a fresh DEK and file id for an empty file and writes its header.
+    /// Gives an empty file a fresh DEK and file id (made ahead if one is ready, else now) and
+    /// writes its header.
     pub fn create_header(&self, file: &File) -> Result<Arc<FileCipher>, KeyError> {
-        let file_id: format::FileId = crate::crypto::random_array();
-        let context = format::dek_context(&self.fs_id, &file_id);
-        let data_key =
-            self.kms
-                .generate_data_key(self.key_id, DataKeySpec::Aes256, Some(&context))?;
-        let dek = Key256::from_slice(data_key.plaintext.expose_secret()).ok_or_else(|| {
-            KmsError::Other {
-                status: 200,
-                title: "Bad Data Key".into(),
-                detail: format!(
-                    "generate-data-key returned {} bytes, expected 32",
-                    data_key.plaintext.len()
-                ),
-            }
-        })?;
-        let cipher = Arc::new(FileCipher::new(&dek, file_id));
+        let fresh = match self.pool.as_ref().and_then(|pool| pool.take()) {
+            Some(fresh) => fresh,
+            None => make_fresh(&*self.kms, &self.fs_id, self.key_id)?,
+        };
+        let (file_id, cipher) = (fresh.file_id, fresh.cipher);
         let header = FileHeader {
             file_id,
             key_id: self.key_id,
-            wrapped_dek: data_key.ciphertext,
+            wrapped_dek: fresh.wrapped,
         };
         let bytes = header.encode(&cipher)?;
         // Under the advisory lock `kmsfs rewrap` also takes: it never rewrites a header that
