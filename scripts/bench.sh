@@ -75,6 +75,9 @@ build() {
   say "building kmsfs (release)"
   cargo build --release --quiet
   kmsfs="$repo/target/release/kmsfs"
+  # What was built, recorded now: the tree may change while the benchmark runs.
+  commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || commit="$commit+uncommitted"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -388,8 +391,6 @@ machine() {
   mem_gib=$(awk '{ printf "%.0f", $2 / 1048576; exit }' /proc/meminfo)
   kernel=$(uname -r)
   backing_fs=$(df --output=fstype "$work" | tail -1 | tr -d ' ')
-  commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-  git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || commit="$commit+uncommitted"
   gocryptfs_version=-
   [ "$have_gocryptfs" -eq 0 ] || gocryptfs_version=$(gocryptfs -version | cut -d';' -f1)
 }

@@ -631,3 +631,33 @@ fn a_tree_larger_than_the_descriptor_limit_works() {
     assert_eq!(read_all(&env.plain.join("d9/moved")), pattern(100, 0));
     assert!(!env.log_text().contains("EMFILE"), "{}", env.log_text());
 }
+
+/// The bdi knob of the mount at `mountpoint` (per /proc/self/mountinfo).
+fn bdi_max_ratio(mountpoint: &Path) -> String {
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let target = mountpoint.to_string_lossy().to_string();
+    let dev = info
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .filter(|f| f.get(4) == Some(&target.as_str()))
+        .filter_map(|f| f.get(2).map(|d| d.to_string()))
+        .next_back()
+        .expect("the mount is in mountinfo");
+    fs::read_to_string(format!("/sys/class/bdi/{dev}/max_ratio"))
+        .expect("bdi max_ratio")
+        .trim()
+        .to_string()
+}
+
+/// As root, the mount may hold 20% of the dirty-page allowance (FUSE's default is 1%), or what
+/// `--dirty-percent` says.
+#[test]
+fn the_mount_takes_its_dirty_page_share() {
+    let env = Env::new();
+    env.init();
+    let mount = env.mount();
+    assert_eq!(bdi_max_ratio(&env.plain), "20");
+    mount.unmount();
+    let _mount = env.mount_with(&["--dirty-percent", "5"]);
+    assert_eq!(bdi_max_ratio(&env.plain), "5");
+}

@@ -50,6 +50,11 @@ pub struct MountArgs {
     /// Request threads.
     #[arg(long, default_value_t = 4, value_name = "N")]
     threads: usize,
+    /// Share of the system's dirty-page allowance the mount may use, in percent (needs root;
+    /// the kernel's default for FUSE is 1, which throttles small random writes).
+    #[arg(long, default_value_t = 20, value_name = "PERCENT",
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    dirty_percent: u8,
     /// The daemon's log file (default: $XDG_STATE_HOME/kmsfs/NAME-FSID.log).
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
@@ -93,7 +98,14 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
     };
     if args.foreground {
         let keys = KeyPath::new(kms, cache(&args), fs_id, config.key_id);
-        serve(&cipherdir, &mountpoint, keys, &fuse_config, None)?;
+        serve(
+            &cipherdir,
+            &mountpoint,
+            keys,
+            &fuse_config,
+            args.dirty_percent,
+            None,
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let log = open_log(&log_path)?;
@@ -172,7 +184,14 @@ fn daemon(
         .with_writer(std::sync::Mutex::new(log))
         .try_init();
     let keys = KeyPath::new(kms, cache(args), fs_id, key_id);
-    match serve(cipherdir, mountpoint, keys, fuse_config, Some(ready)) {
+    match serve(
+        cipherdir,
+        mountpoint,
+        keys,
+        fuse_config,
+        args.dirty_percent,
+        Some(ready),
+    ) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{}", e.message);
@@ -181,13 +200,14 @@ fn daemon(
     }
 }
 
-/// Mounts and serves until unmounted. `ready` hears "ready" once the mount is live, or the
-/// error.
+/// Mounts and serves until unmounted, with `dirty_percent` of the dirty-page allowance.
+/// `ready` hears "ready" once the mount is live, or the error.
 fn serve(
     cipherdir: &Path,
     mountpoint: &Path,
     keys: KeyPath,
     fuse_config: &Config,
+    dirty_percent: u8,
     mut ready: Option<std::io::PipeWriter>,
 ) -> CliResult {
     let mut report = |line: &str| {
@@ -251,6 +271,9 @@ fn serve(
     let pid_file = pid_file_path(mountpoint);
     let _ = std::fs::create_dir_all(pid_file.parent().unwrap_or(Path::new("/")));
     let _ = std::fs::write(&pid_file, std::process::id().to_string());
+    if dirty_percent != 1 {
+        set_dirty_share(mountpoint, dirty_percent);
+    }
     tracing::info!(cipherdir = %cipherdir.display(), mountpoint = %mountpoint.display(), "mounted");
     report("ready");
     drop(ready);
@@ -328,13 +351,32 @@ fn check_mountpoint(path: &Path) -> CliResult<PathBuf> {
 
 /// True when a filesystem is mounted at `path` (per /proc/self/mountinfo).
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
+    mount_device(path).is_some()
+}
+
+/// The `major:minor` device of the filesystem mounted at `path` (per /proc/self/mountinfo;
+/// the last one mounted there).
+fn mount_device(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let target = path.to_string_lossy().replace(' ', "\\040");
     info.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .any(|mount_point| mount_point == target)
+        .map(|line| line.split(' ').collect::<Vec<_>>())
+        .filter(|fields| fields.get(4) == Some(&target.as_str()))
+        .filter_map(|fields| fields.get(2).map(|dev| dev.to_string()))
+        .next_back()
+}
+
+/// Lets the mount hold `percent` of the system's dirty-page allowance (the kernel gives a FUSE
+/// mount 1% and throttles writers past it). Needs root; best effort.
+fn set_dirty_share(mountpoint: &Path, percent: u8) {
+    let Some(dev) = mount_device(mountpoint) else {
+        return;
+    };
+    let knob = format!("/sys/class/bdi/{dev}/max_ratio");
+    match std::fs::write(&knob, percent.to_string()) {
+        Ok(()) => tracing::info!(percent, "dirty-page share of the mount set ({knob})"),
+        Err(e) => tracing::info!("dirty-page share left at the kernel's 1% ({knob}: {e})"),
+    }
 }
 
 fn fuse_config(args: &MountArgs, cipherdir: &Path) -> CliResult<Config> {
