@@ -79,6 +79,15 @@ impl std::ops::Deref for ProcPath {
     }
 }
 
+/// What is known of an inode's `security.capability` attribute.
+#[derive(Default)]
+pub struct CapabilityKnown {
+    /// Changes made through the mount.
+    version: u64,
+    /// Known to be absent.
+    absent: bool,
+}
+
 /// One backing inode the kernel holds a reference to.
 pub struct Inode {
     /// Our node id.
@@ -89,6 +98,8 @@ pub struct Inode {
     handle: Option<sys::FileHandle>,
     /// Used since the last sweep (second chance before its descriptor is closed).
     used: AtomicBool,
+    /// What is known of its `security.capability` attribute (see [`Inode::capability_absent`]).
+    capability: Mutex<CapabilityKnown>,
     descriptors: Arc<Descriptors>,
     /// `st_mode & S_IFMT` of the backing inode.
     pub kind: u32,
@@ -126,6 +137,41 @@ impl Inode {
         let fd = self.fd()?;
         let path = sys::proc_fd_path(fd.as_fd());
         Ok(ProcPath { _fd: fd, path })
+    }
+
+    /// True once the inode was found to have no `security.capability` attribute and none was
+    /// set since. The kernel asks for it before every write(2) to a file; every change to
+    /// attributes goes through the mount, so the answer can be remembered.
+    pub fn capability_absent(&self) -> bool {
+        self.capability_known().absent
+    }
+
+    /// The count of `security.capability` changes, to pass to [`Inode::record_no_capability`]
+    /// once a lookup started now found none.
+    pub fn capability_version(&self) -> u64 {
+        self.capability_known().version
+    }
+
+    /// Remembers that the inode has no `security.capability`, unless it changed since
+    /// `version` was read.
+    pub fn record_no_capability(&self, version: u64) {
+        let mut known = self.capability_known();
+        if known.version == version {
+            known.absent = true;
+        }
+    }
+
+    /// Forgets what was known of `security.capability` (it is being set).
+    pub fn capability_changed(&self) {
+        let mut known = self.capability_known();
+        known.version += 1;
+        known.absent = false;
+    }
+
+    fn capability_known(&self) -> std::sync::MutexGuard<'_, CapabilityKnown> {
+        self.capability
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// True for a regular file.
@@ -208,6 +254,7 @@ impl InodeTable {
             fd: Mutex::new(Some(descriptors.counted(root_fd))),
             handle: None,
             used: AtomicBool::new(false),
+            capability: Mutex::default(),
             descriptors: descriptors.clone(),
             kind: st.st_mode & libc::S_IFMT,
             backing: (st.st_dev, st.st_ino),
@@ -284,6 +331,7 @@ impl InodeTable {
             fd: Mutex::new(Some(self.descriptors.counted(fd))),
             handle,
             used: AtomicBool::new(true),
+            capability: Mutex::default(),
             descriptors: self.descriptors.clone(),
             kind: st.st_mode & libc::S_IFMT,
             backing,

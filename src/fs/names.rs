@@ -10,7 +10,11 @@ use std::ffi::{CString, OsStr};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, FileTypeExt};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
+
+/// The attribute the kernel reads before every write(2) (file capabilities).
+const CAPABILITY_XATTR: &str = "security.capability";
 
 impl CryptFs {
     /// True when `name` in `parent` is one of ours that the mount never shows.
@@ -361,20 +365,32 @@ impl CryptFs {
         Ok(sys::access_path(&inode.proc_path()?, mask)?)
     }
 
-    fn xattr_path(&self, ino: u64) -> FsResult<ProcPath> {
+    fn xattr_path(&self, ino: u64) -> FsResult<(Arc<Inode>, ProcPath)> {
         let inode = self.inodes.get(ino)?;
         if inode.kind == libc::S_IFLNK {
             // The /proc path would follow the link; Linux allows no user xattrs on links.
             return Err(FsError(libc::EOPNOTSUPP));
         }
-        inode.proc_path()
+        let path = inode.proc_path()?;
+        Ok((inode, path))
     }
 
     /// Value of extended attribute `name` (size 0: only its length).
     pub fn getxattr(&self, ino: u64, name: &OsStr, size: u32) -> FsResult<Vec<u8>> {
-        let path = self.xattr_path(ino)?;
+        let capability = name == CAPABILITY_XATTR;
+        if capability && self.inodes.get(ino)?.capability_absent() {
+            return Err(FsError(libc::ENODATA));
+        }
+        let (inode, path) = self.xattr_path(ino)?;
+        let version = inode.capability_version();
         let mut buf = vec![0u8; size as usize];
-        let n = sys::getxattr(&path, &sys::cstr(name)?, &mut buf)?;
+        let n = match sys::getxattr(&path, &sys::cstr(name)?, &mut buf) {
+            Err(e) if capability && e.raw_os_error() == Some(libc::ENODATA) => {
+                inode.record_no_capability(version);
+                return Err(FsError(libc::ENODATA));
+            }
+            result => result?,
+        };
         buf.truncate(n);
         if size == 0 {
             return Ok(vec![0; n]);
@@ -384,14 +400,22 @@ impl CryptFs {
 
     /// Sets extended attribute `name`.
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
-        let path = self.xattr_path(ino)?;
-        Ok(sys::setxattr(&path, &sys::cstr(name)?, value, flags)?)
+        let (inode, path) = self.xattr_path(ino)?;
+        let capability = name == CAPABILITY_XATTR;
+        if capability {
+            inode.capability_changed();
+        }
+        let result = sys::setxattr(&path, &sys::cstr(name)?, value, flags);
+        if capability {
+            inode.capability_changed();
+        }
+        Ok(result?)
     }
 
     /// The NUL-separated list of extended attribute names (size 0: only its length).
     pub fn listxattr(&self, ino: u64, size: u32) -> FsResult<Vec<u8>> {
         let path = match self.xattr_path(ino) {
-            Ok(path) => path,
+            Ok((_, path)) => path,
             Err(FsError(libc::EOPNOTSUPP)) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
@@ -406,7 +430,7 @@ impl CryptFs {
 
     /// Removes extended attribute `name`.
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
-        let path = self.xattr_path(ino)?;
+        let (_, path) = self.xattr_path(ino)?;
         Ok(sys::removexattr(&path, &sys::cstr(name)?)?)
     }
 }

@@ -273,3 +273,23 @@ fn idle_inodes_give_their_descriptors_back_and_reopen_by_handle() {
         *ino
     );
 }
+
+#[test]
+fn a_missing_file_capability_is_remembered_until_one_is_set() {
+    let (_dir, fs) = setup();
+    let (ino, fh) = create(&fs, "tool");
+    fs.release(fh);
+    let cap = OsStr::new("security.capability");
+    for _ in 0..2 {
+        assert_eq!(fs.getxattr(ino, cap, 64), Err(FsError(libc::ENODATA)));
+    }
+    // A version 2 capability set (effective flag): cap_net_bind_service (bit 10) permitted.
+    let mut value = vec![0x01, 0x00, 0x00, 0x02];
+    value.extend_from_slice(&0x400u32.to_le_bytes());
+    value.extend_from_slice(&[0; 12]);
+    fs.setxattr(ino, cap, &value, 0)
+        .expect("setcap (needs root)");
+    assert_eq!(fs.getxattr(ino, cap, 64).expect("the capability"), value);
+    fs.removexattr(ino, cap).expect("remove");
+    assert_eq!(fs.getxattr(ino, cap, 64), Err(FsError(libc::ENODATA)));
+}

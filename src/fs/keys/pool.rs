@@ -96,13 +96,14 @@ impl Pool {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A ready DEK, if one is; asks the refill thread for more either way.
+    /// A ready DEK, if one is. Below half full, the refill threads are asked to fill the pool
+    /// again: one wake-up per half a pool of creates, not one per create.
     pub fn take(&self) -> Option<Fresh> {
         let now = Instant::now();
         let mut state = self.lock();
         state.ready.retain(|fresh| !fresh.expired(now));
         let fresh = state.ready.pop_front();
-        if state.ready.len() < self.size {
+        if !state.wanted && state.ready.len() + state.making <= self.size / 2 {
             state.wanted = true;
             self.changed.notify_one();
         }
@@ -122,7 +123,8 @@ impl Pool {
         loop {
             {
                 let mut state = self.lock();
-                while !state.stop && !state.wanted {
+                let has_work = |s: &State| s.wanted && s.ready.len() + s.making < self.size;
+                while !state.stop && !has_work(&state) {
                     // Wakes up now and then to drop what waited too long.
                     state = self
                         .changed
@@ -135,26 +137,15 @@ impl Pool {
                 if state.stop {
                     return;
                 }
-                if state.ready.len() + state.making >= self.size {
-                    // Full once the DEKs being made arrive: wait for the next create.
-                    if state.making == 0 {
-                        state.wanted = false;
-                    } else {
-                        state = self
-                            .changed
-                            .wait(state)
-                            .unwrap_or_else(PoisonError::into_inner);
-                    }
-                    drop(state);
-                    continue;
-                }
                 state.making += 1;
-                self.changed.notify_all();
+                if state.ready.len() + state.making < self.size {
+                    // More to make: another thread makes the next one at the same time.
+                    self.changed.notify_one();
+                }
             }
             let made = make();
             let mut state = self.lock();
             state.making -= 1;
-            self.changed.notify_all();
             match made {
                 Ok(fresh) => {
                     if failing {
@@ -165,6 +156,9 @@ impl Pool {
                         return;
                     }
                     state.ready.push_back(fresh);
+                    if state.ready.len() + state.making >= self.size {
+                        state.wanted = false;
+                    }
                 }
                 Err(e) => {
                     if !failing {
@@ -173,6 +167,8 @@ impl Pool {
                         );
                         failing = true;
                     }
+                    // Tried again when a create next asks, and not before a pause.
+                    state.wanted = false;
                     let (state, _) = self
                         .changed
                         .wait_timeout_while(state, RETRY_AFTER, |s| !s.stop)
