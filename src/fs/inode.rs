@@ -79,13 +79,13 @@ impl std::ops::Deref for ProcPath {
     }
 }
 
-/// What is known of an inode's `security.capability` attribute.
+/// What is known of an inode's extended attributes.
 #[derive(Default)]
-pub struct CapabilityKnown {
+pub struct XattrsKnown {
     /// Changes made through the mount.
     version: u64,
-    /// Known to be absent.
-    absent: bool,
+    /// Known to have none.
+    none: bool,
 }
 
 /// One backing inode the kernel holds a reference to.
@@ -98,8 +98,8 @@ pub struct Inode {
     handle: Option<sys::FileHandle>,
     /// Used since the last sweep (second chance before its descriptor is closed).
     used: AtomicBool,
-    /// What is known of its `security.capability` attribute (see [`Inode::capability_absent`]).
-    capability: Mutex<CapabilityKnown>,
+    /// What is known of its extended attributes (see [`Inode::has_no_xattrs`]).
+    xattrs: Mutex<XattrsKnown>,
     descriptors: Arc<Descriptors>,
     /// `st_mode & S_IFMT` of the backing inode.
     pub kind: u32,
@@ -139,39 +139,38 @@ impl Inode {
         Ok(ProcPath { _fd: fd, path })
     }
 
-    /// True once the inode was found to have no `security.capability` attribute and none was
-    /// set since. The kernel asks for it before every write(2) to a file; every change to
-    /// attributes goes through the mount, so the answer can be remembered.
-    pub fn capability_absent(&self) -> bool {
-        self.capability_known().absent
+    /// True once the inode was found to have no extended attribute at all, and none was set
+    /// since. The kernel asks for some before every write(2) (`security.capability`) and `ls -l`
+    /// for others on every file (ACLs, security labels); every change to attributes goes
+    /// through the mount, so the answer can be remembered.
+    pub fn has_no_xattrs(&self) -> bool {
+        self.xattrs_known().none
     }
 
-    /// The count of `security.capability` changes, to pass to [`Inode::record_no_capability`]
-    /// once a lookup started now found none.
-    pub fn capability_version(&self) -> u64 {
-        self.capability_known().version
+    /// The count of attribute changes, to pass to [`Inode::record_no_xattrs`] once a listing
+    /// started now found none.
+    pub fn xattrs_version(&self) -> u64 {
+        self.xattrs_known().version
     }
 
-    /// Remembers that the inode has no `security.capability`, unless it changed since
-    /// `version` was read.
-    pub fn record_no_capability(&self, version: u64) {
-        let mut known = self.capability_known();
+    /// Remembers that the inode has no extended attribute, unless one changed since `version`
+    /// was read.
+    pub fn record_no_xattrs(&self, version: u64) {
+        let mut known = self.xattrs_known();
         if known.version == version {
-            known.absent = true;
+            known.none = true;
         }
     }
 
-    /// Forgets what was known of `security.capability` (it is being set).
-    pub fn capability_changed(&self) {
-        let mut known = self.capability_known();
+    /// Forgets what was known of the attributes (one is being set or removed).
+    pub fn xattrs_changed(&self) {
+        let mut known = self.xattrs_known();
         known.version += 1;
-        known.absent = false;
+        known.none = false;
     }
 
-    fn capability_known(&self) -> std::sync::MutexGuard<'_, CapabilityKnown> {
-        self.capability
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn xattrs_known(&self) -> std::sync::MutexGuard<'_, XattrsKnown> {
+        self.xattrs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// True for a regular file.
@@ -254,7 +253,7 @@ impl InodeTable {
             fd: Mutex::new(Some(descriptors.counted(root_fd))),
             handle: None,
             used: AtomicBool::new(false),
-            capability: Mutex::default(),
+            xattrs: Mutex::default(),
             descriptors: descriptors.clone(),
             kind: st.st_mode & libc::S_IFMT,
             backing: (st.st_dev, st.st_ino),
@@ -331,7 +330,7 @@ impl InodeTable {
             fd: Mutex::new(Some(self.descriptors.counted(fd))),
             handle,
             used: AtomicBool::new(true),
-            capability: Mutex::default(),
+            xattrs: Mutex::default(),
             descriptors: self.descriptors.clone(),
             kind: st.st_mode & libc::S_IFMT,
             backing,

@@ -2,7 +2,7 @@
 //! Each is one `*at()` call on the parent's `O_PATH` descriptor.
 
 use super::attr::{Attr, Caller, DirEntry, FileKind, SetAttr, SetTime, Statfs};
-use super::inode::{Inode, ProcPath, ROOT_INO};
+use super::inode::{Inode, ROOT_INO};
 use super::io::Handle;
 use super::{CryptFs, FsError, FsResult, HIDDEN_ROOT_NAMES};
 use crate::sys::{self, TimeSpec};
@@ -12,9 +12,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, FileTypeExt};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
-
-/// The attribute the kernel reads before every write(2) (file capabilities).
-const CAPABILITY_XATTR: &str = "security.capability";
 
 impl CryptFs {
     /// True when `name` in `parent` is one of ours that the mount never shows.
@@ -365,28 +362,31 @@ impl CryptFs {
         Ok(sys::access_path(&inode.proc_path()?, mask)?)
     }
 
-    fn xattr_path(&self, ino: u64) -> FsResult<(Arc<Inode>, ProcPath)> {
+    /// The inode whose extended attributes are asked for: not a symlink (its /proc path would
+    /// follow the link; Linux allows no user xattrs on links).
+    fn xattr_inode(&self, ino: u64) -> FsResult<Arc<Inode>> {
         let inode = self.inodes.get(ino)?;
         if inode.kind == libc::S_IFLNK {
-            // The /proc path would follow the link; Linux allows no user xattrs on links.
             return Err(FsError(libc::EOPNOTSUPP));
         }
-        let path = inode.proc_path()?;
-        Ok((inode, path))
+        Ok(inode)
     }
 
     /// Value of extended attribute `name` (size 0: only its length).
     pub fn getxattr(&self, ino: u64, name: &OsStr, size: u32) -> FsResult<Vec<u8>> {
-        let capability = name == CAPABILITY_XATTR;
-        if capability && self.inodes.get(ino)?.capability_absent() {
+        let inode = self.xattr_inode(ino)?;
+        if inode.has_no_xattrs() {
             return Err(FsError(libc::ENODATA));
         }
-        let (inode, path) = self.xattr_path(ino)?;
-        let version = inode.capability_version();
+        let path = inode.proc_path()?;
+        let version = inode.xattrs_version();
         let mut buf = vec![0u8; size as usize];
         let n = match sys::getxattr(&path, &sys::cstr(name)?, &mut buf) {
-            Err(e) if capability && e.raw_os_error() == Some(libc::ENODATA) => {
-                inode.record_no_capability(version);
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {
+                // Is that because it has none at all? Then later questions need no system call.
+                if sys::listxattr(&path, &mut []).is_ok_and(|len| len == 0) {
+                    inode.record_no_xattrs(version);
+                }
                 return Err(FsError(libc::ENODATA));
             }
             result => result?,
@@ -400,25 +400,25 @@ impl CryptFs {
 
     /// Sets extended attribute `name`.
     pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
-        let (inode, path) = self.xattr_path(ino)?;
-        let capability = name == CAPABILITY_XATTR;
-        if capability {
-            inode.capability_changed();
-        }
+        let inode = self.xattr_inode(ino)?;
+        let path = inode.proc_path()?;
+        inode.xattrs_changed();
         let result = sys::setxattr(&path, &sys::cstr(name)?, value, flags);
-        if capability {
-            inode.capability_changed();
-        }
+        inode.xattrs_changed();
         Ok(result?)
     }
 
     /// The NUL-separated list of extended attribute names (size 0: only its length).
     pub fn listxattr(&self, ino: u64, size: u32) -> FsResult<Vec<u8>> {
-        let path = match self.xattr_path(ino) {
-            Ok((_, path)) => path,
+        let inode = match self.xattr_inode(ino) {
+            Ok(inode) => inode,
             Err(FsError(libc::EOPNOTSUPP)) => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
+        if inode.has_no_xattrs() {
+            return Ok(Vec::new());
+        }
+        let path = inode.proc_path()?;
         let mut buf = vec![0u8; size as usize];
         let n = sys::listxattr(&path, &mut buf)?;
         buf.truncate(n);
@@ -430,8 +430,11 @@ impl CryptFs {
 
     /// Removes extended attribute `name`.
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
-        let (_, path) = self.xattr_path(ino)?;
-        Ok(sys::removexattr(&path, &sys::cstr(name)?)?)
+        let inode = self.xattr_inode(ino)?;
+        if inode.has_no_xattrs() {
+            return Err(FsError(libc::ENODATA));
+        }
+        Ok(sys::removexattr(&inode.proc_path()?, &sys::cstr(name)?)?)
     }
 }
 

@@ -275,14 +275,16 @@ fn idle_inodes_give_their_descriptors_back_and_reopen_by_handle() {
 }
 
 #[test]
-fn a_missing_file_capability_is_remembered_until_one_is_set() {
+fn a_file_without_xattrs_is_remembered_until_one_is_set() {
     let (_dir, fs) = setup();
     let (ino, fh) = create(&fs, "tool");
     fs.release(fh);
     let cap = OsStr::new("security.capability");
-    for _ in 0..2 {
-        assert_eq!(fs.getxattr(ino, cap, 64), Err(FsError(libc::ENODATA)));
+    let acl = OsStr::new("system.posix_acl_access");
+    for name in [cap, acl, cap] {
+        assert_eq!(fs.getxattr(ino, name, 64), Err(FsError(libc::ENODATA)));
     }
+    assert_eq!(fs.listxattr(ino, 0).expect("list"), b"");
     // A version 2 capability set (effective flag): cap_net_bind_service (bit 10) permitted.
     let mut value = vec![0x01, 0x00, 0x00, 0x02];
     value.extend_from_slice(&0x400u32.to_le_bytes());
@@ -290,6 +292,22 @@ fn a_missing_file_capability_is_remembered_until_one_is_set() {
     fs.setxattr(ino, cap, &value, 0)
         .expect("setcap (needs root)");
     assert_eq!(fs.getxattr(ino, cap, 64).expect("the capability"), value);
+    assert_eq!(fs.getxattr(ino, acl, 64), Err(FsError(libc::ENODATA)));
+    assert_eq!(
+        fs.listxattr(ino, 0).expect("list").len(),
+        "security.capability\0".len()
+    );
+    fs.setxattr(ino, OsStr::new("user.a"), b"1", 0)
+        .expect("user.a");
+    assert_eq!(
+        fs.getxattr(ino, OsStr::new("user.a"), 8).expect("user.a"),
+        b"1"
+    );
     fs.removexattr(ino, cap).expect("remove");
     assert_eq!(fs.getxattr(ino, cap, 64), Err(FsError(libc::ENODATA)));
+    assert_eq!(
+        fs.getxattr(ino, OsStr::new("user.a"), 8)
+            .expect("user.a kept"),
+        b"1"
+    );
 }
