@@ -1,7 +1,7 @@
 //! The inode table: inodes follow the backing inodes, not their paths (renames never make a
-//! node point elsewhere). Each inode holds an `O_PATH` descriptor of its backing inode, and a
-//! file handle to reopen it by: past a budget of open descriptors, those of idle inodes are
-//! closed, so a tree of any size fits the open-file limit.
+//! node point elsewhere). Each inode holds an `O_PATH` descriptor of its backing inode: past a
+//! budget of open descriptors, those of idle inodes are closed and a file handle is kept to
+//! reopen them by, so a tree of any size fits the open-file limit.
 
 use super::FsError;
 use super::content::FileState;
@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 /// The FUSE node id of the mount's root.
 pub const ROOT_INO: u64 = 1;
@@ -95,7 +95,9 @@ pub struct Inode {
     /// The `O_PATH | O_NOFOLLOW` descriptor while open.
     fd: Mutex<Option<Arc<InodeFd>>>,
     /// How to reopen the backing inode once its descriptor was closed.
-    handle: Option<sys::FileHandle>,
+    /// Made when the descriptor is first closed (`None` inside: it has none, so it keeps its
+    /// descriptor); the root never gets one.
+    handle: OnceLock<Option<sys::FileHandle>>,
     /// Used since the last sweep (second chance before its descriptor is closed).
     used: AtomicBool,
     /// What is known of its extended attributes (see [`Inode::has_no_xattrs`]).
@@ -118,7 +120,9 @@ impl Inode {
         if let Some(fd) = &*slot {
             return Ok(fd.clone());
         }
-        let (Some(handle), Some((mount_fd, _))) = (&self.handle, &self.descriptors.reopen) else {
+        let (Some(Some(handle)), Some((mount_fd, _))) =
+            (self.handle.get(), &self.descriptors.reopen)
+        else {
             return Err(FsError(libc::ESTALE));
         };
         let fd = sys::open_by_handle(mount_fd.as_fd(), handle, libc::O_PATH | libc::O_NOFOLLOW)?;
@@ -201,16 +205,30 @@ impl Inode {
 
     /// Closes the descriptor if the inode is idle and can be reopened; true if it was closed.
     fn close_if_idle(&self) -> bool {
-        if self.handle.is_none() || self.used.swap(false, Ordering::Relaxed) {
+        if self.ino == ROOT_INO || self.used.swap(false, Ordering::Relaxed) {
             return false;
         }
+        let Some((_, root_dev)) = &self.descriptors.reopen else {
+            return false;
+        };
         let mut slot = self.fd.lock().unwrap_or_else(PoisonError::into_inner);
         // Only the table's reference: no request is using the descriptor right now.
-        if slot.as_ref().is_some_and(|fd| Arc::strong_count(fd) == 1) {
-            *slot = None;
-            return true;
+        let Some(fd) = slot.as_ref().filter(|fd| Arc::strong_count(fd) == 1) else {
+            return false;
+        };
+        // A handle is decoded by the filesystem it is opened on: only inodes on the cipher
+        // directory's own filesystem get one.
+        let handle = self.handle.get_or_init(|| {
+            (self.backing.0 == *root_dev)
+                .then(|| sys::file_handle(fd.as_fd()).ok())
+                .flatten()
+                .map(|(handle, _)| handle)
+        });
+        if handle.is_none() {
+            return false;
         }
-        false
+        *slot = None;
+        true
     }
 }
 
@@ -251,7 +269,7 @@ impl InodeTable {
         let root = Arc::new(Inode {
             ino: ROOT_INO,
             fd: Mutex::new(Some(descriptors.counted(root_fd))),
-            handle: None,
+            handle: OnceLock::new(),
             used: AtomicBool::new(false),
             xattrs: Mutex::default(),
             descriptors: descriptors.clone(),
@@ -315,20 +333,12 @@ impl InodeTable {
             *count += 1;
             return Ok((inode.clone(), st));
         }
-        // A handle only for inodes on the cipher directory's own filesystem: a handle is
-        // decoded by the filesystem it is opened on.
-        let handle = match &self.descriptors.reopen {
-            Some((_, dev)) if *dev == st.st_dev => {
-                sys::file_handle(fd.as_fd()).ok().map(|(handle, _)| handle)
-            }
-            _ => None,
-        };
         let ino = table.next_ino;
         table.next_ino += 1;
         let inode = Arc::new(Inode {
             ino,
             fd: Mutex::new(Some(self.descriptors.counted(fd))),
-            handle,
+            handle: OnceLock::new(),
             used: AtomicBool::new(true),
             xattrs: Mutex::default(),
             descriptors: self.descriptors.clone(),
@@ -354,7 +364,12 @@ impl InodeTable {
                 if d.open.load(Ordering::Relaxed) <= target {
                     break 'passes;
                 }
-                inode.close_if_idle();
+                // Only the table holds the inode: no request in flight and no open handle (an
+                // open file may be unlinked, and not every filesystem reopens an unlinked inode
+                // by handle; ext4 does).
+                if Arc::strong_count(inode) == 1 {
+                    inode.close_if_idle();
+                }
             }
         }
         let open = d.open.load(Ordering::Relaxed);

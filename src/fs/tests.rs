@@ -256,11 +256,27 @@ fn idle_inodes_give_their_descriptors_back_and_reopen_by_handle() {
         assert_eq!(again.ino, *ino, "a lookup finds the same node");
         fs.forget(*ino, 1);
     }
+    // An open file, unlinked, still answers getattr (it keeps its descriptor).
+    let (dir, name, ino, content) = &files[1];
+    let fh = fs.open(*ino, libc::O_RDONLY).expect("open");
+    fs.unlink(*dir, OsStr::new(name)).expect("unlink");
+    // Reopening hundreds of inodes makes sweeps close descriptors again.
+    for (_, _, other, _) in &files[2..] {
+        fs.getattr(*other).expect("getattr");
+    }
+    assert_eq!(
+        fs.getattr(*ino)
+            .expect("getattr of the unlinked file")
+            .nlink,
+        0
+    );
+    assert_eq!(fs.read(fh, 0, 100).expect("read"), content.as_bytes());
+    fs.release(fh);
     // A renamed inode with a closed descriptor reopens as itself, under its new name.
     let (dir, name, ino, content) = &files[0];
     fs.rename(*dir, OsStr::new(name), ROOT_INO, OsStr::new("moved"), 0)
         .expect("rename");
-    for (dir, name, _, _) in &files[1..200] {
+    for (dir, name, _, _) in &files[2..200] {
         fs.lookup(*dir, OsStr::new(name)).expect("lookup");
     }
     let fh = fs.open(*ino, libc::O_RDONLY).expect("open after rename");
