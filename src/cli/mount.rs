@@ -234,7 +234,13 @@ fn serve(
         }
     };
     let kms = keys.kms();
-    let keys = keys.with_pool(DEK_POOL_SIZE, DEK_POOL_THREADS);
+    // Data keys made ahead pay only where each costs a round trip; the embedded KMS makes one
+    // in microseconds, and its new files then take a rotated key's new version at once.
+    let keys = if kms.is_remote() {
+        keys.with_pool(DEK_POOL_SIZE, DEK_POOL_THREADS)
+    } else {
+        keys
+    };
     let fs = match CryptFs::new(cipherdir, keys) {
         Ok(fs) => Arc::new(fs),
         Err(e) => {
@@ -303,8 +309,8 @@ fn serve(
     }
 }
 
-/// DEKs the daemon makes ahead for new files (see `fs::keys`): enough for a burst of creates
-/// while the next ones are made.
+/// DEKs the daemon makes ahead for new files with a remote KMS (see `fs::keys`): enough for a
+/// burst of creates while the next ones are made.
 const DEK_POOL_SIZE: usize = 64;
 
 /// Threads making them: a remote KMS's round trips overlap.

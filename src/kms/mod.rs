@@ -252,4 +252,11 @@ pub trait KeyService: Send + Sync {
     /// Drops pooled connections and any I/O thread the backend runs, so that the process is
     /// single-threaded again (before `fork`); the next call reconnects.
     fn release_connections(&self) {}
+
+    /// True when each call is a network round trip, so that making data keys ahead pays. An
+    /// in-process backend makes one in microseconds, and its new files take a rotated key's
+    /// new version at once.
+    fn is_remote(&self) -> bool {
+        false
+    }
 }

@@ -369,6 +369,10 @@ impl KeyService for RemoteKms {
             .field("ciphertext")
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn release_connections(&self) {
         let client = self
             .client
