@@ -650,13 +650,24 @@ fn bdi_max_ratio(mountpoint: &Path) -> String {
 }
 
 /// As root, the mount may hold 20% of the dirty-page allowance (FUSE's default is 1%), or what
-/// `--dirty-percent` says.
+/// `--dirty-percent` says. Where /sys is read-only (some containers), the daemon says in its
+/// log that the share stays at 1%, and the mount works.
 #[test]
 fn the_mount_takes_its_dirty_page_share() {
     let env = Env::new();
     env.init();
     let mount = env.mount();
-    assert_eq!(bdi_max_ratio(&env.plain), "20");
+    let ratio = bdi_max_ratio(&env.plain);
+    if ratio == "1" {
+        let log = env.log_text();
+        assert!(
+            log.contains("dirty-page share left at the kernel's 1%"),
+            "the share stayed at 1% without a word: {log}"
+        );
+        fs::write(env.plain.join("f"), b"works").expect("write");
+        return;
+    }
+    assert_eq!(ratio, "20");
     mount.unmount();
     let _mount = env.mount_with(&["--dirty-percent", "5"]);
     assert_eq!(bdi_max_ratio(&env.plain), "5");
