@@ -239,7 +239,9 @@ pub fn fallocate(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
 }
 
 /// A file handle from `name_to_handle_at(2)`: names an inode of one filesystem for as long as
-/// the inode lives, without holding a descriptor open.
+/// the inode lives, without holding a descriptor open. Two handles of one filesystem are equal
+/// only for the same inode (the generation in it tells a reused inode number apart).
+#[derive(PartialEq, Eq)]
 pub struct FileHandle {
     handle_type: i32,
     bytes: Box<[u8]>,

@@ -19,8 +19,10 @@ use std::time::{Duration, SystemTime};
 const TTL: Duration = Duration::from_secs(1);
 
 /// Open flags of regular files: the kernel keeps their page cache across opens. Every write goes
-/// through this mount, so the cache cannot be stale; a change behind the mount's back that moves
-/// the file's mtime still drops it (`FUSE_AUTO_INVAL_DATA`).
+/// through this mount, so the cache cannot be stale; a change made in the cipher directory behind
+/// the mount's back is seen once the pages are evicted or the directory is mounted again (with
+/// the writeback cache the kernel trusts its own size and mtime of cached files, so
+/// `FUSE_AUTO_INVAL_DATA` would not help).
 const FILE_OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_KEEP_CACHE;
 
 /// Called once when the kernel ends the session (unmount), with the filesystem.
@@ -30,6 +32,22 @@ pub type OnDestroy = Box<dyn FnOnce(&CryptFs) + Send + Sync>;
 pub struct FuseAdapter {
     fs: Arc<CryptFs>,
     on_destroy: Option<OnDestroy>,
+    /// The kernel writes a file's dirty pages back at close whether or not it sends FLUSH
+    /// (Linux 5.14 and later), so FLUSH can be declined.
+    flush_not_needed: bool,
+}
+
+/// True when the running kernel is `major.minor` or later (from /proc/sys/kernel/osrelease).
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
 }
 
 impl FuseAdapter {
@@ -38,6 +56,7 @@ impl FuseAdapter {
         FuseAdapter {
             fs,
             on_destroy: Some(on_destroy),
+            flush_not_needed: kernel_at_least(5, 14),
         }
     }
 }
@@ -129,12 +148,11 @@ impl Filesystem for FuseAdapter {
         }
         // Readdir answers with attributes when the kernel sees lookups follow it (ls -l,
         // find, rm -r), saving one round trip per entry; lookups and readdirs in one directory
-        // may run in parallel; cached pages go when a refreshed mtime says the file changed.
+        // may run in parallel.
         let _ = config.add_capabilities(
             InitFlags::FUSE_DO_READDIRPLUS
                 | InitFlags::FUSE_READDIRPLUS_AUTO
-                | InitFlags::FUSE_PARALLEL_DIROPS
-                | InitFlags::FUSE_AUTO_INVAL_DATA,
+                | InitFlags::FUSE_PARALLEL_DIROPS,
         );
         let _ = config.set_max_background(64);
         Ok(())
@@ -352,9 +370,10 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    /// Nothing to do at close: a write reaches the backing file before it is acknowledged, and
-    /// the kernel writes its dirty pages back before it would send FLUSH. ENOSYS tells it to
-    /// stop sending FLUSH, which saves a round trip per close.
+    /// Nothing to do at close: a write reaches the backing file before it is acknowledged. On
+    /// Linux 5.14 and later the kernel writes dirty pages back (and reports their errors to
+    /// close) before it would send FLUSH, so ENOSYS tells it to stop sending FLUSH, which saves
+    /// a round trip per close; older kernels skip that writeback once told, so they get OK.
     fn flush(
         &self,
         _req: &Request,
@@ -363,7 +382,11 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOSYS);
+        if self.flush_not_needed {
+            reply.error(Errno::ENOSYS);
+        } else {
+            reply.ok();
+        }
     }
 
     fn release(

@@ -20,7 +20,7 @@ pub const ROOT_INO: u64 = 1;
 fn budget_for(limit: u64) -> usize {
     usize::try_from(limit / 2)
         .unwrap_or(usize::MAX)
-        .clamp(64, 1 << 20)
+        .clamp(16, 1 << 20)
 }
 
 /// What every inode shares: the count of open descriptors against the budget, and the
@@ -203,6 +203,27 @@ impl Inode {
             .map_or_else(|_| unknown(), |p| p.display().to_string())
     }
 
+    /// Whether `fd`, just opened by name, is this inode; if so, and this inode's descriptor was
+    /// closed, `fd` becomes it. With its descriptor open the inode cannot have been freed, so
+    /// same device and inode number means the same inode; with it closed, the backing file may
+    /// have been deleted and its number reused, so the file handles must match. Gives `fd` back
+    /// when it is another inode.
+    fn adopt_if_same(&self, fd: OwnedFd) -> Result<(), OwnedFd> {
+        let mut slot = self.fd.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some() {
+            return Ok(());
+        }
+        let same = match (self.handle.get(), sys::file_handle(fd.as_fd())) {
+            (Some(Some(kept)), Ok((found, _))) => *kept == found,
+            _ => false,
+        };
+        if !same {
+            return Err(fd);
+        }
+        *slot = Some(self.descriptors.counted(fd));
+        Ok(())
+    }
+
     /// Closes the descriptor if the inode is idle and can be reopened; true if it was closed.
     fn close_if_idle(&self) -> bool {
         if self.ino == ROOT_INO || self.used.swap(false, Ordering::Relaxed) {
@@ -311,28 +332,59 @@ impl InodeTable {
     }
 
     fn over_budget(&self) -> bool {
-        self.descriptors.reopen.is_some()
-            && self.descriptors.open.load(Ordering::Relaxed)
-                > self.descriptors.next_sweep.load(Ordering::Relaxed)
+        let d = &self.descriptors;
+        if d.reopen.is_none() {
+            return false;
+        }
+        let open = d.open.load(Ordering::Relaxed);
+        let next = d.next_sweep.load(Ordering::Relaxed);
+        if open <= d.budget && next != d.budget {
+            // Back under the budget: the next sweep is due at the budget again.
+            d.next_sweep.store(d.budget, Ordering::Relaxed);
+        }
+        open > next
     }
 
     /// Looks `name` up in directory `parent` and counts one kernel reference to it.
     pub fn lookup(&self, parent: &Inode, name: &CStr) -> Result<(Arc<Inode>, libc::stat), FsError> {
-        let fd = sys::openat(
-            parent.fd()?.as_fd(),
-            name,
-            libc::O_PATH | libc::O_NOFOLLOW,
-            0,
-        )?;
+        let open = || {
+            sys::openat(
+                parent.fd()?.as_fd(),
+                name,
+                libc::O_PATH | libc::O_NOFOLLOW,
+                0,
+            )
+            .map_err(FsError::from)
+        };
+        let fd = match open() {
+            // Out of descriptors: close idle ones now and try once more.
+            Err(FsError(libc::EMFILE)) if self.descriptors.reopen.is_some() => {
+                self.sweep(&self.lock());
+                open()?
+            }
+            result => result?,
+        };
         let st = sys::fstat(fd.as_fd())?;
         let backing = (st.st_dev, st.st_ino);
         let mut table = self.lock();
+        let mut fd = Some(fd);
         if let Some(&ino) = table.by_backing.get(&backing)
             && let Some((inode, count)) = table.by_ino.get_mut(&ino)
+            && let Some(opened) = fd.take()
         {
-            *count += 1;
-            return Ok((inode.clone(), st));
+            match inode.adopt_if_same(opened) {
+                Ok(()) => {
+                    *count += 1;
+                    return Ok((inode.clone(), st));
+                }
+                // The inode number was reused: the old node stays for the kernel's references
+                // (it answers ESTALE), the name gets a node of its own.
+                Err(opened) => fd = Some(opened),
+            }
         }
+        let Some(fd) = fd else {
+            return Err(FsError(libc::EIO));
+        };
         let ino = table.next_ino;
         table.next_ino += 1;
         let inode = Arc::new(Inode {
@@ -372,9 +424,11 @@ impl InodeTable {
                 }
             }
         }
+        // While most inodes are busy, sweep again only after a quarter of the budget more, and
+        // at the latest at one and a half budgets (three quarters of the open-file limit).
         let open = d.open.load(Ordering::Relaxed);
-        d.next_sweep
-            .store(d.budget.max(open + d.budget / 4), Ordering::Relaxed);
+        let next = (open + d.budget / 4).clamp(d.budget, d.budget + d.budget / 2);
+        d.next_sweep.store(next, Ordering::Relaxed);
     }
 
     /// Drops `n` kernel references to `ino`; the inode goes when none is left.

@@ -290,11 +290,18 @@ impl CryptFs {
         let Handle::Dir { inode, entries } = &*handle else {
             return Err(FsError(libc::ENOTDIR));
         };
+        // Once an entry is in the reply its reference is counted: a later error ends the reply
+        // early (the kernel asks again from there) instead of losing what was counted.
+        let mut sent = false;
         for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
             let next = i as u64 + 1;
             if entry.ino == 0 {
                 // `.` and `..`: the kernel links neither, so they count no reference.
-                let attr = self.attr_of(inode)?;
+                let attr = match self.attr_of(inode) {
+                    Ok(attr) => attr,
+                    Err(_) if sent => break,
+                    Err(e) => return Err(e),
+                };
                 let dot = DirEntry {
                     ino: inode.ino,
                     ..entry.clone()
@@ -302,12 +309,16 @@ impl CryptFs {
                 if add(&dot, &attr, next) {
                     break;
                 }
+                sent = true;
                 continue;
             }
-            let cname = sys::cstr(&entry.name)?;
-            let (child, st) = match self.inodes.lookup(inode, &cname) {
+            let found = sys::cstr(&entry.name)
+                .map_err(FsError::from)
+                .and_then(|cname| self.inodes.lookup(inode, &cname));
+            let (child, st) = match found {
                 Ok(found) => found,
                 Err(FsError(libc::ENOENT)) => continue,
+                Err(_) if sent => break,
                 Err(e) => return Err(e),
             };
             let attr = Attr::from_stat(child.ino, &st);
@@ -321,6 +332,7 @@ impl CryptFs {
                 self.inodes.forget(child.ino, 1);
                 break;
             }
+            sent = true;
         }
         Ok(())
     }

@@ -327,3 +327,49 @@ fn a_file_without_xattrs_is_remembered_until_one_is_set() {
         b"1"
     );
 }
+
+#[test]
+fn a_reused_inode_number_gets_a_node_of_its_own() {
+    use std::os::unix::fs::MetadataExt;
+    let budget = 16;
+    let (dir, fs) =
+        setup_with(|cipher, keys| CryptFs::with_descriptor_budget(cipher, keys, budget));
+    let cipher = dir.path().join("cipher");
+    let (victim, fh) = create(&fs, "victim");
+    fs.write(fh, 0, b"old").expect("write");
+    fs.release(fh);
+    let victim_backing = std::fs::metadata(cipher.join("victim"))
+        .expect("stat")
+        .ino();
+    // Enough other inodes that the victim's descriptor is closed (it is idle).
+    for i in 0..3 * budget {
+        let (_, fh) = create(&fs, &format!("filler{i}"));
+        fs.release(fh);
+    }
+    assert!(fs.inode_descriptors() <= budget + 1);
+    // Unlinked while the kernel still holds the node (its FORGET has not come yet); ext4 then
+    // hands the freed inode number to one of the next new files.
+    fs.unlink(ROOT_INO, OsStr::new("victim")).expect("unlink");
+    let mut reused = false;
+    for i in 0..200 {
+        let name = format!("new{i}");
+        let (ino, fh) = create(&fs, &name);
+        fs.write(fh, 0, b"new").expect("write");
+        fs.release(fh);
+        if std::fs::metadata(cipher.join(&name)).expect("stat").ino() == victim_backing {
+            assert_ne!(ino, victim, "the new file must not be the old node");
+            assert_eq!(fs.getattr(ino).expect("getattr").size, 3);
+            let fh = fs.open(ino, libc::O_RDONLY).expect("open");
+            assert_eq!(fs.read(fh, 0, 10).expect("read"), b"new");
+            fs.release(fh);
+            reused = true;
+            break;
+        }
+    }
+    assert!(
+        reused,
+        "ext4 did not reuse the inode number within 200 files"
+    );
+    // The old node answers an error, never the new file's data.
+    assert!(fs.getattr(victim).is_err());
+}

@@ -105,7 +105,8 @@ impl Pool {
         let fresh = state.ready.pop_front();
         if !state.wanted && state.ready.len() + state.making <= self.size / 2 {
             state.wanted = true;
-            self.changed.notify_one();
+            // All: one condition variable also holds threads pausing after a failure.
+            self.changed.notify_all();
         }
         fresh
     }
@@ -140,7 +141,7 @@ impl Pool {
                 state.making += 1;
                 if state.ready.len() + state.making < self.size {
                     // More to make: another thread makes the next one at the same time.
-                    self.changed.notify_one();
+                    self.changed.notify_all();
                 }
             }
             let made = make();
