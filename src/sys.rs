@@ -309,13 +309,18 @@ pub fn open_by_handle(
 
 /// The soft open-file limit.
 pub fn open_file_limit() -> io::Result<u64> {
+    Ok(nofile_limit()?.rlim_cur)
+}
+
+/// `getrlimit(RLIMIT_NOFILE)`.
+fn nofile_limit() -> io::Result<libc::rlimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `limit` is a valid, writable rlimit.
     cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
-    Ok(limit.rlim_cur)
+    Ok(limit)
 }
 
 /// `sync_file_range(2)` with `SYNC_FILE_RANGE_WRITE`: starts writeback of the range and returns
@@ -389,16 +394,11 @@ pub fn disable_core_dumps() -> io::Result<()> {
     cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }).map(drop)
 }
 
-/// Raises the open-file limit as far as allowed: the daemon holds one `O_PATH` descriptor per
-/// inode the kernel remembers, so a tree of N files needs more than N descriptors. Returns the
-/// new soft limit.
+/// Raises the open-file limit as far as allowed: the daemon keeps an `O_PATH` descriptor per
+/// inode the kernel remembers up to half of it (idle ones are then closed and reopened by file
+/// handle). Returns the new soft limit.
 pub fn raise_open_file_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid, writable rlimit.
-    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    let limit = nofile_limit()?;
     // As root the hard limit itself may rise, up to the kernel's nr_open.
     let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()

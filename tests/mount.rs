@@ -585,15 +585,7 @@ fn a_tree_larger_than_the_descriptor_limit_works() {
     let mut cmd = std::process::Command::new("prlimit");
     cmd.arg("--nofile=64:256").arg(common::kmsfs_bin());
     let out = cmd
-        .args([
-            "mount",
-            Env::s(&env.cipher),
-            Env::s(&env.plain),
-            "--passphrase-file",
-            Env::s(&env.passfile),
-            "--log",
-            Env::s(&env.log),
-        ])
+        .args(env.mount_args())
         .env("XDG_STATE_HOME", env.dir.path().join("state-home"))
         .env("XDG_CONFIG_HOME", env.dir.path().join("config-home"))
         .output()
@@ -631,17 +623,9 @@ fn a_tree_larger_than_the_descriptor_limit_works() {
     assert_eq!(read_all(&env.plain.join("d9/moved")), pattern(100, 0));
 }
 
-/// The bdi knob of the mount at `mountpoint` (per /proc/self/mountinfo).
+/// The bdi knob of the mount at `mountpoint`.
 fn bdi_knob(mountpoint: &Path) -> String {
-    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    let target = mountpoint.to_string_lossy().to_string();
-    let dev = info
-        .lines()
-        .map(|l| l.split(' ').collect::<Vec<_>>())
-        .filter(|f| f.get(4) == Some(&target.as_str()))
-        .filter_map(|f| f.get(2).map(|d| d.to_string()))
-        .next_back()
-        .expect("the mount is in mountinfo");
+    let dev = common::mount_device(mountpoint).expect("the mount is in mountinfo");
     format!("/sys/class/bdi/{dev}/max_ratio")
 }
 

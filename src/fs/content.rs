@@ -171,6 +171,20 @@ fn extend_last_block(
     Ok(())
 }
 
+/// Before a write at `offset`, past the block that holds the end of a file of `old` bytes:
+/// re-seals that block whole, so that only the last block is ever short.
+fn complete_last_block_before(
+    file: &File,
+    cipher: &FileCipher,
+    old: u64,
+    offset: u64,
+) -> Result<(), ContentError> {
+    if offset > old && old / BLOCK_PLAIN_LEN < offset / BLOCK_PLAIN_LEN {
+        extend_last_block(file, cipher, old, BLOCK_PLAIN_LEN as usize)?;
+    }
+    Ok(())
+}
+
 /// Seals `data`, whole blocks starting at block `first`, and appends them to `out`. This part of
 /// a block-aligned write depends on nothing in the file, so it runs before the file's lock is
 /// taken, and the sealing of several requests proceeds in parallel.
@@ -195,9 +209,7 @@ pub fn write_sealed(
         return Ok(());
     }
     let old = plain_len(file)?;
-    if first * BLOCK_PLAIN_LEN > old && old / BLOCK_PLAIN_LEN < first {
-        extend_last_block(file, cipher, old, BLOCK_PLAIN_LEN as usize)?;
-    }
+    complete_last_block_before(file, cipher, old, first * BLOCK_PLAIN_LEN)?;
     file.write_all_at(sealed, block_cipher_offset(first))?;
     if sealed.len() >= WRITE_BEHIND_MIN {
         // Best effort: failing to start writeback early loses nothing.
@@ -230,9 +242,7 @@ pub fn write(
     let end = offset + data.len() as u64;
     let first = offset / BLOCK_PLAIN_LEN;
     let last = (end - 1) / BLOCK_PLAIN_LEN;
-    if offset > old && old / BLOCK_PLAIN_LEN < first {
-        extend_last_block(file, cipher, old, BLOCK_PLAIN_LEN as usize)?;
-    }
+    complete_last_block_before(file, cipher, old, offset)?;
     out.clear();
     let mut plain_block = Vec::with_capacity(BLOCK_PLAIN_LEN as usize);
     for index in first..=last {
@@ -310,7 +320,7 @@ pub fn check(file: &File, cipher: &FileCipher) -> Result<Vec<u64>, ContentError>
             ((plain - index * BLOCK_PLAIN_LEN).min(BLOCK_PLAIN_LEN) + BLOCK_OVERHEAD) as usize;
         let block = &mut buf[..len];
         read_exact_at(file, block, block_cipher_offset(index))?;
-        if cipher.open_block_in_place(index, block).is_err() {
+        if cipher.open_block_to_front(index, block, 0).is_err() {
             damaged.push(index);
         }
     }

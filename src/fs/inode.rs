@@ -356,7 +356,7 @@ impl InodeTable {
             )
             .map_err(FsError::from)
         };
-        let fd = match open() {
+        let mut fd = match open() {
             // Out of descriptors: close idle ones now and try once more.
             Err(FsError(libc::EMFILE)) if self.descriptors.reopen.is_some() => {
                 self.sweep(&self.lock());
@@ -367,24 +367,19 @@ impl InodeTable {
         let st = sys::fstat(fd.as_fd())?;
         let backing = (st.st_dev, st.st_ino);
         let mut table = self.lock();
-        let mut fd = Some(fd);
         if let Some(&ino) = table.by_backing.get(&backing)
             && let Some((inode, count)) = table.by_ino.get_mut(&ino)
-            && let Some(opened) = fd.take()
         {
-            match inode.adopt_if_same(opened) {
+            match inode.adopt_if_same(fd) {
                 Ok(()) => {
                     *count += 1;
                     return Ok((inode.clone(), st));
                 }
                 // The inode number was reused: the old node stays for the kernel's references
                 // (it answers ESTALE), the name gets a node of its own.
-                Err(opened) => fd = Some(opened),
+                Err(opened) => fd = opened,
             }
         }
-        let Some(fd) = fd else {
-            return Err(FsError(libc::EIO));
-        };
         let ino = table.next_ino;
         table.next_ino += 1;
         let inode = Arc::new(Inode {

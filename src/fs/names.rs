@@ -293,12 +293,13 @@ impl CryptFs {
         // Once an entry is in the reply its reference is counted: a later error ends the reply
         // early (the kernel asks again from there) instead of losing what was counted.
         let mut sent = false;
+        let mut dir_attr = None;
         for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
             let next = i as u64 + 1;
             if entry.ino == 0 {
                 // `.` and `..`: the kernel links neither, so they count no reference.
-                let attr = match self.attr_of(inode) {
-                    Ok(attr) => attr,
+                let attr = match dir_attr.map_or_else(|| self.attr_of(inode), Ok) {
+                    Ok(attr) => *dir_attr.insert(attr),
                     Err(_) if sent => break,
                     Err(e) => return Err(e),
                 };

@@ -104,9 +104,9 @@ impl Env {
         self.mount_with(&[])
     }
 
-    /// Mounts with extra arguments.
-    pub fn mount_with(&self, extra: &[&str]) -> MountGuard {
-        let mut args = vec![
+    /// The arguments of `kmsfs mount` for this environment.
+    pub fn mount_args(&self) -> Vec<&str> {
+        vec![
             "mount",
             Self::s(&self.cipher),
             Self::s(&self.plain),
@@ -114,7 +114,12 @@ impl Env {
             Self::s(&self.passfile),
             "--log",
             Self::s(&self.log),
-        ];
+        ]
+    }
+
+    /// Mounts with extra arguments.
+    pub fn mount_with(&self, extra: &[&str]) -> MountGuard {
+        let mut args = self.mount_args();
         args.extend_from_slice(extra);
         let guard = MountGuard {
             mountpoint: self.plain.clone(),
@@ -200,13 +205,21 @@ impl Drop for MountGuard {
 
 /// True when something is mounted at `path`.
 pub fn is_mounted(path: &Path) -> bool {
+    mount_device(path).is_some()
+}
+
+/// The `major:minor` device of the filesystem mounted at `path`, per /proc/self/mountinfo (the
+/// last one mounted there).
+pub fn mount_device(path: &Path) -> Option<String> {
     let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let target = canonical.to_string_lossy().replace(' ', "\\040");
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .any(|mp| mp == target)
+        .map(|line| line.split(' ').collect::<Vec<_>>())
+        .filter(|fields| fields.get(4) == Some(&target.as_str()))
+        .filter_map(|fields| fields.get(2).map(|dev| dev.to_string()))
+        .next_back()
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
