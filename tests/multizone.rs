@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::kms_server::zones::{Zones, import_org, mz_key, wait_until};
+use common::kms_server::zones::{Zones, import_org, mz_key, replica_state, wait_until};
 use common::kms_server::{KmsClient, b64, create_org, default_key, get_key, ok, post};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -31,16 +31,6 @@ fn version(c: &KmsClient, key: &str) -> u64 {
         return 0;
     }
     k["material"]["version"].as_u64().unwrap_or(0)
-}
-
-/// The replica state of `zone` in the primary's `replicas-status`.
-fn replica_state(primary: &KmsClient, key: &str, zone: &str) -> Value {
-    let k = get_key(primary, key);
-    let states = k["replicas-status"].as_array().cloned().unwrap_or_default();
-    states
-        .into_iter()
-        .find(|s| s["zone"] == zone)
-        .unwrap_or(Value::Null)
 }
 
 /// Waits until the replica in `zone` has applied the primary's current revision.

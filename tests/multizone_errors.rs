@@ -4,27 +4,20 @@
 
 mod common;
 
-use common::kms_server::zones::{PEER_SECRET, Zones, import_org, mz_key, wait_until};
+use common::kms_server::zones::{
+    PEER_SECRET, Zones, import_org, mz_key, replica_state, wait_until,
+};
 use common::kms_server::{
-    KmsClient, ServerGuard, assert_problem, create_org, default_key, get_key, now, ok, post,
+    ServerGuard, assert_problem, create_org, default_key, get_key, now, ok, post,
 };
 use kmsfs::crypto::{SecretBytes, hkdf_sha256};
 use kmsfs::kms::sign::{self, Credentials};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 
 const A: &str = "ch-gva-2";
 const B: &str = "de-fra-1";
 const WAIT: Duration = Duration::from_secs(20);
-
-fn replica_state(primary: &KmsClient, key: &str, zone: &str) -> Value {
-    let k = get_key(primary, key);
-    let states = k["replicas-status"].as_array().cloned().unwrap_or_default();
-    states
-        .into_iter()
-        .find(|s| s["zone"] == zone)
-        .unwrap_or(Value::Null)
-}
 
 #[test]
 fn lifecycle_operations_are_refused_on_a_replica() {

@@ -128,3 +128,13 @@ pub fn mz_key(c: &super::KmsClient, name: &str) -> String {
     ));
     key["id"].as_str().expect("id").to_string()
 }
+
+/// The replica state of `zone` in the primary's `replicas-status` (Null when absent).
+pub fn replica_state(primary: &KmsClient, key: &str, zone: &str) -> serde_json::Value {
+    let k = super::get_key(primary, key);
+    let states = k["replicas-status"].as_array().cloned().unwrap_or_default();
+    states
+        .into_iter()
+        .find(|s| s["zone"] == zone)
+        .unwrap_or(serde_json::Value::Null)
+}
