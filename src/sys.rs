@@ -247,6 +247,51 @@ pub struct FileHandle {
     bytes: Box<[u8]>,
 }
 
+/// `FILEID_INO32_GEN`: the handle type of ext2/3/4 (and others), 32-bit inode number then
+/// 32-bit generation.
+const FILEID_INO32_GEN: i32 = 1;
+
+impl FileHandle {
+    /// A 32-bit digest of the handle, which tells a reused inode number apart: the generation
+    /// itself for `FILEID_INO32_GEN` handles, a hash of the handle's bytes otherwise.
+    pub fn generation(&self) -> u32 {
+        if self.handle_type == FILEID_INO32_GEN && self.bytes.len() == 8 {
+            return u32::from_ne_bytes([
+                self.bytes[4],
+                self.bytes[5],
+                self.bytes[6],
+                self.bytes[7],
+            ]);
+        }
+        // FNV-1a: stable across runs, which a generation must be.
+        let mut hash: u32 = 0x811c_9dc5;
+        for &b in self.bytes.iter() {
+            hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        hash
+    }
+
+    /// Whether handles of this one's filesystem can be made from an inode number alone
+    /// ([`FileHandle::for_inode`]): `FILEID_INO32_GEN` handles of 8 bytes, whose generation 0
+    /// means "any" to ext2/3/4.
+    pub fn names_inodes_by_number(&self) -> bool {
+        self.handle_type == FILEID_INO32_GEN && self.bytes.len() == 8
+    }
+
+    /// The handle of inode `ino` on a filesystem whose handles [`names_inodes_by_number`]
+    /// (generation 0: the caller checks what it opens).
+    ///
+    /// [`names_inodes_by_number`]: FileHandle::names_inodes_by_number
+    pub fn for_inode(ino: u32) -> FileHandle {
+        let mut bytes = [0u8; 8];
+        bytes[..4].copy_from_slice(&ino.to_ne_bytes());
+        FileHandle {
+            handle_type: FILEID_INO32_GEN,
+            bytes: Box::new(bytes),
+        }
+    }
+}
+
 /// Words of a `struct file_handle` buffer: the 8-byte header and `MAX_HANDLE_SZ` bytes, as
 /// `u32`s for the struct's alignment.
 const HANDLE_WORDS: usize = 2 + libc::MAX_HANDLE_SZ as usize / 4;
@@ -334,11 +379,17 @@ pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<
         .map(drop)
 }
 
-/// `getxattr(2)`; with an empty `buf`, the size of the value.
-pub fn getxattr(path: &CStr, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+/// `getxattr(2)`, or `lgetxattr(2)` with `link` (of a symlink itself); with an empty `buf`,
+/// the size of the value.
+pub fn getxattr(path: &CStr, name: &CStr, buf: &mut [u8], link: bool) -> io::Result<usize> {
+    let call = if link {
+        libc::lgetxattr
+    } else {
+        libc::getxattr
+    };
     // SAFETY: NUL-terminated strings; `buf` is writable for its length (0 asks for the size).
     cvt_size(unsafe {
-        libc::getxattr(
+        call(
             path.as_ptr(),
             name.as_ptr(),
             buf.as_mut_ptr().cast(),
@@ -347,11 +398,22 @@ pub fn getxattr(path: &CStr, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
     })
 }
 
-/// `setxattr(2)`.
-pub fn setxattr(path: &CStr, name: &CStr, value: &[u8], flags: libc::c_int) -> io::Result<()> {
+/// `setxattr(2)`, or `lsetxattr(2)` with `link`.
+pub fn setxattr(
+    path: &CStr,
+    name: &CStr,
+    value: &[u8],
+    flags: libc::c_int,
+    link: bool,
+) -> io::Result<()> {
+    let call = if link {
+        libc::lsetxattr
+    } else {
+        libc::setxattr
+    };
     // SAFETY: NUL-terminated strings; `value` is readable for its length.
     cvt(unsafe {
-        libc::setxattr(
+        call(
             path.as_ptr(),
             name.as_ptr(),
             value.as_ptr().cast(),
@@ -362,16 +424,26 @@ pub fn setxattr(path: &CStr, name: &CStr, value: &[u8], flags: libc::c_int) -> i
     .map(drop)
 }
 
-/// `listxattr(2)`; with an empty `buf`, the size of the list.
-pub fn listxattr(path: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+/// `listxattr(2)`, or `llistxattr(2)` with `link`; with an empty `buf`, the size of the list.
+pub fn listxattr(path: &CStr, buf: &mut [u8], link: bool) -> io::Result<usize> {
+    let call = if link {
+        libc::llistxattr
+    } else {
+        libc::listxattr
+    };
     // SAFETY: NUL-terminated path; `buf` is writable for its length.
-    cvt_size(unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
+    cvt_size(unsafe { call(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })
 }
 
-/// `removexattr(2)`.
-pub fn removexattr(path: &CStr, name: &CStr) -> io::Result<()> {
+/// `removexattr(2)`, or `lremovexattr(2)` with `link`.
+pub fn removexattr(path: &CStr, name: &CStr, link: bool) -> io::Result<()> {
+    let call = if link {
+        libc::lremovexattr
+    } else {
+        libc::removexattr
+    };
     // SAFETY: NUL-terminated strings.
-    cvt(unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) }).map(drop)
+    cvt(unsafe { call(path.as_ptr(), name.as_ptr()) }).map(drop)
 }
 
 /// `umount2(2)` with `MNT_DETACH`.
@@ -522,4 +594,147 @@ pub fn process_alive(pid: libc::pid_t) -> bool {
 /// The raw descriptor number, for logs.
 pub fn raw(fd: &impl AsRawFd) -> RawFd {
     fd.as_raw_fd()
+}
+
+/// `unshare(CLONE_FS)`: the calling thread stops sharing its umask (and working directory)
+/// with the rest of the process, so that it can create nodes with a caller's umask.
+pub fn unshare_fs() -> io::Result<()> {
+    // SAFETY: CLONE_FS only copies the thread's filesystem attributes; no memory is involved.
+    cvt(unsafe { libc::unshare(libc::CLONE_FS) }).map(drop)
+}
+
+/// `umask(2)`: sets the calling thread's umask (process-wide unless [`unshare_fs`] was called)
+/// and returns the previous one.
+pub fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask cannot fail and touches no memory.
+    unsafe { libc::umask(mask & 0o777) }
+}
+
+/// `utimensat(2)` of the inode behind `fd` itself (`AT_EMPTY_PATH`; a symlink's own times):
+/// `Omit` leaves a time unchanged, `Now` sets the current time.
+pub fn utimens_fd(fd: BorrowedFd<'_>, atime: TimeSpec, mtime: TimeSpec) -> io::Result<()> {
+    let times = [atime.to_timespec(), mtime.to_timespec()];
+    // SAFETY: valid descriptor, a static empty name and a two-element timespec array.
+    cvt(unsafe {
+        libc::utimensat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            times.as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// `fallocate(2)` with any `mode` (`FALLOC_FL_*`).
+pub fn fallocate_mode(fd: BorrowedFd<'_>, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    // SAFETY: valid descriptor; the kernel checks the mode and the range.
+    cvt(unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset, len) }).map(drop)
+}
+
+/// `lseek(2)`; `ENXIO` for `SEEK_DATA`/`SEEK_HOLE` past the end is an error like any other.
+pub fn lseek(fd: BorrowedFd<'_>, offset: u64, whence: i32) -> io::Result<u64> {
+    let Ok(offset) = i64::try_from(offset) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    // SAFETY: valid descriptor; lseek touches no memory.
+    let pos = unsafe { libc::lseek(fd.as_raw_fd(), offset, whence) };
+    if pos < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(pos as u64)
+    }
+}
+
+/// One entry of a `getdents64(2)` buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawDirEntry {
+    /// Inode number on the backing filesystem.
+    pub ino: u64,
+    /// The position after this entry (to `lseek` to, to go on from the next one).
+    pub next: u64,
+    /// `DT_*` type, `DT_UNKNOWN` when the filesystem does not say.
+    pub kind: u8,
+    /// Name.
+    pub name: Vec<u8>,
+}
+
+/// Reads the next entries of the directory open as `fd` from its current position; an empty
+/// list is the end. `buf` is reused between calls.
+pub fn getdents(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<Vec<RawDirEntry>> {
+    if buf.len() < 32 * 1024 {
+        buf.resize(32 * 1024, 0);
+    }
+    // SAFETY: `buf` is writable for its length; the kernel writes at most that many bytes.
+    let n = cvt_size(unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            fd.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        ) as libc::ssize_t
+    })?;
+    Ok(parse_dirents(&buf[..n]))
+}
+
+/// Parses `linux_dirent64` records: `d_ino` u64, `d_off` i64, `d_reclen` u16, `d_type` u8,
+/// then the NUL-terminated name. A record that does not fit ends the list.
+fn parse_dirents(mut bytes: &[u8]) -> Vec<RawDirEntry> {
+    let mut entries = Vec::new();
+    while bytes.len() >= 19 {
+        let u64_at = |at: usize| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_ne_bytes(word)
+        };
+        let reclen = usize::from(u16::from_ne_bytes([bytes[16], bytes[17]]));
+        if reclen < 19 || reclen > bytes.len() {
+            break;
+        }
+        let name = &bytes[19..reclen];
+        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+        entries.push(RawDirEntry {
+            ino: u64_at(0),
+            next: u64_at(8),
+            kind: bytes[18],
+            name: name.to_vec(),
+        });
+        bytes = &bytes[reclen..];
+    }
+    entries
+}
+
+/// `mount_setattr(2)` of the mount at `path` alone: sets the mount attributes `set` and clears
+/// `clear` (`MOUNT_ATTR_*`; the access-time mode is one field: clear `MOUNT_ATTR__ATIME` to set
+/// it).
+pub fn mount_setattr(path: &Path, set: u64, clear: u64) -> io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let path = cstr(path.as_os_str())?;
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: NUL-terminated path and a `struct mount_attr` of the size passed.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            0,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        ) as libc::c_int
+    })
+    .map(drop)
 }

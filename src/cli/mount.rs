@@ -104,6 +104,7 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
             keys,
             &fuse_config,
             args.dirty_percent,
+            access_time_attr(&args.options),
             None,
         )?;
         return Ok(ExitCode::SUCCESS);
@@ -190,6 +191,7 @@ fn daemon(
         keys,
         fuse_config,
         args.dirty_percent,
+        access_time_attr(&args.options),
         Some(ready),
     ) {
         Ok(()) => 0,
@@ -200,7 +202,8 @@ fn daemon(
     }
 }
 
-/// Mounts and serves until unmounted, with `dirty_percent` of the dirty-page allowance.
+/// Mounts and serves until unmounted, with `dirty_percent` of the dirty-page allowance and the
+/// access-time attributes `access_time` (see [`access_time_attr`]).
 /// `ready` hears "ready" once the mount is live, or the error.
 fn serve(
     cipherdir: &Path,
@@ -208,6 +211,7 @@ fn serve(
     keys: KeyPath,
     fuse_config: &Config,
     dirty_percent: u8,
+    access_time: Option<(u64, u64)>,
     mut ready: Option<std::io::PipeWriter>,
 ) -> CliResult {
     let mut report = |line: &str| {
@@ -266,8 +270,12 @@ fn serve(
         }),
     );
     spawn_housekeeping(kms);
+    let notifier = adapter.notifier();
     let session = match fuser::Session::new(adapter, mountpoint, fuse_config) {
-        Ok(session) => session,
+        Ok(session) => {
+            let _ = notifier.set(session.notifier());
+            session
+        }
         Err(e) => {
             let message = format!("cannot mount at {}: {e}", mountpoint.display());
             report(&format!("error {message}"));
@@ -279,6 +287,14 @@ fn serve(
     let _ = std::fs::write(&pid_file, std::process::id().to_string());
     if dirty_percent != 1 {
         set_dirty_share(mountpoint, dirty_percent);
+    }
+    if let Some((set, clear)) = access_time
+        && let Err(e) = sys::mount_setattr(mountpoint, set, clear)
+    {
+        let message = format!("cannot apply the access-time options to the mount: {e}");
+        report(&format!("error {message}"));
+        let _ = sys::umount_lazy(mountpoint);
+        return Err(CliError::new(message));
     }
     tracing::info!(cipherdir = %cipherdir.display(), mountpoint = %mountpoint.display(), "mounted");
     report("ready");
@@ -423,13 +439,18 @@ fn fuse_config(args: &MountArgs, cipherdir: &Path) -> CliResult<Config> {
             "noexec" => MountOption::NoExec,
             "atime" => MountOption::Atime,
             "noatime" => MountOption::NoAtime,
+            // Applied to the mount once it is live (see `access_time_attr`).
+            "relatime" | "strictatime" | "nodiratime" | "diratime" => continue,
+            // The kernel keeps a FUSE mount's times in memory and sends them with the next
+            // change anyway (writeback cache): nothing to map.
+            "lazytime" | "nolazytime" => continue,
             "sync" => MountOption::Sync,
             "async" => MountOption::Async,
             "dirsync" => MountOption::DirSync,
             "auto_unmount" => MountOption::AutoUnmount,
             other => {
                 return Err(CliError::new(format!(
-                    "unknown mount option {other:?} (known: allow_other, allow_root, default_permissions, ro, rw, dev, nodev, suid, nosuid, exec, noexec, atime, noatime, sync, async, dirsync, auto_unmount)"
+                    "unknown mount option {other:?} (known: allow_other, allow_root, default_permissions, ro, rw, dev, nodev, suid, nosuid, exec, noexec, atime, noatime, relatime, strictatime, nodiratime, diratime, lazytime, nolazytime, sync, async, dirsync, auto_unmount)"
                 )));
             }
         };
@@ -441,6 +462,43 @@ fn fuse_config(args: &MountArgs, cipherdir: &Path) -> CliResult<Config> {
         config.mount_options.push(MountOption::DefaultPermissions);
     }
     Ok(config)
+}
+
+/// `MOUNT_ATTR_*` values of mount_setattr(2).
+const MOUNT_ATTR_NOATIME: u64 = 0x10;
+const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+const MOUNT_ATTR_ATIME_MASK: u64 = 0x70;
+const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+
+/// The access-time attributes the options ask for, as (set, clear) for mount_setattr(2): the
+/// mount(2) call fuser makes knows only `noatime`. The last of `relatime`/`strictatime`/
+/// `noatime`/`atime` wins, as with mount(8); `None` when none of them needs applying.
+fn access_time_attr(options: &[String]) -> Option<(u64, u64)> {
+    let (mut set, mut clear) = (0, 0);
+    let mut any = false;
+    for option in options.iter().flat_map(|o| o.split(',')) {
+        match option {
+            "relatime" | "atime" => {
+                (set, clear) = (set & !MOUNT_ATTR_ATIME_MASK, clear | MOUNT_ATTR_ATIME_MASK);
+            }
+            "strictatime" => {
+                set = (set & !MOUNT_ATTR_ATIME_MASK) | MOUNT_ATTR_STRICTATIME;
+                clear |= MOUNT_ATTR_ATIME_MASK;
+            }
+            "noatime" => {
+                set = (set & !MOUNT_ATTR_ATIME_MASK) | MOUNT_ATTR_NOATIME;
+                clear |= MOUNT_ATTR_ATIME_MASK;
+            }
+            "nodiratime" => set |= MOUNT_ATTR_NODIRATIME,
+            "diratime" => {
+                set &= !MOUNT_ATTR_NODIRATIME;
+                clear |= MOUNT_ATTR_NODIRATIME;
+            }
+            _ => continue,
+        }
+        any |= option != "atime" && option != "noatime";
+    }
+    any.then_some((set, clear))
 }
 
 fn default_log_path(cipherdir: &Path, fs_id: &str) -> PathBuf {

@@ -41,8 +41,10 @@ impl FileKind {
 /// Attributes of a node as the mount shows them (plaintext size for files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attr {
-    /// Node id.
+    /// Node id, which is also the inode number `stat` shows.
     pub ino: u64,
+    /// The node's generation (a reused inode number gets a new one).
+    pub generation: u64,
     /// Plaintext size.
     pub size: u64,
     /// 512-byte blocks allocated on the backing filesystem.
@@ -88,6 +90,7 @@ impl Attr {
         };
         Attr {
             ino,
+            generation: 0,
             size,
             blocks: st.st_blocks as u64,
             atime: time(st.st_atime, st.st_atime_nsec),
@@ -118,10 +121,13 @@ pub struct DirEntry {
 /// Who made a request (new nodes are given to them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
-    /// User id.
+    /// User id (the filesystem uid).
     pub uid: u32,
-    /// Group id.
+    /// Group id (the filesystem gid).
     pub gid: u32,
+    /// Process id (0 when unknown), to learn the caller's groups and capabilities when a rule
+    /// needs them.
+    pub pid: u32,
 }
 
 /// A time to set.

@@ -309,6 +309,67 @@ pub fn truncate(file: &File, cipher: Option<&FileCipher>, new: u64) -> Result<()
     Ok(())
 }
 
+/// Makes plaintext `[from, to)` of a file read as zeros (`to` at most its size): whole blocks
+/// through `clear(cipher_offset, cipher_len)`, which leaves them all-zero on disk (a punched
+/// hole or zeroed range: a hole, which reads as zeros), the partly covered blocks at the two
+/// ends re-sealed with zeros in their part of the range.
+pub fn zero_range(
+    file: &File,
+    cipher: &FileCipher,
+    from: u64,
+    to: u64,
+    clear: impl FnOnce(u64, u64) -> io::Result<()>,
+) -> Result<(), ContentError> {
+    if from >= to {
+        return Ok(());
+    }
+    let plain = plain_len(file)?;
+    let whole_from = from.div_ceil(BLOCK_PLAIN_LEN);
+    // The last block counts as whole when the range reaches the end of the file.
+    let whole_to = if to >= plain {
+        plain.div_ceil(BLOCK_PLAIN_LEN)
+    } else {
+        to / BLOCK_PLAIN_LEN
+    };
+    let zeros = [0u8; BLOCK_PLAIN_LEN as usize];
+    let mut out = Vec::new();
+    let mut zero_part = |start: u64, end: u64| -> Result<(), ContentError> {
+        if start < end {
+            write(
+                file,
+                cipher,
+                start,
+                &zeros[..(end - start) as usize],
+                &mut out,
+            )?;
+        }
+        Ok(())
+    };
+    if whole_from >= whole_to {
+        // Within one block, or two partial ones.
+        let boundary = (from / BLOCK_PLAIN_LEN + 1) * BLOCK_PLAIN_LEN;
+        zero_part(from, to.min(boundary))?;
+        zero_part(boundary.max(from), to)?;
+        return Ok(());
+    }
+    zero_part(from, whole_from * BLOCK_PLAIN_LEN)?;
+    zero_part(whole_to * BLOCK_PLAIN_LEN, to)?;
+    let start = block_cipher_offset(whole_from);
+    let end = block_cipher_offset(whole_to).min(cipher_size(plain));
+    clear(start, end - start)?;
+    Ok(())
+}
+
+/// Whether cipher block `index` of a file whose cipher size is `cipher_end` is a hole (all its
+/// bytes zero; a hole reads as zeros).
+pub fn block_is_hole(file: &File, index: u64, cipher_end: u64) -> Result<bool, ContentError> {
+    let start = block_cipher_offset(index);
+    let len = (cipher_end.saturating_sub(start)).min(BLOCK_CIPHER_LEN) as usize;
+    let mut block = [0u8; BLOCK_CIPHER_LEN as usize];
+    read_exact_at(file, &mut block[..len], start)?;
+    Ok(block[..len].iter().all(|&b| b == 0))
+}
+
 /// Authenticates every block of a cipher file; returns the indices of blocks that fail.
 pub fn check(file: &File, cipher: &FileCipher) -> Result<Vec<u64>, ContentError> {
     let plain = plain_len(file)?;

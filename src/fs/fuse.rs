@@ -4,14 +4,15 @@
 use super::attr::{Attr, Caller, FileKind, SetAttr, SetTime};
 use super::{CryptFs, FsError};
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, Notifier,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 /// How long the kernel may cache attributes and names. Every change goes through this mount,
@@ -35,6 +36,8 @@ pub struct FuseAdapter {
     /// The kernel writes a file's dirty pages back at close whether or not it sends FLUSH
     /// (Linux 5.14 and later), so FLUSH can be declined.
     flush_not_needed: bool,
+    /// The session's channel to the kernel, once the session exists (see [`FuseAdapter::notifier`]).
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 /// True when the running kernel is `major.minor` or later (from /proc/sys/kernel/osrelease).
@@ -57,7 +60,14 @@ impl FuseAdapter {
             fs,
             on_destroy: Some(on_destroy),
             flush_not_needed: kernel_at_least(5, 14),
+            notifier: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Where to put the session's notifier once the session is made (the adapter is moved into
+    /// it): `lseek` uses it to have the kernel write a file's dirty pages back first.
+    pub fn notifier(&self) -> Arc<OnceLock<Notifier>> {
+        self.notifier.clone()
     }
 }
 
@@ -101,6 +111,7 @@ fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
         gid: req.gid(),
+        pid: req.pid(),
     }
 }
 
@@ -113,7 +124,7 @@ fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
 
 fn entry(reply: ReplyEntry, result: Result<Attr, FsError>) {
     match result {
-        Ok(attr) => reply.entry(&TTL, &file_attr(&attr), Generation(0)),
+        Ok(attr) => reply.entry(&TTL, &file_attr(&attr), Generation(attr.generation)),
         Err(e) => reply.error(errno(e)),
     }
 }
@@ -155,6 +166,25 @@ impl Filesystem for FuseAdapter {
                 | InitFlags::FUSE_PARALLEL_DIROPS,
         );
         let _ = config.set_max_background(64);
+        // The kernel sends modes unmasked with the caller's umask, which the daemon applies as
+        // a local filesystem does (not at all under a default ACL); POSIX ACLs are stored on
+        // the backing files and enforced by the kernel; file handles of the mount stay valid
+        // across remounts (node ids are backing inode numbers; see `inode`).
+        for (flag, what) in [
+            (
+                InitFlags::FUSE_DONT_MASK,
+                "umask handling by the filesystem",
+            ),
+            (InitFlags::FUSE_POSIX_ACL, "POSIX ACLs"),
+            (
+                InitFlags::FUSE_EXPORT_SUPPORT,
+                "file handles across remounts (NFS export)",
+            ),
+        ] {
+            if config.add_capabilities(flag).is_err() {
+                tracing::warn!("the kernel offers no {what}");
+            }
+        }
         Ok(())
     }
 
@@ -454,7 +484,7 @@ impl Filesystem for FuseAdapter {
                 &entry.name,
                 &TTL,
                 &file_attr(attr),
-                Generation(0),
+                Generation(attr.generation),
             )
         });
         match result {
@@ -497,7 +527,7 @@ impl Filesystem for FuseAdapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -505,7 +535,10 @@ impl Filesystem for FuseAdapter {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.fs.setxattr(ino.0, name, value, flags));
+        empty(
+            reply,
+            self.fs.setxattr(ino.0, name, value, flags, caller(req)),
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -542,7 +575,7 @@ impl Filesystem for FuseAdapter {
             Ok((attr, fh)) => reply.created(
                 &TTL,
                 &file_attr(&attr),
-                Generation(0),
+                Generation(attr.generation),
                 FileHandle(fh),
                 FILE_OPEN_FLAGS,
             ),
@@ -552,7 +585,7 @@ impl Filesystem for FuseAdapter {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -561,6 +594,62 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let _span = tracing::debug_span!("fallocate", ino = ino.0, offset, length, mode).entered();
-        empty(reply, self.fs.fallocate(fh.0, offset, length, mode));
+        empty(
+            reply,
+            self.fs.fallocate(fh.0, offset, length, mode, caller(req)),
+        );
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let _span = tracing::debug_span!("lseek", ino = ino.0, offset, whence).entered();
+        // With the writeback cache, written data may still be only in the kernel's pages:
+        // invalidating them has the kernel write them back first (another request thread
+        // serves those writes), so holes are judged on what is really written.
+        if let Some(notifier) = self.notifier.get()
+            && let Err(e) = notifier.inval_inode(ino, 0, 0)
+        {
+            tracing::debug!("cannot have the kernel write back before lseek: {e}");
+        }
+        let Ok(offset) = u64::try_from(offset) else {
+            reply.error(Errno::EINVAL);
+            return;
+        };
+        match self.fs.seek(fh.0, offset, whence) {
+            Ok(pos) => reply.offset(pos as i64),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let _span = tracing::debug_span!("copy_file_range", offset_in, offset_out, len).entered();
+        // One reply says at most u32::MAX bytes; the caller asks again for the rest.
+        let len = len.min(u64::from(u32::MAX) & !0xfff);
+        match self
+            .fs
+            .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len, caller(req))
+        {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 }

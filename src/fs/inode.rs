@@ -2,6 +2,12 @@
 //! node point elsewhere). Each inode holds an `O_PATH` descriptor of its backing inode: past a
 //! budget of open descriptors, those of idle inodes are closed and a file handle is kept to
 //! reopen them by, so a tree of any size fits the open-file limit.
+//!
+//! A node's id is its backing inode number, and its FUSE generation the backing inode's
+//! generation: one file shows one inode number in `stat` and in `readdir`, the same after a
+//! remount, and a file handle the kernel gives out (`name_to_handle_at`, NFS export) names the
+//! same file after a remount. Inodes of another device, or numbered like the root, get ids of
+//! their own above [`SPILL_BASE`].
 
 use super::FsError;
 use super::content::FileState;
@@ -10,10 +16,14 @@ use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 /// The FUSE node id of the mount's root.
 pub const ROOT_INO: u64 = 1;
+
+/// Node ids from here on are given to backing inodes that cannot use their own number: on
+/// another device than the cipher directory (a mount inside it), or numbered 1 (the root's id).
+pub const SPILL_BASE: u64 = 1 << 63;
 
 /// Descriptors the table may keep open: half the open-file limit (the rest is for open files
 /// and everything else), within bounds.
@@ -94,10 +104,12 @@ pub struct Inode {
     pub ino: u64,
     /// The `O_PATH | O_NOFOLLOW` descriptor while open.
     fd: Mutex<Option<Arc<InodeFd>>>,
-    /// How to reopen the backing inode once its descriptor was closed.
-    /// Made when the descriptor is first closed (`None` inside: it has none, so it keeps its
-    /// descriptor); the root never gets one.
-    handle: OnceLock<Option<sys::FileHandle>>,
+    /// How to reopen the backing inode once its descriptor was closed (made with the node;
+    /// `None` when the backing filesystem has no handles: the descriptor then stays open).
+    handle: Option<sys::FileHandle>,
+    /// The FUSE generation: the backing inode's, so that a reused inode number is a new node
+    /// to the kernel.
+    pub generation: u64,
     /// Used since the last sweep (second chance before its descriptor is closed).
     used: AtomicBool,
     /// What is known of its extended attributes (see [`Inode::has_no_xattrs`]).
@@ -120,9 +132,7 @@ impl Inode {
         if let Some(fd) = &*slot {
             return Ok(fd.clone());
         }
-        let (Some(Some(handle)), Some((mount_fd, _))) =
-            (self.handle.get(), &self.descriptors.reopen)
-        else {
+        let (Some(handle), Some((mount_fd, _))) = (&self.handle, &self.descriptors.reopen) else {
             return Err(FsError(libc::ESTALE));
         };
         let fd = sys::open_by_handle(mount_fd.as_fd(), handle, libc::O_PATH | libc::O_NOFOLLOW)?;
@@ -213,8 +223,8 @@ impl Inode {
         if slot.is_some() {
             return Ok(());
         }
-        let same = match (self.handle.get(), sys::file_handle(fd.as_fd())) {
-            (Some(Some(kept)), Ok((found, _))) => *kept == found,
+        let same = match (&self.handle, sys::file_handle(fd.as_fd())) {
+            (Some(kept), Ok((found, _))) => *kept == found,
             _ => false,
         };
         if !same {
@@ -234,18 +244,12 @@ impl Inode {
         };
         let mut slot = self.fd.lock().unwrap_or_else(PoisonError::into_inner);
         // Only the table's reference: no request is using the descriptor right now.
-        let Some(fd) = slot.as_ref().filter(|fd| Arc::strong_count(fd) == 1) else {
+        if slot.as_ref().is_none_or(|fd| Arc::strong_count(fd) != 1) {
             return false;
-        };
+        }
         // A handle is decoded by the filesystem it is opened on: only inodes on the cipher
-        // directory's own filesystem get one.
-        let handle = self.handle.get_or_init(|| {
-            (self.backing.0 == *root_dev)
-                .then(|| sys::file_handle(fd.as_fd()).ok())
-                .flatten()
-                .map(|(handle, _)| handle)
-        });
-        if handle.is_none() {
+        // directory's own filesystem can be reopened.
+        if self.handle.is_none() || self.backing.0 != *root_dev {
             return false;
         }
         *slot = None;
@@ -254,15 +258,22 @@ impl Inode {
 }
 
 struct Table {
+    /// Every node with its count of kernel references.
     by_ino: HashMap<u64, (Arc<Inode>, u64)>,
-    by_backing: HashMap<(u64, u64), u64>,
-    next_ino: u64,
+    /// Node ids of the backing inodes that cannot use their own number (see [`SPILL_BASE`]).
+    spilled: HashMap<(u64, u64), u64>,
+    next_spill: u64,
 }
 
 /// All inodes the kernel knows, with their lookup counts.
 pub struct InodeTable {
     table: Mutex<Table>,
     descriptors: Arc<Descriptors>,
+    /// The cipher directory's (device, inode).
+    root_backing: (u64, u64),
+    /// Whether the cipher directory's filesystem makes handles from inode numbers alone, so a
+    /// node the table forgot can be found again by its id (NFS export, `open_by_handle_at`).
+    numbers_reopen: bool,
 }
 
 impl InodeTable {
@@ -281,35 +292,43 @@ impl InodeTable {
                 "file handles are not available (they need CAP_DAC_READ_SEARCH): the mount keeps one descriptor open per inode the kernel remembers, so a tree larger than the open-file limit fails with EMFILE"
             );
         }
+        let root_handle = sys::file_handle(root_fd.as_fd()).ok().map(|(h, _)| h);
+        let numbers_reopen = reopen.is_some()
+            && root_handle
+                .as_ref()
+                .is_some_and(|h| h.names_inodes_by_number());
         let descriptors = Arc::new(Descriptors {
             open: AtomicUsize::new(0),
             budget,
             next_sweep: AtomicUsize::new(budget),
             reopen,
         });
+        let root_backing = (st.st_dev, st.st_ino);
         let root = Arc::new(Inode {
             ino: ROOT_INO,
             fd: Mutex::new(Some(descriptors.counted(root_fd))),
-            handle: OnceLock::new(),
+            handle: None,
+            // The kernel made the root's inode at mount time with generation 0.
+            generation: 0,
             used: AtomicBool::new(false),
             xattrs: Mutex::default(),
             descriptors: descriptors.clone(),
             kind: st.st_mode & libc::S_IFMT,
-            backing: (st.st_dev, st.st_ino),
+            backing: root_backing,
             state: Mutex::new(Weak::new()),
         });
         let mut by_ino = HashMap::new();
         // The root is never forgotten: its count starts high.
         by_ino.insert(ROOT_INO, (root, u64::MAX / 2));
-        let mut by_backing = HashMap::new();
-        by_backing.insert((st.st_dev, st.st_ino), ROOT_INO);
         Ok(InodeTable {
             table: Mutex::new(Table {
                 by_ino,
-                by_backing,
-                next_ino: ROOT_INO + 1,
+                spilled: HashMap::new(),
+                next_spill: SPILL_BASE,
             }),
             descriptors,
+            root_backing,
+            numbers_reopen,
         })
     }
 
@@ -317,7 +336,7 @@ impl InodeTable {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The inode with node id `ino`; ESTALE-like ENOENT when the kernel refers to one we forgot.
+    /// The inode with node id `ino`; ENOENT when the kernel refers to one we forgot.
     pub fn get(&self, ino: u64) -> Result<Arc<Inode>, FsError> {
         let table = self.lock();
         // Reopened descriptors are counted too: any request may find the budget exceeded.
@@ -345,8 +364,49 @@ impl InodeTable {
         open > next
     }
 
+    /// The node id of backing inode `backing`, without spilling: `None` when it needs a spilled
+    /// id (see [`SPILL_BASE`]).
+    fn own_id(&self, backing: (u64, u64)) -> Option<u64> {
+        if backing == self.root_backing {
+            Some(ROOT_INO)
+        } else if backing.0 == self.root_backing.0
+            && backing.1 != ROOT_INO
+            && backing.1 < SPILL_BASE
+        {
+            Some(backing.1)
+        } else {
+            None
+        }
+    }
+
+    /// The inode number a directory listing shows for backing inode number `backing_ino` of
+    /// the cipher directory's device: the node id a lookup of it gives.
+    pub fn listed_ino(&self, backing_ino: u64) -> u64 {
+        let backing = (self.root_backing.0, backing_ino);
+        self.own_id(backing)
+            .or_else(|| self.lock().spilled.get(&backing).copied())
+            .unwrap_or(backing_ino)
+    }
+
+    fn node_id(&self, table: &mut Table, backing: (u64, u64)) -> u64 {
+        if let Some(id) = self.own_id(backing) {
+            return id;
+        }
+        if let Some(&id) = table.spilled.get(&backing) {
+            return id;
+        }
+        let id = table.next_spill;
+        table.next_spill += 1;
+        table.spilled.insert(backing, id);
+        id
+    }
+
     /// Looks `name` up in directory `parent` and counts one kernel reference to it.
     pub fn lookup(&self, parent: &Inode, name: &CStr) -> Result<(Arc<Inode>, libc::stat), FsError> {
+        if parent.ino == ROOT_INO && name.to_bytes() == b".." {
+            // Never above the cipher directory.
+            return self.lookup_id(ROOT_INO);
+        }
         let open = || {
             sys::openat(
                 parent.fd()?.as_fd(),
@@ -356,7 +416,7 @@ impl InodeTable {
             )
             .map_err(FsError::from)
         };
-        let mut fd = match open() {
+        let fd = match open() {
             // Out of descriptors: close idle ones now and try once more.
             Err(FsError(libc::EMFILE)) if self.descriptors.reopen.is_some() => {
                 self.sweep(&self.lock());
@@ -364,28 +424,83 @@ impl InodeTable {
             }
             result => result?,
         };
+        self.adopt(fd)
+    }
+
+    /// Finds node `ino` again and counts one kernel reference to it: the kernel asks for a node
+    /// by id (a lookup of "." in it) when it decodes a file handle of a node it forgot, after
+    /// a remount for example. ESTALE when the backing inode is gone or cannot be found by
+    /// number on this filesystem.
+    pub fn lookup_id(&self, ino: u64) -> Result<(Arc<Inode>, libc::stat), FsError> {
+        let known = {
+            let mut table = self.lock();
+            table.by_ino.get_mut(&ino).map(|(inode, count)| {
+                *count += 1;
+                inode.clone()
+            })
+        };
+        if let Some(inode) = known {
+            match inode.fd().and_then(|fd| Ok(sys::fstat(fd.as_fd())?)) {
+                Ok(st) => return Ok((inode, st)),
+                Err(e) => {
+                    self.forget(ino, 1);
+                    return Err(e);
+                }
+            }
+        }
+        let (Some((mount_fd, _)), true, Ok(number)) = (
+            &self.descriptors.reopen,
+            self.numbers_reopen,
+            u32::try_from(ino),
+        ) else {
+            return Err(FsError(libc::ESTALE));
+        };
+        let handle = sys::FileHandle::for_inode(number);
+        let fd = sys::open_by_handle(mount_fd.as_fd(), &handle, libc::O_PATH | libc::O_NOFOLLOW)
+            .map_err(|_| FsError(libc::ESTALE))?;
+        let (inode, st) = self.adopt(fd)?;
+        if inode.ino != ino {
+            self.forget(inode.ino, 1);
+            return Err(FsError(libc::ESTALE));
+        }
+        Ok((inode, st))
+    }
+
+    /// The node of the backing inode `fd` is open on, with one more kernel reference.
+    fn adopt(&self, fd: OwnedFd) -> Result<(Arc<Inode>, libc::stat), FsError> {
         let st = sys::fstat(fd.as_fd())?;
         let backing = (st.st_dev, st.st_ino);
         let mut table = self.lock();
-        if let Some(&ino) = table.by_backing.get(&backing)
-            && let Some((inode, count)) = table.by_ino.get_mut(&ino)
-        {
+        let ino = self.node_id(&mut table, backing);
+        let mut fd = fd;
+        let mut count = 1;
+        if let Some((inode, known)) = table.by_ino.get_mut(&ino) {
             match inode.adopt_if_same(fd) {
                 Ok(()) => {
-                    *count += 1;
+                    *known += 1;
                     return Ok((inode.clone(), st));
                 }
-                // The inode number was reused: the old node stays for the kernel's references
-                // (it answers ESTALE), the name gets a node of its own.
-                Err(opened) => fd = opened,
+                // The inode number was freed and reused while the kernel still holds the old
+                // node: the new inode takes the id with a new generation, so the kernel retires
+                // its old node; the references to both stay counted under the one id, and the
+                // kernel forgets them all in the end.
+                Err(opened) => {
+                    fd = opened;
+                    count += *known;
+                }
             }
         }
-        let ino = table.next_ino;
-        table.next_ino += 1;
+        let handle = sys::file_handle(fd.as_fd()).ok().map(|(handle, _)| handle);
+        let generation = if ino == ROOT_INO {
+            0
+        } else {
+            handle.as_ref().map_or(0, |h| u64::from(h.generation()))
+        };
         let inode = Arc::new(Inode {
             ino,
             fd: Mutex::new(Some(self.descriptors.counted(fd))),
-            handle: OnceLock::new(),
+            handle,
+            generation,
             used: AtomicBool::new(true),
             xattrs: Mutex::default(),
             descriptors: self.descriptors.clone(),
@@ -393,8 +508,7 @@ impl InodeTable {
             backing,
             state: Mutex::new(Weak::new()),
         });
-        table.by_ino.insert(ino, (inode.clone(), 1));
-        table.by_backing.insert(backing, ino);
+        table.by_ino.insert(ino, (inode.clone(), count));
         if self.over_budget() {
             self.sweep(&table);
         }
@@ -438,9 +552,9 @@ impl InodeTable {
         };
         if gone
             && let Some((inode, _)) = table.by_ino.remove(&ino)
-            && table.by_backing.get(&inode.backing) == Some(&ino)
+            && ino >= SPILL_BASE
         {
-            table.by_backing.remove(&inode.backing);
+            table.spilled.remove(&inode.backing);
         }
     }
 

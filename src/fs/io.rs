@@ -1,12 +1,12 @@
 //! Open files: open and create, read, write, truncate, fsync, fallocate. File keys are loaded
 //! once per open file (shared by its handles); content goes through [`super::content`].
 
-use super::attr::{Attr, Caller, DirEntry};
+use super::attr::{Attr, Caller};
 use super::content::{self, ContentError, FileState};
 use super::inode::Inode;
 use super::keys::KeyError;
 use super::{CryptFs, FsError, FsResult};
-use crate::format::{BLOCK_PLAIN_LEN, FileCipher, FormatError};
+use crate::format::{BLOCK_PLAIN_LEN, FileCipher, FormatError, block_cipher_offset, cipher_size};
 use crate::sys;
 use std::ffi::OsStr;
 use std::fs::File;
@@ -24,12 +24,12 @@ pub enum Handle {
         /// State shared with the file's other handles.
         state: Arc<FileState>,
     },
-    /// An open directory with its entries.
+    /// An open directory.
     Dir {
         /// Its inode.
         inode: Arc<Inode>,
-        /// Entries read at opendir.
-        entries: Vec<DirEntry>,
+        /// The backing directory, read at each `readdir`.
+        stream: std::sync::Mutex<super::names::DirStream>,
     },
 }
 
@@ -142,12 +142,10 @@ impl CryptFs {
         let cname = Self::name(&parent_inode, name, libc::EPERM)?;
         let create_flags =
             backing_flags(flags) | libc::O_CREAT | libc::O_NOFOLLOW | (flags & libc::O_EXCL);
-        let fd = sys::openat(
-            parent_inode.fd()?.as_fd(),
-            &cname,
-            create_flags,
-            mode & !umask & 0o7777,
-        )?;
+        let dir = parent_inode.fd()?;
+        let fd = super::names::with_umask(umask, mode & 0o7777, |mode| {
+            sys::openat(dir.as_fd(), &cname, create_flags, mode)
+        })?;
         let attr = self.made(&parent_inode, &cname, caller)?;
         let inode = self.inodes.get(attr.ino)?;
         let fh = self.open_inode(inode, File::from(fd), flags)?;
@@ -290,10 +288,30 @@ impl CryptFs {
             .map_err(|e| self.content_error(inode, &state, e))
     }
 
-    /// `fallocate` mode 0: the range reads as zeros and the size covers it; other modes are
-    /// not supported.
-    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
-        if mode != 0 {
+    /// `fallocate(2)` for `caller`:
+    /// - mode 0: the range reads as zeros, the size covers it, its blocks are allocated;
+    /// - `FALLOC_FL_KEEP_SIZE`: the range's blocks are allocated, nothing else changes;
+    /// - `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`: the range reads as zeros; whole blocks
+    ///   become holes on the backing file (their space is freed), partly covered ones are
+    ///   rewritten with zeros;
+    /// - `FALLOC_FL_ZERO_RANGE` (with or without `KEEP_SIZE`): the range reads as zeros and
+    ///   stays allocated; without `KEEP_SIZE` the size covers it.
+    ///
+    /// Collapsing and inserting ranges would move blocks, whose index is sealed into them:
+    /// EOPNOTSUPP. Like a write, it clears set-user-id and set-group-id as the kernel does.
+    pub fn fallocate(
+        &self,
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        caller: Caller,
+    ) -> FsResult<()> {
+        const KEEP: i32 = libc::FALLOC_FL_KEEP_SIZE;
+        const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        const ZERO: i32 = libc::FALLOC_FL_ZERO_RANGE;
+        const ZERO_KEEP: i32 = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+        if ![0, KEEP, PUNCH, ZERO, ZERO_KEEP].contains(&mode) {
             return Err(FsError(libc::EOPNOTSUPP));
         }
         let handle = self.file_handle(fh)?;
@@ -302,15 +320,156 @@ impl CryptFs {
         };
         let end = offset.checked_add(length).ok_or(FsError(libc::EFBIG))?;
         let mut slot = state.cipher.write().unwrap_or_else(PoisonError::into_inner);
-        let cipher = self.cipher_for_writing(inode, file, &mut slot)?;
         let plain = content::plain_len(file).map_err(|e| self.content_error(inode, state, e))?;
-        if end > plain {
+        let grows = mode & KEEP == 0 && end > plain;
+        if grows {
+            let cipher = self.cipher_for_writing(inode, file, &mut slot)?;
             content::truncate(file, Some(&cipher), end)
                 .map_err(|e| self.content_error(inode, state, e))?;
         }
-        let first = crate::format::block_cipher_offset(offset / crate::format::BLOCK_PLAIN_LEN);
-        let last = crate::format::cipher_size(end.max(plain));
-        Ok(sys::fallocate(file.as_fd(), first, last - first)?)
+        let first_block = offset / BLOCK_PLAIN_LEN;
+        let last_block = end.div_ceil(BLOCK_PLAIN_LEN);
+        let cipher_range = |size: u64| {
+            let from = block_cipher_offset(first_block);
+            let to = block_cipher_offset(last_block).min(cipher_size(size).max(from));
+            (from, to - from)
+        };
+        match mode {
+            0 | KEEP => {
+                // Allocation only: blocks never written stay holes, which read as zeros.
+                let from = block_cipher_offset(first_block);
+                let to = block_cipher_offset(last_block);
+                sys::fallocate_mode(file.as_fd(), KEEP, from, to - from)?;
+            }
+            _ => {
+                // Zero what the file holds of the range; past its old end it is zeros already.
+                let zero_end = end.min(plain);
+                if offset < zero_end {
+                    let cipher = slot.clone().ok_or(FsError(libc::EIO))?;
+                    let backing_mode = if mode == PUNCH { PUNCH } else { ZERO_KEEP };
+                    content::zero_range(file, &cipher, offset, zero_end, |from, len| {
+                        sys::fallocate_mode(file.as_fd(), backing_mode, from, len)
+                    })
+                    .map_err(|e| self.content_error(inode, state, e))?;
+                }
+                if mode != PUNCH {
+                    let new_size = content::plain_len(file)
+                        .map_err(|e| self.content_error(inode, state, e))?;
+                    let (from, len) = cipher_range(new_size);
+                    if len > 0 {
+                        sys::fallocate_mode(file.as_fd(), KEEP, from, len)?;
+                    }
+                }
+            }
+        }
+        drop(slot);
+        self.kill_privileges(inode, caller)
+    }
+
+    /// Clears set-user-id and set-group-id of regular file `inode` after `caller` modified it,
+    /// where the kernel's rule says so.
+    pub(super) fn kill_privileges(&self, inode: &Inode, caller: Caller) -> FsResult<()> {
+        let st = sys::fstat(inode.fd()?.as_fd())?;
+        if let Some(mode) = super::creds::mode_after_modification(caller, st.st_mode, st.st_gid) {
+            sys::chmod_path(&inode.proc_path()?, mode)?;
+        }
+        Ok(())
+    }
+
+    /// `copy_file_range(2)`: copies up to `len` plaintext bytes from handle `fh_in` at
+    /// `offset_in` to handle `fh_out` at `offset_out`, inside the daemon (no round trip per
+    /// chunk); returns the bytes copied, fewer at the source's end.
+    pub fn copy_file_range(
+        &self,
+        fh_in: u64,
+        offset_in: u64,
+        fh_out: u64,
+        offset_out: u64,
+        len: u64,
+        caller: Caller,
+    ) -> FsResult<u64> {
+        const CHUNK: u64 = 1 << 20;
+        let mut copied = 0;
+        while copied < len {
+            let want = (len - copied).min(CHUNK) as u32;
+            let data = self.read(fh_in, offset_in + copied, want)?;
+            if data.is_empty() {
+                break;
+            }
+            self.write(fh_out, offset_out + copied, &data)?;
+            copied += data.len() as u64;
+        }
+        if copied > 0
+            && let Handle::File { inode, .. } = &*self.file_handle(fh_out)?
+        {
+            self.kill_privileges(inode, caller)?;
+        }
+        Ok(copied)
+    }
+
+    /// `lseek(2)` with `SEEK_DATA` or `SEEK_HOLE` from plaintext `offset`. A block is a hole
+    /// when its whole cipher block is a hole of the backing file; data may be reported where a
+    /// block is all zeros, never a hole where there is data. ENXIO at or past the end.
+    pub fn seek(&self, fh: u64, offset: u64, whence: i32) -> FsResult<u64> {
+        let handle = self.file_handle(fh)?;
+        let Handle::File { inode, file, state } = &*handle else {
+            return Err(FsError(libc::EBADF));
+        };
+        let _shared = state.cipher.read().unwrap_or_else(PoisonError::into_inner);
+        let plain = content::plain_len(file).map_err(|e| self.content_error(inode, state, e))?;
+        if offset >= plain {
+            return Err(FsError(libc::ENXIO));
+        }
+        let cipher_end = cipher_size(plain);
+        let blocks = plain.div_ceil(BLOCK_PLAIN_LEN);
+        let fd = file.as_fd();
+        // The block holding cipher offset `at` (at or after the first block).
+        let block_at = |at: u64| (at - block_cipher_offset(0)) / crate::format::BLOCK_CIPHER_LEN;
+        let backing_seek = |at: u64, whence: i32| match sys::lseek(fd, at, whence) {
+            Ok(pos) => Ok(Some(pos.min(cipher_end))),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+            Err(e) => Err(FsError::from(e)),
+        };
+        // Cipher blocks straddle the backing filesystem's blocks, so the backing file's holes
+        // only point near ours: a block is a hole when all its bytes are zero.
+        let is_hole = |index: u64| {
+            content::block_is_hole(file, index, cipher_end)
+                .map_err(|e| self.content_error(inode, state, e))
+        };
+        let mut index = offset / BLOCK_PLAIN_LEN;
+        match whence {
+            libc::SEEK_DATA => loop {
+                if index >= blocks {
+                    return Err(FsError(libc::ENXIO));
+                }
+                let Some(data) = backing_seek(block_cipher_offset(index), libc::SEEK_DATA)? else {
+                    return Err(FsError(libc::ENXIO));
+                };
+                if data >= cipher_end {
+                    return Err(FsError(libc::ENXIO));
+                }
+                index = index.max(block_at(data));
+                if !is_hole(index)? {
+                    return Ok((index * BLOCK_PLAIN_LEN).max(offset));
+                }
+                index += 1;
+            },
+            libc::SEEK_HOLE => loop {
+                if index >= blocks {
+                    return Ok(plain);
+                }
+                if is_hole(index)? {
+                    return Ok((index * BLOCK_PLAIN_LEN).max(offset));
+                }
+                // Skip the data the backing file has from here.
+                let next = match backing_seek(block_cipher_offset(index), libc::SEEK_HOLE)? {
+                    Some(hole) if hole < cipher_end => block_at(hole),
+                    _ => blocks,
+                };
+                index = next.max(index + 1);
+            },
+            _ => Err(FsError(libc::EINVAL)),
+        }
     }
 
     /// Syncs the backing file.

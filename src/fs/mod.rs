@@ -7,6 +7,7 @@
 
 mod attr;
 mod content;
+mod creds;
 pub mod fuse;
 mod inode;
 mod io;

@@ -4,13 +4,12 @@
 use super::attr::{Attr, Caller, DirEntry, FileKind, SetAttr, SetTime, Statfs};
 use super::inode::{Inode, ROOT_INO};
 use super::io::Handle;
-use super::{CryptFs, FsError, FsResult, HIDDEN_ROOT_NAMES};
+use super::{CryptFs, FsError, FsResult, HIDDEN_ROOT_NAMES, creds};
 use crate::sys::{self, TimeSpec};
 use std::ffi::{CString, OsStr};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirEntryExt, FileTypeExt};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::UNIX_EPOCH;
 
 impl CryptFs {
@@ -27,19 +26,21 @@ impl CryptFs {
         Ok(sys::cstr(name)?)
     }
 
-    fn attr_of(&self, inode: &Inode) -> FsResult<Attr> {
-        Ok(Attr::from_stat(
-            inode.ino,
-            &sys::fstat(inode.fd()?.as_fd())?,
-        ))
+    pub(super) fn attr_of(&self, inode: &Inode) -> FsResult<Attr> {
+        Ok(attr(inode, &sys::fstat(inode.fd()?.as_fd())?))
     }
 
-    /// Looks `name` up in `parent`; counts one kernel reference.
+    /// Looks `name` up in `parent`; counts one kernel reference. The kernel looks up "." in a
+    /// node it knows only by id (decoding a file handle) and ".." for its parent.
     pub fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Attr> {
-        let parent = self.inodes.get(parent)?;
-        let cname = Self::name(&parent, name, libc::ENOENT)?;
-        let (inode, st) = self.inodes.lookup(&parent, &cname)?;
-        Ok(Attr::from_stat(inode.ino, &st))
+        let (inode, st) = if name.as_bytes() == b"." {
+            self.inodes.lookup_id(parent)?
+        } else {
+            let parent = self.inodes.get(parent)?;
+            let cname = Self::name(&parent, name, libc::ENOENT)?;
+            self.inodes.lookup(&parent, &cname)?
+        };
+        Ok(attr(&inode, &st))
     }
 
     /// Drops `n` kernel references to `ino`.
@@ -74,8 +75,13 @@ impl CryptFs {
         if let Some(size) = change.size {
             self.truncate(&inode, size, fh)?;
         }
-        if (change.atime.is_some() || change.mtime.is_some()) && !is_link {
-            sys::utimens_path(&path, time_spec(change.atime), time_spec(change.mtime))?;
+        if change.atime.is_some() || change.mtime.is_some() {
+            // On the inode itself: a symlink's own times, never its target's.
+            sys::utimens_fd(
+                inode.fd()?.as_fd(),
+                time_spec(change.atime),
+                time_spec(change.mtime),
+            )?;
         }
         self.attr_of(&inode)
     }
@@ -101,6 +107,7 @@ impl CryptFs {
         Ok(())
     }
 
+    /// The node just made as `name` in `parent`, given to `caller`.
     pub(super) fn made(&self, parent: &Inode, name: &CString, caller: Caller) -> FsResult<Attr> {
         let (inode, _) = self.inodes.lookup(parent, name)?;
         self.give_to_caller(parent, &inode, caller)?;
@@ -119,7 +126,10 @@ impl CryptFs {
     ) -> FsResult<Attr> {
         let parent = self.inodes.get(parent)?;
         let cname = Self::name(&parent, name, libc::EPERM)?;
-        sys::mknodat(parent.fd()?.as_fd(), &cname, mode & !umask, rdev.into())?;
+        let dir = parent.fd()?;
+        with_umask(umask, mode, |mode| {
+            sys::mknodat(dir.as_fd(), &cname, mode, rdev.into())
+        })?;
         self.made(&parent, &cname, caller)
     }
 
@@ -134,7 +144,10 @@ impl CryptFs {
     ) -> FsResult<Attr> {
         let parent = self.inodes.get(parent)?;
         let cname = Self::name(&parent, name, libc::EPERM)?;
-        sys::mkdirat(parent.fd()?.as_fd(), &cname, mode & !umask & 0o7777)?;
+        let dir = parent.fd()?;
+        with_umask(umask, mode & 0o7777, |mode| {
+            sys::mkdirat(dir.as_fd(), &cname, mode)
+        })?;
         self.made(&parent, &cname, caller)
     }
 
@@ -200,142 +213,144 @@ impl CryptFs {
         let cname = Self::name(&new_parent, new_name, libc::EPERM)?;
         sys::link_fd(inode.fd()?.as_fd(), new_parent.fd()?.as_fd(), &cname)?;
         let (linked, st) = self.inodes.lookup(&new_parent, &cname)?;
-        Ok(Attr::from_stat(linked.ino, &st))
+        Ok(attr(&linked, &st))
     }
 
-    /// Opens directory `ino`: its entries are read once, here.
+    /// Opens directory `ino`. Its entries are read from the backing directory at each
+    /// `readdir`, so a listing from offset 0 (`rewinddir`) shows the directory as it is now.
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         let inode = self.inodes.get(ino)?;
-        let path = inode.proc_path()?;
-        let mut entries = vec![
-            DirEntry {
-                ino: 0,
-                kind: FileKind::Directory,
-                name: ".".into(),
-            },
-            DirEntry {
-                ino: 0,
-                kind: FileKind::Directory,
-                name: "..".into(),
-            },
-        ];
-        for entry in std::fs::read_dir(OsStr::from_bytes(path.to_bytes()))? {
-            let entry = entry?;
-            let name = entry.file_name();
-            if Self::is_hidden(&inode, &name) {
-                continue;
-            }
-            let file_type = entry.file_type()?;
-            let kind = if file_type.is_dir() {
-                FileKind::Directory
-            } else if file_type.is_symlink() {
-                FileKind::Symlink
-            } else if file_type.is_fifo() {
-                FileKind::Fifo
-            } else if file_type.is_socket() {
-                FileKind::Socket
-            } else if file_type.is_char_device() {
-                FileKind::CharDevice
-            } else if file_type.is_block_device() {
-                FileKind::BlockDevice
-            } else {
-                FileKind::File
-            };
-            entries.push(DirEntry {
-                ino: entry.ino(),
-                kind,
-                name,
-            });
-        }
-        Ok(self.add_handle(Handle::Dir { inode, entries }))
+        let fd = sys::openat(
+            inode.fd()?.as_fd(),
+            c".",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
+        let stream = std::sync::Mutex::new(DirStream {
+            fd,
+            buf: Vec::new(),
+        });
+        Ok(self.add_handle(Handle::Dir { inode, stream }))
     }
 
-    /// Entries of an open directory from position `offset` on; each entry's position is its
-    /// index + 1.
+    /// Walks the entries of open directory `fh` from position `offset` (0, or a position a
+    /// previous entry gave): `visit` gets each entry with the position after it, and returns
+    /// true to stop. Positions are the backing directory's own, which stay valid while entries
+    /// are added and removed (`telldir`/`seekdir`).
+    fn walk_dir(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut visit: impl FnMut(&Arc<Inode>, DirEntry, u64) -> FsResult<bool>,
+    ) -> FsResult<()> {
+        let handle = self.handle(fh)?;
+        let Handle::Dir { inode, stream } = &*handle else {
+            return Err(FsError(libc::ENOTDIR));
+        };
+        let mut stream = stream.lock().unwrap_or_else(PoisonError::into_inner);
+        let DirStream { fd, buf } = &mut *stream;
+        sys::lseek(fd.as_fd(), offset, libc::SEEK_SET)?;
+        loop {
+            let entries = sys::getdents(fd.as_fd(), buf)?;
+            if entries.is_empty() {
+                return Ok(());
+            }
+            for raw in entries {
+                let name = OsStr::from_bytes(&raw.name);
+                if Self::is_hidden(inode, name) {
+                    continue;
+                }
+                let ino = match raw.name.as_slice() {
+                    b"." => inode.ino,
+                    b".." if inode.ino == ROOT_INO => ROOT_INO,
+                    _ => self.inodes.listed_ino(raw.ino),
+                };
+                let kind = match dirent_kind(raw.kind) {
+                    Some(kind) => kind,
+                    None => {
+                        match sys::fstatat(fd.as_fd(), &sys::cstr(name)?, libc::AT_SYMLINK_NOFOLLOW)
+                        {
+                            Ok(st) => FileKind::from_mode(st.st_mode),
+                            // Gone since it was listed.
+                            Err(_) => continue,
+                        }
+                    }
+                };
+                let entry = DirEntry {
+                    ino,
+                    kind,
+                    name: name.to_os_string(),
+                };
+                if visit(inode, entry, raw.next)? {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Entries of an open directory from position `offset` on (see [`walk_dir`]).
+    ///
+    /// [`walk_dir`]: CryptFs::walk_dir
     pub fn readdir(
         &self,
         fh: u64,
         offset: u64,
         mut add: impl FnMut(&DirEntry, u64) -> bool,
     ) -> FsResult<()> {
-        let handle = self.handle(fh)?;
-        let Handle::Dir { inode, entries } = &*handle else {
-            return Err(FsError(libc::ENOTDIR));
-        };
-        for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
-            let ino = if entry.ino == 0 { inode.ino } else { entry.ino };
-            if add(
-                &DirEntry {
-                    ino,
-                    ..entry.clone()
-                },
-                i as u64 + 1,
-            ) {
-                break;
-            }
-        }
-        Ok(())
+        self.walk_dir(fh, offset, |_, entry, next| Ok(add(&entry, next)))
     }
 
     /// Like [`readdir`](Self::readdir), with each entry's attributes; every entry but `.` and
     /// `..` that `add` accepts counts one kernel reference, as a lookup does. An entry gone since
-    /// opendir is skipped.
+    /// it was listed is skipped.
     pub fn readdirplus(
         &self,
         fh: u64,
         offset: u64,
         mut add: impl FnMut(&DirEntry, &Attr, u64) -> bool,
     ) -> FsResult<()> {
-        let handle = self.handle(fh)?;
-        let Handle::Dir { inode, entries } = &*handle else {
-            return Err(FsError(libc::ENOTDIR));
-        };
         // Once an entry is in the reply its reference is counted: a later error ends the reply
         // early (the kernel asks again from there) instead of losing what was counted.
         let mut sent = false;
         let mut dir_attr = None;
-        for (i, entry) in entries.iter().enumerate().skip(offset as usize) {
-            let next = i as u64 + 1;
-            if entry.ino == 0 {
-                // `.` and `..`: the kernel links neither, so they count no reference.
-                let attr = match dir_attr.map_or_else(|| self.attr_of(inode), Ok) {
-                    Ok(attr) => *dir_attr.insert(attr),
-                    Err(_) if sent => break,
-                    Err(e) => return Err(e),
+        let result = self.walk_dir(fh, offset, |dir, entry, next| {
+            if entry.name == "." || entry.name == ".." {
+                // The kernel links neither, so they count no reference; it reads only their
+                // inode number.
+                let attr = match dir_attr {
+                    Some(attr) => attr,
+                    None => *dir_attr.insert(self.attr_of(dir)?),
                 };
-                let dot = DirEntry {
-                    ino: inode.ino,
-                    ..entry.clone()
-                };
-                if add(&dot, &attr, next) {
-                    break;
-                }
-                sent = true;
-                continue;
+                let full = add(&entry, &attr, next);
+                sent |= !full;
+                return Ok(full);
             }
             let found = sys::cstr(&entry.name)
                 .map_err(FsError::from)
-                .and_then(|cname| self.inodes.lookup(inode, &cname));
+                .and_then(|cname| self.inodes.lookup(dir, &cname));
             let (child, st) = match found {
                 Ok(found) => found,
-                Err(FsError(libc::ENOENT)) => continue,
-                Err(_) if sent => break,
+                Err(FsError(libc::ENOENT)) => return Ok(false),
                 Err(e) => return Err(e),
             };
-            let attr = Attr::from_stat(child.ino, &st);
+            let attr = attr(&child, &st);
             let listed = DirEntry {
                 ino: child.ino,
                 kind: attr.kind,
-                name: entry.name.clone(),
+                ..entry
             };
             if add(&listed, &attr, next) {
                 // The reply is full: this entry was not sent, so its reference is not counted.
                 self.inodes.forget(child.ino, 1);
-                break;
+                return Ok(true);
             }
             sent = true;
+            Ok(false)
+        });
+        match result {
+            Err(_) if sent => Ok(()),
+            other => other,
         }
-        Ok(())
     }
 
     /// Closes a directory handle.
@@ -375,29 +390,24 @@ impl CryptFs {
         Ok(sys::access_path(&inode.proc_path()?, mask)?)
     }
 
-    /// The inode whose extended attributes are asked for: not a symlink (its /proc path would
-    /// follow the link; Linux allows no user xattrs on links).
-    fn xattr_inode(&self, ino: u64) -> FsResult<Arc<Inode>> {
-        let inode = self.inodes.get(ino)?;
-        if inode.kind == libc::S_IFLNK {
-            return Err(FsError(libc::EOPNOTSUPP));
-        }
-        Ok(inode)
-    }
-
     /// Value of extended attribute `name` (size 0: only its length).
     pub fn getxattr(&self, ino: u64, name: &OsStr, size: u32) -> FsResult<Vec<u8>> {
-        let inode = self.xattr_inode(ino)?;
+        let inode = self.inodes.get(ino)?;
         if inode.has_no_xattrs() {
             return Err(FsError(libc::ENODATA));
         }
-        let path = inode.proc_path()?;
         let version = inode.xattrs_version();
+        let cname = sys::cstr(name)?;
         let mut buf = vec![0u8; size as usize];
-        let n = match sys::getxattr(&path, &sys::cstr(name)?, &mut buf) {
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {
+        let n = match on_xattrs(&inode, &mut buf[..], |path, link, buf| {
+            sys::getxattr(path, &cname, buf, link)
+        }) {
+            Err(FsError(libc::ENODATA)) => {
                 // Is that because it has none at all? Then later questions need no system call.
-                if sys::listxattr(&path, &mut []).is_ok_and(|len| len == 0) {
+                let none = on_xattrs(&inode, &mut [][..], |path, link, buf| {
+                    sys::listxattr(path, buf, link)
+                });
+                if none.is_ok_and(|len| len == 0) {
                     inode.record_no_xattrs(version);
                 }
                 return Err(FsError(libc::ENODATA));
@@ -411,29 +421,44 @@ impl CryptFs {
         Ok(buf)
     }
 
-    /// Sets extended attribute `name`.
-    pub fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
-        let inode = self.xattr_inode(ino)?;
-        let path = inode.proc_path()?;
+    /// Sets extended attribute `name` for `caller`. Setting a file's access ACL changes its
+    /// mode (the backing filesystem keeps the two in step) and, for a caller outside the file's
+    /// group without `CAP_FSETID`, clears set-group-id, as the kernel does for `chmod`.
+    pub fn setxattr(
+        &self,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        caller: Caller,
+    ) -> FsResult<()> {
+        let inode = self.inodes.get(ino)?;
+        let cname = sys::cstr(name)?;
         inode.xattrs_changed();
-        let result = sys::setxattr(&path, &sys::cstr(name)?, value, flags);
+        let result = on_xattrs(&inode, &mut (), |path, link, _| {
+            sys::setxattr(path, &cname, value, flags, link)
+        });
         inode.xattrs_changed();
-        Ok(result?)
+        result?;
+        if name.as_bytes() == ACL_ACCESS && inode.kind != libc::S_IFLNK {
+            let st = sys::fstat(inode.fd()?.as_fd())?;
+            if st.st_mode & libc::S_ISGID != 0 && !creds::may_keep_sgid(caller, st.st_gid) {
+                sys::chmod_path(&inode.proc_path()?, st.st_mode & 0o7777 & !libc::S_ISGID)?;
+            }
+        }
+        Ok(())
     }
 
     /// The NUL-separated list of extended attribute names (size 0: only its length).
     pub fn listxattr(&self, ino: u64, size: u32) -> FsResult<Vec<u8>> {
-        let inode = match self.xattr_inode(ino) {
-            Ok(inode) => inode,
-            Err(FsError(libc::EOPNOTSUPP)) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
+        let inode = self.inodes.get(ino)?;
         if inode.has_no_xattrs() {
             return Ok(Vec::new());
         }
-        let path = inode.proc_path()?;
         let mut buf = vec![0u8; size as usize];
-        let n = sys::listxattr(&path, &mut buf)?;
+        let n = on_xattrs(&inode, &mut buf[..], |path, link, buf| {
+            sys::listxattr(path, buf, link)
+        })?;
         buf.truncate(n);
         if size == 0 {
             return Ok(vec![0; n]);
@@ -443,12 +468,109 @@ impl CryptFs {
 
     /// Removes extended attribute `name`.
     pub fn removexattr(&self, ino: u64, name: &OsStr) -> FsResult<()> {
-        let inode = self.xattr_inode(ino)?;
+        let inode = self.inodes.get(ino)?;
         if inode.has_no_xattrs() {
             return Err(FsError(libc::ENODATA));
         }
-        Ok(sys::removexattr(&inode.proc_path()?, &sys::cstr(name)?)?)
+        let cname = sys::cstr(name)?;
+        inode.xattrs_changed();
+        let result = on_xattrs(&inode, &mut (), |path, link, _| {
+            sys::removexattr(path, &cname, link)
+        });
+        inode.xattrs_changed();
+        result
     }
+}
+
+/// The name of the access ACL as an extended attribute.
+const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
+
+/// Runs an extended-attribute call on `inode` itself: `call(path, link, state)` on its
+/// `/proc/self/fd` path, or for a symlink (which that path would follow) on the link's current
+/// backing path with `link` set, checked to still be this inode before and after.
+fn on_xattrs<R, S: ?Sized>(
+    inode: &Inode,
+    state: &mut S,
+    call: impl FnOnce(&std::ffi::CStr, bool, &mut S) -> std::io::Result<R>,
+) -> FsResult<R> {
+    if inode.kind != libc::S_IFLNK {
+        return Ok(call(&inode.proc_path()?, false, state)?);
+    }
+    let fd = inode.fd()?;
+    let proc = sys::proc_fd_path(fd.as_fd());
+    let path = std::fs::read_link(OsStr::from_bytes(proc.to_bytes()))?;
+    let path = sys::cstr(path.as_os_str())?;
+    let backing = sys::fstat(fd.as_fd())?;
+    let is_it = || {
+        sys::fstatat(fd.as_fd(), &path, libc::AT_SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| (st.st_dev, st.st_ino) == (backing.st_dev, backing.st_ino))
+    };
+    if !is_it() {
+        // Renamed or removed meanwhile.
+        return Err(FsError(libc::ESTALE));
+    }
+    Ok(call(&path, true, state)?)
+}
+
+/// The attributes of `inode` from its backing `stat`.
+pub(super) fn attr(inode: &Inode, st: &libc::stat) -> Attr {
+    Attr {
+        generation: inode.generation,
+        ..Attr::from_stat(inode.ino, st)
+    }
+}
+
+thread_local! {
+    /// Whether this thread has a umask of its own (see [`with_umask`]); `None` until tried.
+    static OWN_UMASK: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `make`, which creates one node with the mode it is given, under the caller's `umask`,
+/// as the kernel would for a local filesystem: the backing filesystem applies the umask, or, in
+/// a directory with a default ACL, the ACL instead. Each request thread gets a umask of its own
+/// (`unshare(CLONE_FS)`); where that fails, the umask is cleared from `mode` by hand, without
+/// the default-ACL exception.
+pub(super) fn with_umask<R>(
+    umask: u32,
+    mode: u32,
+    make: impl FnOnce(u32) -> std::io::Result<R>,
+) -> FsResult<R> {
+    let own = OWN_UMASK.with(|own| {
+        *own.get().get_or_insert_with(|| match sys::unshare_fs() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("cannot give a request thread its own umask: {e}");
+                false
+            }
+        })
+    });
+    if !own {
+        return Ok(make(mode & !umask)?);
+    }
+    let before = sys::set_umask(umask);
+    let result = make(mode);
+    sys::set_umask(before);
+    Ok(result?)
+}
+
+/// An open directory: the backing directory read with `getdents64`, and its buffer.
+pub struct DirStream {
+    fd: std::os::fd::OwnedFd,
+    buf: Vec<u8>,
+}
+
+/// The kind a `DT_*` type names; `None` for `DT_UNKNOWN` (ask `stat`).
+fn dirent_kind(dt: u8) -> Option<FileKind> {
+    Some(match dt {
+        libc::DT_DIR => FileKind::Directory,
+        libc::DT_LNK => FileKind::Symlink,
+        libc::DT_FIFO => FileKind::Fifo,
+        libc::DT_SOCK => FileKind::Socket,
+        libc::DT_CHR => FileKind::CharDevice,
+        libc::DT_BLK => FileKind::BlockDevice,
+        libc::DT_REG => FileKind::File,
+        _ => return None,
+    })
 }
 
 fn time_spec(t: Option<SetTime>) -> TimeSpec {

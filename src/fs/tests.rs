@@ -8,9 +8,14 @@ use crate::kms::KeyService;
 use crate::kms::embedded::{EmbeddedKms, KdfParams, SystemClock};
 use crate::kms::wire::CreateKeyRequest;
 use std::ffi::OsStr;
+use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-const ME: Caller = Caller { uid: 0, gid: 0 };
+const ME: Caller = Caller {
+    uid: 0,
+    gid: 0,
+    pid: 0,
+};
 
 fn setup() -> (tempfile::TempDir, CryptFs) {
     setup_with(CryptFs::new)
@@ -144,7 +149,7 @@ fn namespace_errors_are_errnos() {
     );
     assert_eq!(fs.read(9999, 0, 1), Err(FsError(libc::EBADF)));
     assert_eq!(
-        fs.fallocate(fh, 0, 10, libc::FALLOC_FL_KEEP_SIZE),
+        fs.fallocate(fh, 0, 4096, libc::FALLOC_FL_COLLAPSE_RANGE, ME),
         Err(FsError(libc::EOPNOTSUPP))
     );
     let dir = fs
@@ -305,7 +310,7 @@ fn a_file_without_xattrs_is_remembered_until_one_is_set() {
     let mut value = vec![0x01, 0x00, 0x00, 0x02];
     value.extend_from_slice(&0x400u32.to_le_bytes());
     value.extend_from_slice(&[0; 12]);
-    fs.setxattr(ino, cap, &value, 0)
+    fs.setxattr(ino, cap, &value, 0, ME)
         .expect("setcap (needs root)");
     assert_eq!(fs.getxattr(ino, cap, 64).expect("the capability"), value);
     assert_eq!(fs.getxattr(ino, acl, 64), Err(FsError(libc::ENODATA)));
@@ -313,7 +318,7 @@ fn a_file_without_xattrs_is_remembered_until_one_is_set() {
         fs.listxattr(ino, 0).expect("list").len(),
         "security.capability\0".len()
     );
-    fs.setxattr(ino, OsStr::new("user.a"), b"1", 0)
+    fs.setxattr(ino, OsStr::new("user.a"), b"1", 0, ME)
         .expect("user.a");
     assert_eq!(
         fs.getxattr(ino, OsStr::new("user.a"), 8).expect("user.a"),
@@ -329,13 +334,14 @@ fn a_file_without_xattrs_is_remembered_until_one_is_set() {
 }
 
 #[test]
-fn a_reused_inode_number_gets_a_node_of_its_own() {
+fn a_reused_inode_number_gets_a_new_generation() {
     use std::os::unix::fs::MetadataExt;
     let budget = 16;
     let (dir, fs) =
         setup_with(|cipher, keys| CryptFs::with_descriptor_budget(cipher, keys, budget));
     let cipher = dir.path().join("cipher");
     let (victim, fh) = create(&fs, "victim");
+    let victim_generation = fs.getattr(victim).expect("getattr").generation;
     fs.write(fh, 0, b"old").expect("write");
     fs.release(fh);
     let victim_backing = std::fs::metadata(cipher.join("victim"))
@@ -357,8 +363,12 @@ fn a_reused_inode_number_gets_a_node_of_its_own() {
         fs.write(fh, 0, b"new").expect("write");
         fs.release(fh);
         if std::fs::metadata(cipher.join(&name)).expect("stat").ino() == victim_backing {
-            assert_ne!(ino, victim, "the new file must not be the old node");
-            assert_eq!(fs.getattr(ino).expect("getattr").size, 3);
+            // The node id is the inode number; the generation tells the kernel it is another
+            // file, so it retires its old node.
+            assert_eq!(ino, victim, "the node id is the backing inode number");
+            let attr = fs.getattr(ino).expect("getattr");
+            assert_ne!(attr.generation, victim_generation, "a new generation");
+            assert_eq!(attr.size, 3);
             let fh = fs.open(ino, libc::O_RDONLY).expect("open");
             assert_eq!(fs.read(fh, 0, 10).expect("read"), b"new");
             fs.release(fh);
@@ -370,6 +380,139 @@ fn a_reused_inode_number_gets_a_node_of_its_own() {
         reused,
         "ext4 did not reuse the inode number within 200 files"
     );
-    // The old node answers an error, never the new file's data.
-    assert!(fs.getattr(victim).is_err());
+}
+
+#[test]
+fn punched_and_zeroed_ranges_read_as_zeros_and_free_whole_blocks() {
+    let (dir, fs) = setup();
+    let (_, fh) = create(&fs, "image");
+    let size = 64 * 4096 + 100;
+    let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8 + 1).collect();
+    fs.write(fh, 0, &data).expect("write");
+    fs.fsync(fh, false).expect("fsync");
+    let backing = dir.path().join("cipher/image");
+    let blocks_before = std::fs::metadata(&backing).expect("stat").blocks();
+    let mut model = data.clone();
+    // A punch from the middle of block 1 to the middle of block 40: two partial blocks
+    // rewritten, 38 whole ones freed.
+    let (from, to) = (4096 + 10, 40 * 4096 + 7);
+    fs.fallocate(fh, from, to - from, PUNCH, ME).expect("punch");
+    model[from as usize..to as usize].fill(0);
+    // Zeroing the tail, the short last block included, and past the end without KEEP_SIZE.
+    let from = 60 * 4096 + 3;
+    fs.fallocate(fh, from, size - from + 5000, libc::FALLOC_FL_ZERO_RANGE, ME)
+        .expect("zero range");
+    model[from as usize..].fill(0);
+    model.resize(size as usize + 5000, 0);
+    let read = fs.read(fh, 0, model.len() as u32 + 10).expect("read");
+    assert_eq!(read.len(), model.len());
+    assert!(read == model, "content after punch and zero range");
+    assert_eq!(
+        fs.getattr(fs_ino(&fs, "image")).expect("getattr").size,
+        model.len() as u64
+    );
+    let blocks_after = std::fs::metadata(&backing).expect("stat").blocks();
+    // 38 cipher blocks punched: at least 34 whole 4 KiB backing blocks freed, even after
+    // the zeroed tail was allocated.
+    assert!(
+        blocks_after + 34 * 8 <= blocks_before,
+        "backing blocks freed: {blocks_before} -> {blocks_after}"
+    );
+    // Every block still authenticates or is a hole: a fresh read through a new handle agrees.
+    let fh2 = fs.open(fs_ino(&fs, "image"), libc::O_RDONLY).expect("open");
+    assert!(fs.read(fh2, 0, model.len() as u32).expect("read") == model);
+    // Holes are where the zeros are: data at 0, a hole from block 2 (block 1 was rewritten
+    // with zeros at its end only), data again at the partial block 40.
+    assert_eq!(fs.seek(fh2, 0, libc::SEEK_DATA), Ok(0));
+    assert_eq!(fs.seek(fh2, 0, libc::SEEK_HOLE), Ok(2 * 4096));
+    assert_eq!(fs.seek(fh2, 2 * 4096, libc::SEEK_DATA), Ok(40 * 4096));
+    assert_eq!(
+        fs.seek(fh2, model.len() as u64, libc::SEEK_DATA),
+        Err(FsError(libc::ENXIO))
+    );
+    fs.release(fh2);
+    fs.release(fh);
+}
+
+const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+
+fn fs_ino(fs: &CryptFs, name: &str) -> u64 {
+    fs.lookup(ROOT_INO, OsStr::new(name)).expect("lookup").ino
+}
+
+#[test]
+fn a_listing_from_offset_zero_sees_the_directory_as_it_is_now() {
+    let (_dir, fs) = setup();
+    for name in ["a", "b", "c"] {
+        let (_, fh) = create(&fs, name);
+        fs.release(fh);
+    }
+    let dh = fs.opendir(ROOT_INO).expect("opendir");
+    let list = |fs: &CryptFs, from: u64| {
+        let mut seen = Vec::new();
+        fs.readdir(dh, from, |e, next| {
+            seen.push((e.name.to_string_lossy().into_owned(), e.ino, next));
+            false
+        })
+        .expect("readdir");
+        seen
+    };
+    let first = list(&fs, 0);
+    let names: Vec<&str> = first.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert!(
+        names.contains(&"a") && !names.contains(&"kmsfs.conf"),
+        "{names:?}"
+    );
+    // Each entry's inode number is the one lookup gives.
+    for (name, ino, _) in &first {
+        if name != "." && name != ".." {
+            assert_eq!(*ino, fs_ino(&fs, name), "{name}");
+        }
+    }
+    // Changed after opendir: a new listing sees it, and a saved position still works.
+    let (_, fh) = create(&fs, "d");
+    fs.release(fh);
+    fs.unlink(ROOT_INO, OsStr::new("a")).expect("unlink");
+    let again: Vec<String> = list(&fs, 0).into_iter().map(|(n, _, _)| n).collect();
+    assert!(again.contains(&"d".to_string()) && !again.contains(&"a".to_string()));
+    let (_, _, after_first) = &first[0];
+    let rest = list(&fs, *after_first);
+    assert_eq!(
+        rest.len() + 1,
+        again.len(),
+        "resuming after the first entry"
+    );
+    fs.releasedir(dh);
+}
+
+#[test]
+fn new_nodes_take_the_callers_umask_only() {
+    let (dir, fs) = setup();
+    let cipher = dir.path().join("cipher");
+    let mode = |name: &str| {
+        std::fs::symlink_metadata(cipher.join(name))
+            .expect("stat")
+            .mode()
+    };
+    let (_, fh) = fs
+        .create(ROOT_INO, OsStr::new("f0"), 0o666, 0, libc::O_RDWR, ME)
+        .expect("create");
+    fs.release(fh);
+    fs.mkdir(ROOT_INO, OsStr::new("d0"), 0o777, 0, ME)
+        .expect("mkdir");
+    fs.mkdir(ROOT_INO, OsStr::new("d27"), 0o777, 0o027, ME)
+        .expect("mkdir");
+    fs.mknod(
+        ROOT_INO,
+        OsStr::new("p"),
+        libc::S_IFIFO | 0o777,
+        0o002,
+        0,
+        ME,
+    )
+    .expect("mknod");
+    assert_eq!(mode("f0") & 0o7777, 0o666);
+    assert_eq!(mode("d0") & 0o7777, 0o777);
+    assert_eq!(mode("d27") & 0o7777, 0o750);
+    assert_eq!(mode("p") & 0o7777, 0o775);
 }
