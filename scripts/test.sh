@@ -7,6 +7,11 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
 command -v getfattr >/dev/null 2>&1 || missing+=(attr)
+# POSIX ACL tools for the conformance test; ext4 tools and losetup/fstrim for the volume test.
+command -v setfacl >/dev/null 2>&1 || missing+=(acl)
+command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+command -v losetup >/dev/null 2>&1 || missing+=(mount)
+command -v fstrim >/dev/null 2>&1 || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq

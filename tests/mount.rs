@@ -522,7 +522,7 @@ fn sparse_files_stay_sparse_and_read_as_zeros() {
 }
 
 #[test]
-fn fallocate_mode_zero_extends_and_other_modes_are_refused() {
+fn fallocate_modes_work_as_on_the_backing_filesystem_and_collapse_is_refused() {
     let env = Env::new();
     env.init();
     let _mount = env.mount();
@@ -540,14 +540,28 @@ fn fallocate_mode_zero_extends_and_other_modes_are_refused() {
     assert_eq!(content.len(), 20000);
     assert_eq!(&content[..3], b"abc");
     assert!(content[3..].iter().all(|&b| b == 0));
-    let out = run(&["-n", "-o", "0", "-l", "90000"]);
-    assert!(!out.status.success(), "keep-size mode is not supported");
+    // Keep size: blocks allocated, size unchanged.
+    assert!(run(&["-n", "-o", "0", "-l", "90000"]).status.success());
+    assert_eq!(fs::metadata(&path).expect("stat").len(), 20000);
+    // Punch a hole and zero a range inside data: those bytes read as zeros, the rest stays.
+    let data = common::pattern(64 * 1024, 7);
+    fs::write(&path, &data).expect("write");
+    assert!(run(&["-p", "-o", "5000", "-l", "20000"]).status.success());
+    assert!(run(&["-z", "-o", "40000", "-l", "30000"]).status.success());
+    let mut expected = data.clone();
+    expected[5000..25000].fill(0);
+    expected[40000..].fill(0);
+    expected.resize(70000, 0);
+    assert!(read_all(&path) == expected, "punched and zeroed ranges");
+    // Collapsing would move sealed blocks: refused, the file unchanged.
+    let out = run(&["-c", "-o", "0", "-l", "4096"]);
+    assert!(!out.status.success(), "collapse range is not supported");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("supported"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(fs::metadata(&path).expect("stat").len(), 20000);
+    assert!(read_all(&path) == expected);
 }
 
 #[test]
