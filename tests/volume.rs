@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Env, MountGuard, pattern};
+use common::{Env, pattern};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
