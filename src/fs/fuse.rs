@@ -176,6 +176,13 @@ impl Filesystem for FuseAdapter {
                 "umask handling by the filesystem",
             ),
             (InitFlags::FUSE_POSIX_ACL, "POSIX ACLs"),
+            // The daemon clears set-user-id and set-group-id itself on write, truncate, chown
+            // and fallocate, with the kernel's rule for the caller (the kernel marks the writes
+            // that need it); and no `security.capability` lookup before every write.
+            (
+                InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+                "set-user-id clearing by the filesystem",
+            ),
             (
                 InitFlags::FUSE_EXPORT_SUPPORT,
                 "file handles across remounts (NFS export)",
@@ -213,7 +220,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -238,7 +245,7 @@ impl Filesystem for FuseAdapter {
             atime: set_time(atime),
             mtime: set_time(mtime),
         };
-        match self.fs.setattr(ino.0, change, fh.map(|f| f.0)) {
+        match self.fs.setattr(ino.0, change, fh.map(|f| f.0), caller(req)) {
             Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
             Err(e) => reply.error(errno(e)),
         }
@@ -382,19 +389,23 @@ impl Filesystem for FuseAdapter {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let _span = tracing::debug_span!("write", ino = ino.0, fh = fh.0, offset, len = data.len())
             .entered();
-        match self.fs.write(fh.0, offset, data) {
+        let mut result = self.fs.write(fh.0, offset, data);
+        if result.is_ok() && write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            result = self.fs.kill_privileges_of(fh.0, caller(req)).and(result);
+        }
+        match result {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(e)),
         }

@@ -376,6 +376,15 @@ impl CryptFs {
         Ok(())
     }
 
+    /// Clears set-user-id and set-group-id of the file open as `fh` after `caller` wrote to
+    /// it, where the kernel's rule says so.
+    pub fn kill_privileges_of(&self, fh: u64, caller: Caller) -> FsResult<()> {
+        match &*self.file_handle(fh)? {
+            Handle::File { inode, .. } => self.kill_privileges(inode, caller),
+            Handle::Dir { .. } => Err(FsError(libc::EISDIR)),
+        }
+    }
+
     /// `copy_file_range(2)`: copies up to `len` plaintext bytes from handle `fh_in` at
     /// `offset_in` to handle `fh_out` at `offset_out`, inside the daemon (no round trip per
     /// chunk); returns the bytes copied, fewer at the source's end.
@@ -399,10 +408,8 @@ impl CryptFs {
             self.write(fh_out, offset_out + copied, &data)?;
             copied += data.len() as u64;
         }
-        if copied > 0
-            && let Handle::File { inode, .. } = &*self.file_handle(fh_out)?
-        {
-            self.kill_privileges(inode, caller)?;
+        if copied > 0 {
+            self.kill_privileges_of(fh_out, caller)?;
         }
         Ok(copied)
     }

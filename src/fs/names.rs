@@ -55,10 +55,29 @@ impl CryptFs {
 
     /// Changes mode, owner, size and times of `ino`; `fh` is the handle the change came
     /// through, if any.
-    pub fn setattr(&self, ino: u64, change: SetAttr, fh: Option<u64>) -> FsResult<Attr> {
+    pub fn setattr(
+        &self,
+        ino: u64,
+        change: SetAttr,
+        fh: Option<u64>,
+        caller: Caller,
+    ) -> FsResult<Attr> {
         let inode = self.inodes.get(ino)?;
         let is_link = inode.kind == libc::S_IFLNK;
         let path = inode.proc_path()?;
+        // A truncate or an owner change of a regular file clears set-user-id and set-group-id
+        // as the kernel decides for the caller (the daemon itself may keep them).
+        let modifies = change.size.is_some() || change.uid.is_some() || change.gid.is_some();
+        let kill = if modifies && inode.is_file() {
+            let st = sys::fstat(inode.fd()?.as_fd())?;
+            let mode = change
+                .mode
+                .map_or(st.st_mode, |m| (st.st_mode & libc::S_IFMT) | m);
+            creds::mode_after_modification(caller, mode, st.st_gid)
+                .map(|after| mode & 0o7777 & !after)
+        } else {
+            None
+        };
         if let Some(mode) = change.mode {
             if is_link {
                 return Err(FsError(libc::EOPNOTSUPP));
@@ -74,6 +93,12 @@ impl CryptFs {
         }
         if let Some(size) = change.size {
             self.truncate(&inode, size, fh)?;
+        }
+        if let Some(killed) = kill.filter(|bits| *bits != 0) {
+            let st = sys::fstat(inode.fd()?.as_fd())?;
+            if st.st_mode & killed != 0 {
+                sys::chmod_path(&path, st.st_mode & 0o7777 & !killed)?;
+            }
         }
         if change.atime.is_some() || change.mtime.is_some() {
             // On the inode itself: a symlink's own times, never its target's.

@@ -84,6 +84,7 @@ fn write_read_truncate_without_a_mount() {
             ..SetAttr::default()
         },
         Some(fh),
+        ME,
     )
     .expect("shrink");
     assert_eq!(fs.read(fh, 4090, 100).expect("read").len(), 7);
@@ -94,6 +95,7 @@ fn write_read_truncate_without_a_mount() {
             ..SetAttr::default()
         },
         None,
+        ME,
     )
     .expect("empty");
     assert_eq!(fs.getattr(ino).expect("attr").size, 0);
