@@ -1,9 +1,10 @@
 //! The driver side: runs each scenario's phases in both trees as child processes under
 //! `setpriv`, takes the snapshots, and compares what the two trees answered.
 
+use super::lang::Op;
 use super::lang::{Phase, Run, Scenario};
 use super::parse;
-use super::run::describe;
+use super::run::{changed_times, describe, times_of};
 use super::sys::{self, c};
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::DirEntryExt;
@@ -80,6 +81,18 @@ fn mkdir_owned(path: &Path, mode: u32, uid: u32) -> Result<(), String> {
     sys::chmod(&p, mode, 0).map_err(|e| format!("chmod {}: {e}", path.display()))?;
     sys::chown(&p, uid, uid, 0).map_err(|e| format!("chown {}: {e}", path.display()))?;
     Ok(())
+}
+
+/// Whether `sc` drops the kernel's caches, which disturbs the times of scenarios running
+/// beside it: such scenarios run alone.
+pub fn drops_caches(sc: &Scenario) -> bool {
+    parse::parse(&sc.script).is_ok_and(|script| {
+        script.phases.iter().any(|p| {
+            p.steps
+                .iter()
+                .any(|s| matches!(s.op, Op::DropCaches { .. }))
+        })
+    })
 }
 
 /// Runs `sc` as `run` in both trees; the differences.
@@ -257,14 +270,6 @@ fn walk(dir: &Path) -> Vec<(String, PathBuf, bool)> {
     found
 }
 
-fn times_of(st: &libc::stat) -> [(i64, i64); 3] {
-    [
-        (st.st_atime, st.st_atime_nsec),
-        (st.st_mtime, st.st_mtime_nsec),
-        (st.st_ctime, st.st_ctime_nsec),
-    ]
-}
-
 /// Sets every entry's atime and mtime to [`OLD_TIME`] and records all three times.
 fn baseline(dir: &Path) -> HashMap<String, [(i64, i64); 3]> {
     let old = libc::timespec {
@@ -294,13 +299,7 @@ fn final_state(dir: &Path, before: &HashMap<String, [(i64, i64); 3]>) -> Vec<Obs
     for (rel, old) in before {
         let p = c(&dir.join(rel).to_string_lossy());
         if let Ok(st) = sys::stat(-1, Some(&p), libc::AT_SYMLINK_NOFOLLOW) {
-            let now = times_of(&st);
-            let flags: String = ['a', 'm', 'c']
-                .iter()
-                .zip(now.iter().zip(old.iter()))
-                .map(|(&ch, (n, o))| if n != o { ch } else { '-' })
-                .collect();
-            changed.insert(rel.clone(), flags);
+            changed.insert(rel.clone(), changed_times(old, &times_of(&st)));
         }
     }
     walk(dir)

@@ -43,7 +43,7 @@
 //! | `opendir#N PATH`, `readdir#N COUNT`, `telldir#N`, `seekdir#N`, `rewinddir#N`, `readrest#N`, `closedir#N` | the directory stream calls; readrest reads to the end and says which names were missed or seen twice |
 //! | `names PATH` | the sorted names of a fresh listing |
 //! | `inos PATH` | every entry's d_ino equals its st_ino, also when re-read after seekdir |
-//! | `dropcaches` | writes 2 to /proc/sys/vm/drop_caches: the kernel forgets unused dentries and inodes |
+//! | `dropcaches [PATH...]` | writes 2 to /proc/sys/vm/drop_caches (the kernel forgets unused dentries and inodes); says which times of each PATH moved across it. Scenarios with it run alone |
 
 use super::acl::AclEntry;
 
@@ -423,7 +423,9 @@ pub enum Op {
     Inos {
         path: String,
     },
-    DropCaches,
+    DropCaches {
+        paths: Vec<String>,
+    },
 }
 
 /// One step: its text (for reports) and what it does.

@@ -337,7 +337,9 @@ fn parse_op(text: &str) -> Result<Op, String> {
         "closedir" => Op::Closedir { slot },
         "names" => Op::Names { path: s(0)? },
         "inos" => Op::Inos { path: s(0)? },
-        "dropcaches" => Op::DropCaches,
+        "dropcaches" => Op::DropCaches {
+            paths: a.iter().map(|p| p.to_string()).collect(),
+        },
         v => return Err(format!("unknown verb `{v}`")),
     };
     Ok(op)

@@ -20,7 +20,7 @@ pub struct Child {
 pub fn ok(r: Res) -> String {
     match r {
         Ok(_) => "ok".to_string(),
-        Err(e) => format!("err {}", errno_name(e)),
+        Err(e) => err(e),
     }
 }
 
@@ -65,6 +65,33 @@ pub fn describe(st: &libc::stat) -> String {
         st.st_nlink,
         st.st_size
     )
+}
+
+/// atime, mtime and ctime, to the nanosecond.
+pub fn times_of(st: &libc::stat) -> [(i64, i64); 3] {
+    [
+        (st.st_atime, st.st_atime_nsec),
+        (st.st_mtime, st.st_mtime_nsec),
+        (st.st_ctime, st.st_ctime_nsec),
+    ]
+}
+
+/// Which of two sets of times differ: `amc`, with `-` for each that did not.
+pub fn changed_times(old: &[(i64, i64); 3], new: &[(i64, i64); 3]) -> String {
+    ['a', 'm', 'c']
+        .iter()
+        .zip(old.iter().zip(new))
+        .map(|(&ch, (o, n))| if o != n { ch } else { '-' })
+        .collect()
+}
+
+/// The `*at()` flags: AT_SYMLINK_NOFOLLOW or nothing.
+fn at_flags(nofollow: bool) -> i32 {
+    if nofollow {
+        libc::AT_SYMLINK_NOFOLLOW
+    } else {
+        0
+    }
 }
 
 fn timespec(t: Time) -> libc::timespec {
@@ -154,11 +181,7 @@ impl Child {
                 mode,
                 nofollow,
             } => {
-                let flags = if *nofollow {
-                    libc::AT_SYMLINK_NOFOLLOW
-                } else {
-                    0
-                };
+                let flags = at_flags(*nofollow);
                 ok(sys::chmod(&self.p(path), *mode, flags))
             }
             Op::Fchmod { slot, mode } => ok(sys::fchmod(self.fd(*slot), *mode)),
@@ -168,11 +191,7 @@ impl Child {
                 gid,
                 nofollow,
             } => {
-                let flags = if *nofollow {
-                    libc::AT_SYMLINK_NOFOLLOW
-                } else {
-                    0
-                };
+                let flags = at_flags(*nofollow);
                 ok(sys::chown(
                     &self.p(path),
                     uid.resolve(run),
@@ -193,11 +212,7 @@ impl Child {
                 nofollow,
             } => {
                 let times = [timespec(*atime), timespec(*mtime)];
-                let flags = if *nofollow {
-                    libc::AT_SYMLINK_NOFOLLOW
-                } else {
-                    0
-                };
+                let flags = at_flags(*nofollow);
                 let path = path.as_deref().map(|p| self.p(p));
                 ok(sys::utimens(self.fd(*slot), path.as_deref(), times, flags))
             }
@@ -221,7 +236,7 @@ impl Child {
                 Ok(n) => format!("ok {n}"),
                 Err(e) => err(e),
             },
-            Op::Holes { slot } => self.holes(self.fd(*slot)),
+            Op::Holes { slot } => holes(self.fd(*slot)),
             Op::CopyRange { from, to, len } => {
                 match sys::copy_file_range(self.fd(*from), self.fd(*to), *len) {
                     Ok(n) => format!("ok {n}"),
@@ -233,11 +248,7 @@ impl Child {
                 slot,
                 nofollow,
             } => {
-                let flags = if *nofollow {
-                    libc::AT_SYMLINK_NOFOLLOW
-                } else {
-                    0
-                };
+                let flags = at_flags(*nofollow);
                 let path = path.as_deref().map(|p| self.p(p));
                 match sys::stat(self.fd(*slot), path.as_deref(), flags) {
                     Ok(st) => format!("ok {}", describe(&st)),
@@ -318,71 +329,26 @@ impl Child {
             Op::Closedir { slot } => self.dirs.closedir(*slot),
             Op::Names { path } => streams::names(&expand(path, &self.out)),
             Op::Inos { path } => streams::inos(&expand(path, &self.out)),
-            Op::DropCaches => match std::fs::write("/proc/sys/vm/drop_caches", "2") {
-                Ok(()) => "ok".into(),
-                Err(e) => err(e.raw_os_error().unwrap_or(libc::EIO)),
-            },
-        }
-    }
-
-    /// Walks the descriptor's data regions with SEEK_DATA/SEEK_HOLE. Answers what POSIX
-    /// guarantees (no data byte inside a reported hole; SEEK_DATA and SEEK_HOLE at EOF are
-    /// ENXIO) and the regions rounded out to 64 KiB, which hides a coarser hole granularity.
-    fn holes(&self, fd: i32) -> String {
-        const GRAIN: i64 = 64 << 10;
-        let size = match sys::stat(fd, None, 0) {
-            Ok(st) => st.st_size,
-            Err(e) => return err(e),
-        };
-        let mut regions: Vec<(i64, i64)> = Vec::new();
-        let mut off = 0;
-        while off < size {
-            let data = match sys::lseek(fd, off, libc::SEEK_DATA) {
-                Ok(d) => d,
-                Err(libc::ENXIO) => break,
-                Err(e) => return format!("SEEK_DATA at {off}: {}", err(e)),
-            };
-            let hole = match sys::lseek(fd, data, libc::SEEK_HOLE) {
-                Ok(h) => h,
-                Err(e) => return format!("SEEK_HOLE at {data}: {}", err(e)),
-            };
-            if hole <= data {
-                return format!("SEEK_HOLE at {data} answered {hole}");
-            }
-            regions.push((data, hole));
-            off = hole;
-        }
-        let content = match sys::read(fd, Some(0), size as usize) {
-            Ok(c) => c,
-            Err(e) => return err(e),
-        };
-        let in_region = |i: i64| regions.iter().any(|&(s, e)| s <= i && i < e);
-        let hidden = content
-            .iter()
-            .enumerate()
-            .filter(|&(i, &b)| b != 0 && !in_region(i as i64))
-            .count();
-        let mut rounded: Vec<(i64, i64)> = Vec::new();
-        for &(s, e) in &regions {
-            let (s, e) = (
-                s / GRAIN * GRAIN,
-                ((e + GRAIN - 1) / GRAIN * GRAIN).min(size),
-            );
-            match rounded.last_mut() {
-                Some(last) if last.1 >= s => last.1 = last.1.max(e),
-                _ => rounded.push((s, e)),
+            Op::DropCaches { paths } => {
+                let paths: Vec<_> = paths.iter().map(|p| self.p(p)).collect();
+                let times = |p: &std::ffi::CString| {
+                    sys::stat(-1, Some(p), libc::AT_SYMLINK_NOFOLLOW).map(|st| times_of(&st))
+                };
+                let before: Vec<_> = paths.iter().map(times).collect();
+                if let Err(e) = std::fs::write("/proc/sys/vm/drop_caches", "2") {
+                    return err(e.raw_os_error().unwrap_or(libc::EIO));
+                }
+                let moved: Vec<String> = paths
+                    .iter()
+                    .zip(before)
+                    .map(|(p, old)| match (old, times(p)) {
+                        (Ok(old), Ok(new)) => format!(" moved={}", changed_times(&old, &new)),
+                        (_, Err(e)) | (Err(e), _) => format!(" {}", err(e)),
+                    })
+                    .collect();
+                format!("ok{}", moved.concat())
             }
         }
-        let shown: Vec<String> = rounded
-            .iter()
-            .map(|(s, e)| format!("{}K..{}K", s >> 10, e >> 10))
-            .collect();
-        format!(
-            "ok data-in-holes={hidden} regions=[{}] data@eof={} hole@eof={}",
-            shown.join(","),
-            ok(sys::lseek(fd, size, libc::SEEK_DATA)),
-            ok(sys::lseek(fd, size, libc::SEEK_HOLE)),
-        )
     }
 }
 
@@ -392,4 +358,64 @@ fn acl_name(default: bool) -> &'static str {
     } else {
         "system.posix_acl_access"
     }
+}
+
+/// Walks the descriptor's data regions with SEEK_DATA/SEEK_HOLE. Answers what POSIX
+/// guarantees (no data byte inside a reported hole; SEEK_DATA and SEEK_HOLE at EOF are
+/// ENXIO) and the regions rounded out to 64 KiB, which hides a coarser hole granularity.
+fn holes(fd: i32) -> String {
+    const GRAIN: i64 = 64 << 10;
+    let size = match sys::stat(fd, None, 0) {
+        Ok(st) => st.st_size,
+        Err(e) => return err(e),
+    };
+    let mut regions: Vec<(i64, i64)> = Vec::new();
+    let mut off = 0;
+    while off < size {
+        let data = match sys::lseek(fd, off, libc::SEEK_DATA) {
+            Ok(d) => d,
+            Err(libc::ENXIO) => break,
+            Err(e) => return format!("SEEK_DATA at {off}: {}", err(e)),
+        };
+        let hole = match sys::lseek(fd, data, libc::SEEK_HOLE) {
+            Ok(h) => h,
+            Err(e) => return format!("SEEK_HOLE at {data}: {}", err(e)),
+        };
+        if hole <= data {
+            return format!("SEEK_HOLE at {data} answered {hole}");
+        }
+        regions.push((data, hole));
+        off = hole;
+    }
+    let content = match sys::read(fd, Some(0), size as usize) {
+        Ok(c) => c,
+        Err(e) => return err(e),
+    };
+    let in_region = |i: i64| regions.iter().any(|&(s, e)| s <= i && i < e);
+    let hidden = content
+        .iter()
+        .enumerate()
+        .filter(|&(i, &b)| b != 0 && !in_region(i as i64))
+        .count();
+    let mut rounded: Vec<(i64, i64)> = Vec::new();
+    for &(s, e) in &regions {
+        let (s, e) = (
+            s / GRAIN * GRAIN,
+            ((e + GRAIN - 1) / GRAIN * GRAIN).min(size),
+        );
+        match rounded.last_mut() {
+            Some(last) if last.1 >= s => last.1 = last.1.max(e),
+            _ => rounded.push((s, e)),
+        }
+    }
+    let shown: Vec<String> = rounded
+        .iter()
+        .map(|(s, e)| format!("{}K..{}K", s >> 10, e >> 10))
+        .collect();
+    format!(
+        "ok data-in-holes={hidden} regions=[{}] data@eof={} hole@eof={}",
+        shown.join(","),
+        ok(sys::lseek(fd, size, libc::SEEK_DATA)),
+        ok(sys::lseek(fd, size, libc::SEEK_HOLE)),
+    )
 }

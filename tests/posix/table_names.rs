@@ -47,7 +47,7 @@ pub fn renames_and_links() -> Vec<Scenario> {
         both("link/unlinked-open-file", "open f rw,creat 0644; write abc; unlink f; fstat; pread 0 10; close"),
         both("link/across-dirs", "mkdir p 0755; touch f; tick; link f p/f; stat p/f; stat f"),
         both("link/into-unwritable-dir", "@root mkdir ro 0755; @me touch f; link f ro/f"),
-        both("link/write-through-the-other-name", "touch f; link f g; tick; open g w; write xyz; close; open f r; read 10; close"),
+        both("link/write-through-the-other-name", "touch f; link f g; tick; open g w; write xyz; close; stat f"),
         both("link/out-of-the-tree-exdev", "touch f; link f {out}/f"),
         both("link/rename-one-name-keeps-count", "touch f; link f g; tick; rename g h; stat f; stat h"),
     ]
