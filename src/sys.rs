@@ -738,3 +738,16 @@ pub fn mount_setattr(path: &Path, set: u64, clear: u64) -> io::Result<()> {
     })
     .map(drop)
 }
+
+/// Sets or clears `O_NOATIME` on an open file description (`fcntl(F_SETFL)`).
+pub fn set_noatime(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFL takes no argument and touches no memory.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    let flags = if on {
+        flags | libc::O_NOATIME
+    } else {
+        flags & !libc::O_NOATIME
+    };
+    // SAFETY: F_SETFL takes an integer of flags.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) }).map(drop)
+}

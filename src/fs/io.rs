@@ -11,6 +11,7 @@ use crate::sys;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 
 /// An open handle.
@@ -23,6 +24,10 @@ pub enum Handle {
         file: File,
         /// State shared with the file's other handles.
         state: Arc<FileState>,
+        /// The backing file is open `O_NOATIME` until the first read the caller asks for, so
+        /// that the daemon's own reads (the header at open, blocks it rewrites) never move the
+        /// access time; the caller's reads then do, by the backing filesystem's rule.
+        quiet_until_read: AtomicBool,
     },
     /// An open directory.
     Dir {
@@ -44,7 +49,28 @@ fn backing_flags(flags: i32) -> i32 {
         // Partial blocks need read-modify-write, so a writer also reads.
         libc::O_RDWR
     };
-    access | (flags & KEPT_FLAGS)
+    access | (flags & KEPT_FLAGS) | libc::O_NOATIME
+}
+
+/// Moves the access time of backing file `file` (open `O_NOATIME`) as a read would, by the
+/// backing filesystem's rule (`relatime`, ...), with a one-byte read of the header.
+fn touch_access_time(file: &File) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    sys::set_noatime(file.as_fd(), false)?;
+    let read = file.read_at(&mut [0u8; 1], 0);
+    sys::set_noatime(file.as_fd(), true)?;
+    read.map(drop)
+}
+
+/// Opens a backing file by its `/proc` path with `flags`; without `O_NOATIME` where it is not
+/// allowed (a file of another user, for a daemon that is not root).
+fn open_backing(path: &std::ffi::CStr, flags: i32) -> FsResult<File> {
+    match sys::open_path(path, flags, 0) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && flags & libc::O_NOATIME != 0 => Ok(
+            File::from(sys::open_path(path, flags & !libc::O_NOATIME, 0)?),
+        ),
+        result => Ok(File::from(result?)),
+    }
 }
 
 impl CryptFs {
@@ -115,7 +141,19 @@ impl CryptFs {
             }
             self.load_cipher(&inode, &file, &mut cipher)?;
         }
-        Ok(self.add_handle(Handle::File { inode, file, state }))
+        let quiet = flags & libc::O_NOATIME == 0;
+        if quiet && flags & libc::O_ACCMODE != libc::O_WRONLY && flags & libc::O_TRUNC == 0 {
+            // Opening to read counts as reading, for the access time: reads the kernel serves
+            // from its page cache never reach the daemon, and a file opened to be read is
+            // read. Best effort: a failure only leaves the access time where it is.
+            let _ = touch_access_time(&file);
+        }
+        Ok(self.add_handle(Handle::File {
+            inode,
+            file,
+            state,
+            quiet_until_read: AtomicBool::new(quiet),
+        }))
     }
 
     /// Opens regular file `ino` with open(2) `flags`; unwraps its DEK (cache, else KMS).
@@ -124,8 +162,8 @@ impl CryptFs {
         if !inode.is_file() {
             return Err(FsError(libc::EINVAL));
         }
-        let fd = sys::open_path(&inode.proc_path()?, backing_flags(flags), 0)?;
-        self.open_inode(inode, File::from(fd), flags)
+        let file = open_backing(&inode.proc_path()?, backing_flags(flags))?;
+        self.open_inode(inode, file, flags)
     }
 
     /// Creates and opens regular file `name` in `parent`.
@@ -175,9 +213,19 @@ impl CryptFs {
         f: impl FnOnce(&[u8]) -> R,
     ) -> FsResult<R> {
         let handle = self.file_handle(fh)?;
-        let Handle::File { inode, file, state } = &*handle else {
+        let Handle::File {
+            inode,
+            file,
+            state,
+            quiet_until_read,
+        } = &*handle
+        else {
             return Err(FsError(libc::EBADF));
         };
+        if quiet_until_read.swap(false, Ordering::Relaxed) {
+            // Best effort: a failure only leaves the access time where it is.
+            let _ = sys::set_noatime(file.as_fd(), false);
+        }
         loop {
             let guard = state.cipher.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(cipher) = &*guard {
@@ -200,7 +248,10 @@ impl CryptFs {
     /// block-aligned write is sealed before the file's lock is taken.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let handle = self.file_handle(fh)?;
-        let Handle::File { inode, file, state } = &*handle else {
+        let Handle::File {
+            inode, file, state, ..
+        } = &*handle
+        else {
             return Err(FsError(libc::EBADF));
         };
         let aligned = offset.is_multiple_of(BLOCK_PLAIN_LEN)
@@ -273,7 +324,7 @@ impl CryptFs {
                 }
             }
             None => {
-                opened = File::from(sys::open_path(&inode.proc_path()?, libc::O_RDWR, 0)?);
+                opened = open_backing(&inode.proc_path()?, libc::O_RDWR | libc::O_NOATIME)?;
                 (&opened, inode.file_state())
             }
         };
@@ -315,7 +366,10 @@ impl CryptFs {
             return Err(FsError(libc::EOPNOTSUPP));
         }
         let handle = self.file_handle(fh)?;
-        let Handle::File { inode, file, state } = &*handle else {
+        let Handle::File {
+            inode, file, state, ..
+        } = &*handle
+        else {
             return Err(FsError(libc::EBADF));
         };
         let end = offset.checked_add(length).ok_or(FsError(libc::EFBIG))?;
@@ -419,7 +473,10 @@ impl CryptFs {
     /// block is all zeros, never a hole where there is data. ENXIO at or past the end.
     pub fn seek(&self, fh: u64, offset: u64, whence: i32) -> FsResult<u64> {
         let handle = self.file_handle(fh)?;
-        let Handle::File { inode, file, state } = &*handle else {
+        let Handle::File {
+            inode, file, state, ..
+        } = &*handle
+        else {
             return Err(FsError(libc::EBADF));
         };
         let _shared = state.cipher.read().unwrap_or_else(PoisonError::into_inner);

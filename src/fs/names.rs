@@ -128,7 +128,14 @@ impl CryptFs {
         } else {
             caller.gid
         };
-        sys::chown_fd(inode.fd()?.as_fd(), caller.uid, gid)?;
+        let fd = inode.fd()?;
+        let made = sys::fstat(fd.as_fd())?;
+        sys::chown_fd(fd.as_fd(), caller.uid, gid)?;
+        // A chown clears set-user-id (and group-executable set-group-id): give back the mode
+        // the node was made with, which the kernel already checked for the caller.
+        if made.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 && inode.kind != libc::S_IFLNK {
+            sys::chmod_path(&inode.proc_path()?, made.st_mode & 0o7777)?;
+        }
         Ok(())
     }
 
@@ -341,10 +348,14 @@ impl CryptFs {
         let result = self.walk_dir(fh, offset, |dir, entry, next| {
             if entry.name == "." || entry.name == ".." {
                 // The kernel links neither, so they count no reference; it reads only their
-                // inode number.
+                // inode number (from the attributes).
                 let attr = match dir_attr {
                     Some(attr) => attr,
                     None => *dir_attr.insert(self.attr_of(dir)?),
+                };
+                let attr = Attr {
+                    ino: entry.ino,
+                    ..attr
                 };
                 let full = add(&entry, &attr, next);
                 sent |= !full;

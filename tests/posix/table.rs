@@ -5,7 +5,7 @@
 //! a step says otherwise, in ext4 and in kmsfs; the answers and the final state must agree.
 //! Known kmsfs bugs are NOT marked: their scenarios expect ext4's behaviour and fail until fixed.
 
-use super::lang::{Scenario, both, root, user};
+use super::lang::{NO_TMPFILE, OPEN_IS_A_READ, Scenario, both, root, user};
 
 /// Every scenario, in report order.
 pub fn all() -> Vec<Scenario> {
@@ -48,10 +48,15 @@ fn creation() -> Vec<Scenario> {
     let mut list = Vec::new();
     for umask in ["000", "022", "077", "027"] {
         for (kind, script) in kinds {
-            list.push(both(
+            let sc = both(
                 format!("create/umask{umask}/{kind}"),
                 format!("umask {umask}; {script}"),
-            ));
+            );
+            list.push(if kind.starts_with("tmpfile") {
+                sc.intended(NO_TMPFILE)
+            } else {
+                sc
+            });
         }
     }
     list.push(root("create/mknod-char-device", "mknod c chr 0644; lstat c"));
@@ -104,7 +109,7 @@ fn attributes() -> Vec<Scenario> {
         both("attr/futimes-explicit-and-omit", "touch f; tick; open f w; futimes 5000 omit; close"),
         both("attr/chmod-by-non-owner", format!("{others_file}; @me chmod f 0777; stat f")),
         both("attr/fchmod", "touch f; tick; open f w; fchmod 0400; fstat; close"),
-        both("attr/fchown-to-own-group", "touch f; tick; @me+g open f r; fchown -1 g; fstat; close"),
+        both("attr/fchown-to-own-group", "touch f; tick; @me+g open f r; fchown -1 g; fstat; close").atime_differs(OPEN_IS_A_READ),
         both("attr/chown-to-foreign-group", "touch f; tick; chown f -1 g; stat f"),
         both("attr/chown-to-self-keeps-owner", "touch f; tick; chown f me -1; stat f"),
         both("attr/chown-noop-by-non-owner", format!("{others_file}; @me chown f -1 -1; stat f")),
@@ -124,7 +129,7 @@ fn setid() -> Vec<Scenario> {
         both("setid/write-by-non-owner", format!("{f}; @me open f w; write abc; close; stat f")),
         both("setid/write-by-group-member", format!("{f}; @me+g open f w; write abc; close; stat f")),
         both("setid/write-by-owner", format!("{mine}; @me open f w; write abc; close; stat f")),
-        both("setid/pwrite-by-owner", format!("{mine}; @me open f rw; pwrite 100 abc; close; stat f")),
+        both("setid/pwrite-by-owner", format!("{mine}; @me open f rw; pwrite 100 abc; close; stat f")).atime_differs(OPEN_IS_A_READ),
         both("setid/truncate", format!("{f}; @me truncate f 1; stat f")),
         both("setid/ftruncate", format!("{f}; @me open f w; ftruncate 2; close; stat f")),
         both("setid/open-trunc", format!("{f}; @root open f w; write abc; close; @me open f w,trunc; close; stat f")),
@@ -159,7 +164,7 @@ fn setgid_dirs() -> Vec<Scenario> {
         both("setgid-dir/file-02777-by-member", format!("{sg}; @me+g open sg/f w,creat 02777; close; stat sg/f")),
         both("setgid-dir/fifo-and-socket", format!("{sg}; @me mkfifo sg/p 0644; bind sg/s")),
         both("setgid-dir/symlink", format!("{sg}; @me symlink t sg/l; lstat sg/l")),
-        both("setgid-dir/tmpfile", format!("{sg}; @me open sg rw,tmpfile 0640; linkfd sg/t; close")),
+        both("setgid-dir/tmpfile", format!("{sg}; @me open sg rw,tmpfile 0640; linkfd sg/t; close")).intended(NO_TMPFILE),
         both("setgid-dir/rename-in-keeps-group", format!("{sg}; @me touch f; rename f sg/f; stat sg/f")),
         both("setgid-dir/link-in-keeps-group", format!("{sg}; @me touch f; link f sg/f; stat sg/f")),
         both("setgid-dir/chmod-by-non-member-drops-bit", "@root mkdir d 0755; chown d me g; @me chmod d 02775; stat d"),
