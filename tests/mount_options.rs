@@ -11,7 +11,7 @@ fn mount_flags(path: &std::path::Path) -> Vec<String> {
         .expect("mountinfo")
         .lines()
         .map(|line| line.split(' ').collect::<Vec<_>>())
-        .filter(|f| f.get(4).map(|p| std::path::Path::new(p)) == Some(target.as_path()))
+        .filter(|f| f.get(4).map(std::path::Path::new) == Some(target.as_path()))
         .filter_map(|f| f.get(5).map(|o| o.split(',').map(str::to_string).collect()))
         .next_back()
         .expect("the mount is listed")
