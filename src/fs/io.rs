@@ -17,18 +17,7 @@ use std::sync::{Arc, PoisonError};
 /// An open handle.
 pub enum Handle {
     /// An open regular file.
-    File {
-        /// Its inode (keeps the node alive while open).
-        inode: Arc<Inode>,
-        /// The backing file, opened read-write whenever the handle may write.
-        file: File,
-        /// State shared with the file's other handles.
-        state: Arc<FileState>,
-        /// The backing file is open `O_NOATIME` until the first read the caller asks for, so
-        /// that the daemon's own reads (the header at open, blocks it rewrites) never move the
-        /// access time; the caller's reads then do, by the backing filesystem's rule.
-        quiet_until_read: AtomicBool,
-    },
+    File(OpenFile),
     /// An open directory.
     Dir {
         /// Its inode.
@@ -36,6 +25,30 @@ pub enum Handle {
         /// The backing directory, read at each `readdir`.
         stream: std::sync::Mutex<super::names::DirStream>,
     },
+}
+
+/// An open regular file.
+pub struct OpenFile {
+    /// Its inode (keeps the node alive while open).
+    inode: Arc<Inode>,
+    /// The backing file, opened read-write whenever the handle may write.
+    file: File,
+    /// State shared with the file's other handles.
+    state: Arc<FileState>,
+    /// The backing file is open `O_NOATIME` until the first read the caller asks for, so that
+    /// the daemon's own reads (the header, blocks it rewrites) never move the access time; the
+    /// caller's reads then do, by the backing filesystem's rule.
+    quiet_until_read: AtomicBool,
+}
+
+impl Handle {
+    /// The open regular file; EISDIR for a directory.
+    fn as_file(&self) -> FsResult<&OpenFile> {
+        match self {
+            Handle::File(open) => Ok(open),
+            Handle::Dir { .. } => Err(FsError(libc::EISDIR)),
+        }
+    }
 }
 
 /// Flags the backing open keeps: the rest (`O_APPEND`, `O_TRUNC`, `O_DIRECT`, ...) are the
@@ -148,12 +161,12 @@ impl CryptFs {
             // read. Best effort: a failure only leaves the access time where it is.
             let _ = touch_access_time(&file);
         }
-        Ok(self.add_handle(Handle::File {
+        Ok(self.add_handle(Handle::File(OpenFile {
             inode,
             file,
             state,
             quiet_until_read: AtomicBool::new(quiet),
-        }))
+        })))
     }
 
     /// Opens regular file `ino` with open(2) `flags`; unwraps its DEK (cache, else KMS).
@@ -190,14 +203,6 @@ impl CryptFs {
         Ok((attr, fh))
     }
 
-    fn file_handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
-        let handle = self.handle(fh)?;
-        match &*handle {
-            Handle::File { .. } => Ok(handle),
-            Handle::Dir { .. } => Err(FsError(libc::EISDIR)),
-        }
-    }
-
     /// Reads up to `size` bytes at `offset`.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         self.read_with(fh, offset, size, <[u8]>::to_vec)
@@ -212,16 +217,13 @@ impl CryptFs {
         size: u32,
         f: impl FnOnce(&[u8]) -> R,
     ) -> FsResult<R> {
-        let handle = self.file_handle(fh)?;
-        let Handle::File {
+        let handle = self.handle(fh)?;
+        let OpenFile {
             inode,
             file,
             state,
             quiet_until_read,
-        } = &*handle
-        else {
-            return Err(FsError(libc::EBADF));
-        };
+        } = handle.as_file()?;
         if quiet_until_read.swap(false, Ordering::Relaxed) {
             // Best effort: a failure only leaves the access time where it is.
             let _ = sys::set_noatime(file.as_fd(), false);
@@ -247,13 +249,10 @@ impl CryptFs {
     /// Writes `data` at `offset`; creates the file's DEK and header on its first write. A
     /// block-aligned write is sealed before the file's lock is taken.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
-        let handle = self.file_handle(fh)?;
-        let Handle::File {
+        let handle = self.handle(fh)?;
+        let OpenFile {
             inode, file, state, ..
-        } = &*handle
-        else {
-            return Err(FsError(libc::EBADF));
-        };
+        } = handle.as_file()?;
         let aligned = offset.is_multiple_of(BLOCK_PLAIN_LEN)
             && (data.len() as u64).is_multiple_of(BLOCK_PLAIN_LEN);
         content::with_buffer(|buf| {
@@ -315,13 +314,11 @@ impl CryptFs {
         }
         let opened;
         let handle;
-        let (file, state) = match fh.map(|fh| self.file_handle(fh)).transpose()? {
+        let (file, state) = match fh.map(|fh| self.handle(fh)).transpose()? {
             Some(h) => {
                 handle = h;
-                match &*handle {
-                    Handle::File { file, state, .. } => (file, state.clone()),
-                    Handle::Dir { .. } => return Err(FsError(libc::EISDIR)),
-                }
+                let open = handle.as_file()?;
+                (&open.file, open.state.clone())
             }
             None => {
                 opened = open_backing(&inode.proc_path()?, libc::O_RDWR | libc::O_NOATIME)?;
@@ -365,13 +362,10 @@ impl CryptFs {
         if ![0, KEEP, PUNCH, ZERO, ZERO_KEEP].contains(&mode) {
             return Err(FsError(libc::EOPNOTSUPP));
         }
-        let handle = self.file_handle(fh)?;
-        let Handle::File {
+        let handle = self.handle(fh)?;
+        let OpenFile {
             inode, file, state, ..
-        } = &*handle
-        else {
-            return Err(FsError(libc::EBADF));
-        };
+        } = handle.as_file()?;
         let end = offset.checked_add(length).ok_or(FsError(libc::EFBIG))?;
         let mut slot = state.cipher.write().unwrap_or_else(PoisonError::into_inner);
         let plain = content::plain_len(file).map_err(|e| self.content_error(inode, state, e))?;
@@ -433,10 +427,7 @@ impl CryptFs {
     /// Clears set-user-id and set-group-id of the file open as `fh` after `caller` wrote to
     /// it, where the kernel's rule says so.
     pub fn kill_privileges_of(&self, fh: u64, caller: Caller) -> FsResult<()> {
-        match &*self.file_handle(fh)? {
-            Handle::File { inode, .. } => self.kill_privileges(inode, caller),
-            Handle::Dir { .. } => Err(FsError(libc::EISDIR)),
-        }
+        self.kill_privileges(&self.handle(fh)?.as_file()?.inode, caller)
     }
 
     /// `copy_file_range(2)`: copies up to `len` plaintext bytes from handle `fh_in` at
@@ -472,13 +463,10 @@ impl CryptFs {
     /// when its whole cipher block is a hole of the backing file; data may be reported where a
     /// block is all zeros, never a hole where there is data. ENXIO at or past the end.
     pub fn seek(&self, fh: u64, offset: u64, whence: i32) -> FsResult<u64> {
-        let handle = self.file_handle(fh)?;
-        let Handle::File {
+        let handle = self.handle(fh)?;
+        let OpenFile {
             inode, file, state, ..
-        } = &*handle
-        else {
-            return Err(FsError(libc::EBADF));
-        };
+        } = handle.as_file()?;
         let _shared = state.cipher.read().unwrap_or_else(PoisonError::into_inner);
         let plain = content::plain_len(file).map_err(|e| self.content_error(inode, state, e))?;
         if offset >= plain {
@@ -538,10 +526,8 @@ impl CryptFs {
 
     /// Syncs the backing file.
     pub fn fsync(&self, fh: u64, datasync: bool) -> FsResult<()> {
-        let handle = self.file_handle(fh)?;
-        let Handle::File { file, .. } = &*handle else {
-            return Err(FsError(libc::EBADF));
-        };
+        let handle = self.handle(fh)?;
+        let file = &handle.as_file()?.file;
         if datasync {
             file.sync_data()?;
         } else {
