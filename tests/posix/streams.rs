@@ -21,6 +21,25 @@ struct Stream {
     bad_ino: BTreeSet<String>,
 }
 
+impl Stream {
+    /// Reads up to `count` names (not counting `.` and `..`), noting each and any wrong d_ino;
+    /// returns how many came.
+    fn take(&mut self, count: usize) -> Result<usize, i32> {
+        let mut n = 0;
+        while n < count {
+            let Some(e) = self.dir.read()? else { break };
+            if wrong_ino(&self.path, &e.name, e.ino) {
+                self.bad_ino.insert(e.name.clone());
+            }
+            if e.name != "." && e.name != ".." {
+                self.returned.push(e.name);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// The open streams of a phase, by slot.
 #[derive(Default)]
 pub struct Streams(HashMap<usize, Stream>);
@@ -80,23 +99,10 @@ impl Streams {
         let Some(s) = self.0.get_mut(&slot) else {
             return err(libc::EBADF);
         };
-        let mut n = 0;
-        while n < count {
-            match s.dir.read() {
-                Ok(Some(e)) => {
-                    if wrong_ino(&s.path, &e.name, e.ino) {
-                        s.bad_ino.insert(e.name.clone());
-                    }
-                    if e.name != "." && e.name != ".." {
-                        s.returned.push(e.name);
-                        n += 1;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => return err(e),
-            }
+        match s.take(count) {
+            Ok(n) => format!("ok {n}"),
+            Err(e) => err(e),
         }
-        format!("ok {n}")
     }
 
     /// Reads to the end; answers which names that were there all along were never returned,
@@ -105,19 +111,8 @@ impl Streams {
         let Some(s) = self.0.get_mut(&slot) else {
             return err(libc::EBADF);
         };
-        loop {
-            match s.dir.read() {
-                Ok(Some(e)) => {
-                    if wrong_ino(&s.path, &e.name, e.ino) {
-                        s.bad_ino.insert(e.name.clone());
-                    }
-                    if e.name != "." && e.name != ".." {
-                        s.returned.push(e.name);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => return err(e),
-            }
+        if let Err(e) = s.take(usize::MAX) {
+            return err(e);
         }
         let now = listing(&s.path).unwrap_or_default();
         let returned: BTreeSet<&String> = s.returned.iter().collect();
