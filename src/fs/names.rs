@@ -261,6 +261,8 @@ impl CryptFs {
         let stream = std::sync::Mutex::new(DirStream {
             fd,
             buf: Vec::new(),
+            pending: std::collections::VecDeque::new(),
+            at: None,
         });
         Ok(self.add_handle(Handle::Dir { inode, stream }))
     }
@@ -280,43 +282,59 @@ impl CryptFs {
             return Err(FsError(libc::ENOTDIR));
         };
         let mut stream = stream.lock().unwrap_or_else(PoisonError::into_inner);
-        let DirStream { fd, buf } = &mut *stream;
-        sys::lseek(fd.as_fd(), offset, libc::SEEK_SET)?;
+        let DirStream {
+            fd,
+            buf,
+            pending,
+            at,
+        } = &mut *stream;
+        // Going on from where the last call stopped takes the entries read then; any other
+        // position (0 included: a rewind) is read afresh.
+        if *at != Some(offset) {
+            sys::lseek(fd.as_fd(), offset, libc::SEEK_SET)?;
+            pending.clear();
+            *at = Some(offset);
+        }
         loop {
-            let entries = sys::getdents(fd.as_fd(), buf)?;
-            if entries.is_empty() {
-                return Ok(());
-            }
-            for raw in entries {
-                let name = OsStr::from_bytes(&raw.name);
-                if Self::is_hidden(inode, name) {
-                    continue;
+            if pending.is_empty() {
+                pending.extend(sys::getdents(fd.as_fd(), buf)?);
+                if pending.is_empty() {
+                    return Ok(());
                 }
+            }
+            let Some(raw) = pending.front() else {
+                return Ok(());
+            };
+            let name = OsStr::from_bytes(&raw.name);
+            let next = raw.next;
+            let kind = if Self::is_hidden(inode, name) {
+                None
+            } else if let Some(kind) = dirent_kind(raw.kind) {
+                Some(kind)
+            } else {
+                // Gone since it was listed: skipped.
+                sys::fstatat(fd.as_fd(), &sys::cstr(name)?, libc::AT_SYMLINK_NOFOLLOW)
+                    .ok()
+                    .map(|st| FileKind::from_mode(st.st_mode))
+            };
+            if let Some(kind) = kind {
                 let ino = match raw.name.as_slice() {
                     b"." => inode.ino,
                     b".." if inode.ino == ROOT_INO => ROOT_INO,
                     _ => self.inodes.listed_ino(raw.ino),
-                };
-                let kind = match dirent_kind(raw.kind) {
-                    Some(kind) => kind,
-                    None => {
-                        match sys::fstatat(fd.as_fd(), &sys::cstr(name)?, libc::AT_SYMLINK_NOFOLLOW)
-                        {
-                            Ok(st) => FileKind::from_mode(st.st_mode),
-                            // Gone since it was listed.
-                            Err(_) => continue,
-                        }
-                    }
                 };
                 let entry = DirEntry {
                     ino,
                     kind,
                     name: name.to_os_string(),
                 };
-                if visit(inode, entry, raw.next)? {
+                if visit(inode, entry, next)? {
+                    // Not taken: it is the first of the next call.
                     return Ok(());
                 }
             }
+            pending.pop_front();
+            *at = Some(next);
         }
     }
 
@@ -589,10 +607,13 @@ pub(super) fn with_umask<R>(
     Ok(result?)
 }
 
-/// An open directory: the backing directory read with `getdents64`, and its buffer.
+/// An open directory: the backing directory read with `getdents64`, its buffer, and the
+/// entries read but not yet given out, which start at position `at`.
 pub struct DirStream {
     fd: std::os::fd::OwnedFd,
     buf: Vec<u8>,
+    pending: std::collections::VecDeque<sys::RawDirEntry>,
+    at: Option<u64>,
 }
 
 /// The kind a `DT_*` type names; `None` for `DT_UNKNOWN` (ask `stat`).
