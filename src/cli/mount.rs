@@ -268,6 +268,9 @@ fn serve(
             );
             fs.keys().cache().clear();
         }),
+        fuse_config
+            .mount_options
+            .contains(&MountOption::DefaultPermissions),
     );
     spawn_housekeeping(kms);
     let notifier = adapter.notifier();

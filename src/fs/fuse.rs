@@ -36,6 +36,8 @@ pub struct FuseAdapter {
     /// The kernel writes a file's dirty pages back at close whether or not it sends FLUSH
     /// (Linux 5.14 and later), so FLUSH can be declined.
     flush_not_needed: bool,
+    /// The kernel checks permissions on this mount (`default_permissions`).
+    permissions_checked: bool,
     /// The session's channel to the kernel, once the session exists (see [`FuseAdapter::notifier`]).
     notifier: Arc<OnceLock<Notifier>>,
 }
@@ -54,11 +56,13 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
 }
 
 impl FuseAdapter {
-    /// Wraps `fs`; `on_destroy` runs at unmount.
-    pub fn new(fs: Arc<CryptFs>, on_destroy: OnDestroy) -> Self {
+    /// Wraps `fs`; `on_destroy` runs at unmount; `permissions_checked` when the mount has
+    /// `default_permissions` (the kernel checks every caller's permissions).
+    pub fn new(fs: Arc<CryptFs>, on_destroy: OnDestroy, permissions_checked: bool) -> Self {
         FuseAdapter {
             fs,
             on_destroy: Some(on_destroy),
+            permissions_checked,
             flush_not_needed: kernel_at_least(5, 14),
             notifier: Arc::new(OnceLock::new()),
         }
@@ -175,7 +179,6 @@ impl Filesystem for FuseAdapter {
                 InitFlags::FUSE_DONT_MASK,
                 "umask handling by the filesystem",
             ),
-            (InitFlags::FUSE_POSIX_ACL, "POSIX ACLs"),
             // The daemon clears set-user-id and set-group-id itself on write, truncate, chown
             // and fallocate, with the kernel's rule for the caller (the kernel marks the writes
             // that need it); and no `security.capability` lookup before every write.
@@ -191,6 +194,14 @@ impl Filesystem for FuseAdapter {
             if config.add_capabilities(flag).is_err() {
                 tracing::warn!("the kernel offers no {what}");
             }
+        }
+        // POSIX ACLs are the kernel's to enforce where it checks permissions (a mount others
+        // can reach: `default_permissions`). On a mount only its owner reaches, the kernel
+        // checks nothing, and `FUSE_POSIX_ACL` would turn those checks on, costing a GETATTR
+        // round trip per unlink or create in a directory: there ACLs still go to the backing
+        // files, which inherit them and keep the mode in step.
+        if self.permissions_checked && config.add_capabilities(InitFlags::FUSE_POSIX_ACL).is_err() {
+            tracing::warn!("the kernel offers no POSIX ACLs");
         }
         Ok(())
     }
