@@ -6,7 +6,8 @@
 //! CI size by default. Full size:
 //! `KMSFS_FSX_OPS=100000 KMSFS_FSSTRESS_OPS=100000 cargo test --test fsx -- --nocapture`
 //! (`KMSFS_FSX_OPS` per fsx mode, `KMSFS_FSSTRESS_OPS` for all threads together);
-//! `KMSFS_FSX_SEED` sets the seed of every run (default [`DEFAULT_SEED`], printed).
+//! `KMSFS_FSX_SEED` sets the seed of every run (default [`DEFAULT_SEED`], printed);
+//! `KMSFS_FSX_MOUNT_ARGS` adds `kmsfs mount` arguments (e.g. `--threads 1 --cache-entries 1`).
 
 mod common;
 #[path = "fsx/one_file.rs"]
@@ -37,6 +38,9 @@ const FSSTRESS_THREADS: u32 = 4;
 
 /// fsx reads the whole file back every this many operations.
 const CHECK_EVERY: u64 = 100;
+
+/// fsx closes its files, unmounts, checks, mounts and compares every this many operations.
+const REMOUNT_EVERY: u64 = 1_000;
 
 /// fsx's file never grows past this (writes reach up to 256 KiB past any offset below it).
 const FSX_MAX_LEN: u64 = 1 << 20;
@@ -86,6 +90,7 @@ fn fsx_config(name: &str, mapped: bool) -> one_file::Config {
         mapped,
         check_every: CHECK_EVERY,
         max_len: FSX_MAX_LEN,
+        remount_every: REMOUNT_EVERY,
         corrupt_model_at: None,
     }
 }
@@ -99,18 +104,41 @@ fn fsstress_config(name: &str) -> tree::Config {
     }
 }
 
+/// Extra `kmsfs mount` arguments from `KMSFS_FSX_MOUNT_ARGS`.
+fn mount_args() -> Vec<String> {
+    std::env::var("KMSFS_FSX_MOUNT_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+fn mount_env(env: &Env) -> common::MountGuard {
+    let args = mount_args();
+    if !args.is_empty() {
+        println!("kmsfs mount with {args:?} (KMSFS_FSX_MOUNT_ARGS)");
+    }
+    env.mount_with(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
 /// Runs fsx and prints what it did.
-fn run_fsx(dir: &Path, cfg: &one_file::Config) -> one_file::Outcome {
+fn run_fsx(dir: &Path, cfg: &one_file::Config, remount: &mut dyn FnMut()) -> one_file::Outcome {
     println!(
         "{}: seed {} (KMSFS_FSX_SEED), {} ops (KMSFS_FSX_OPS)",
         cfg.name, cfg.seed, cfg.ops
     );
     let start = Instant::now();
-    let outcome = one_file::run(dir, cfg);
+    let outcome = one_file::run(dir, cfg, remount);
+    let remounts = outcome
+        .done
+        .get(&one_file::Kind::Remount)
+        .copied()
+        .unwrap_or(0);
     println!(
-        "{}: {} ops, 0 mismatches, {:.1} s; final size {}; done per kind: {:?}",
+        "{}: {} ops and {remounts} remounts, 0 mismatches, {:.1} s; final size {}; \
+         done per kind: {:?}",
         cfg.name,
-        outcome.done.values().sum::<u64>(),
+        outcome.done.values().sum::<u64>() - remounts,
         start.elapsed().as_secs_f64(),
         outcome.model.len(),
         outcome.done
@@ -168,20 +196,23 @@ fn remount_after_fsck(env: &Env, mount: common::MountGuard) -> common::MountGuar
         String::from_utf8_lossy(&out.stderr)
     );
     println!("fsck: {}", String::from_utf8_lossy(&out.stderr).trim());
-    env.mount()
+    mount_env(env)
 }
 
 fn fsx_through_the_mount(mapped: bool) {
     let env = Env::new();
     env.init();
-    let mount = env.mount();
+    let mut guard = Some(mount_env(&env));
     let name = if mapped {
         "fsx (mapped) through the mount"
     } else {
         "fsx through the mount"
     };
-    let outcome = run_fsx(&env.plain, &fsx_config(name, mapped));
-    let _mount = remount_after_fsck(&env, mount);
+    let outcome = run_fsx(&env.plain, &fsx_config(name, mapped), &mut || {
+        let old = guard.take().expect("BUG: mounted between remounts");
+        guard = Some(remount_after_fsck(&env, old));
+    });
+    let _mount = remount_after_fsck(&env, guard.take().expect("BUG: mounted"));
     let after = std::fs::read(&outcome.path).expect("read the file after remount");
     if let Some(diff) = oplog::first_difference(0, &outcome.model, &after) {
         panic!("{name}: after unmount and mount again: {diff}");
@@ -205,10 +236,12 @@ fn fsx_on_the_backing_filesystem_matches_its_model() {
     run_fsx(
         dir.path(),
         &fsx_config("fsx on the backing filesystem", false),
+        &mut || {},
     );
     run_fsx(
         dir.path(),
         &fsx_config("fsx (mapped) on the backing filesystem", true),
+        &mut || {},
     );
 }
 
@@ -220,14 +253,14 @@ fn fsx_reports_a_file_that_differs_from_its_model() {
     let mut cfg = fsx_config("fsx with a planted fault", false);
     cfg.ops = 600;
     cfg.corrupt_model_at = Some(300);
-    run_fsx(dir.path(), &cfg);
+    run_fsx(dir.path(), &cfg, &mut || {});
 }
 
 #[test]
 fn fsstress_through_the_mount_leaves_every_file_self_consistent() {
     let env = Env::new();
     env.init();
-    let mount = env.mount();
+    let mount = mount_env(&env);
     let root = env.plain.join("stress");
     let name = "fsstress through the mount";
     let before = run_fsstress(&root, &fsstress_config(name));

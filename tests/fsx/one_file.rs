@@ -2,8 +2,8 @@
 //! afresh): random operations on one file, checked against a model of its bytes in memory.
 //! Reads are compared with the model; writes land at random offsets, far past the end of file
 //! too (sparse), biased to hit 4 KiB block boundaries ±1 and the last partial block; truncates
-//! (by descriptor and by path) go up and down; appends through a second descriptor, fallocate
-//! modes, copies, syncs, page-cache drops and reopens mix in. In mapped mode reads and writes
+//! (by descriptor and by path) go up and down; `O_DIRECT` reads and writes and appends through
+//! a second descriptor, fallocate modes, copies, syncs, page-cache drops and reopens mix in. In mapped mode reads and writes
 //! go through a shared mapping with `msync`. The size is checked after every operation and the
 //! whole file every [`Config::check_every`] operations and at the end. Kinds the filesystem
 //! refuses (probed once at the start) are skipped, and said so.
@@ -18,7 +18,7 @@ use crate::common::Rng;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// The content block of kmsfs: offsets and lengths are biased towards its edges.
@@ -42,6 +42,10 @@ pub struct Config {
     pub check_every: u64,
     /// The file never grows past this size.
     pub max_len: u64,
+    /// Every this many operations (0: never) both files are closed, the run's `remount` is
+    /// called, and they are reopened and compared whole: what reached the filesystem, not the
+    /// page cache, and the size the filesystem itself reports.
+    pub remount_every: u64,
     /// Self-test: after this operation, one byte of the model is flipped, so the run must fail.
     pub corrupt_model_at: Option<u64>,
 }
@@ -53,6 +57,11 @@ pub enum Kind {
     Write,
     MapRead,
     MapWrite,
+    /// A read through a second descriptor opened `O_DIRECT`: through FUSE it bypasses the page
+    /// cache and reaches the daemon with its exact, unaligned range.
+    DirectRead,
+    /// A write through a second descriptor opened `O_DIRECT`.
+    DirectWrite,
     Truncate,
     /// `truncate(2)` by path: the filesystem gets no open handle with it.
     TruncatePath,
@@ -71,12 +80,16 @@ pub enum Kind {
     /// reads reach the filesystem instead of the page cache.
     DropCache,
     Reopen,
+    /// Not picked at random: every [`Config::remount_every`] operations.
+    Remount,
 }
 
 /// How often each kind is picked, out of the sum.
-const WEIGHTS: [(Kind, u64); 16] = [
-    (Kind::Read, 22),
-    (Kind::Write, 26),
+const WEIGHTS: [(Kind, u64); 18] = [
+    (Kind::Read, 19),
+    (Kind::Write, 22),
+    (Kind::DirectRead, 3),
+    (Kind::DirectWrite, 4),
     (Kind::Truncate, 6),
     (Kind::TruncatePath, 2),
     (Kind::Append, 3),
@@ -94,7 +107,9 @@ const WEIGHTS: [(Kind, u64); 16] = [
 ];
 
 /// Kinds the filesystem may refuse; probed once at the start.
-const OPTIONAL: [Kind; 7] = [
+const OPTIONAL: [Kind; 9] = [
+    Kind::DirectRead,
+    Kind::DirectWrite,
     Kind::Allocate,
     Kind::AllocateKeepSize,
     Kind::PunchHole,
@@ -129,8 +144,9 @@ pub struct Outcome {
     pub skipped: Vec<(Kind, String, u64)>,
 }
 
-/// Runs fsx on a file `fsx-file` in `dir`; panics with a report on the first mismatch.
-pub fn run(dir: &Path, cfg: &Config) -> Outcome {
+/// Runs fsx on a file `fsx-file` in `dir`, calling `remount` as [`Config::remount_every`]
+/// says; panics with a report on the first mismatch.
+pub fn run(dir: &Path, cfg: &Config, remount: &mut dyn FnMut()) -> Outcome {
     assert!(cfg.max_len > BLOCK && cfg.check_every > 0);
     let refused = probe(dir);
     for (kind, why) in &refused {
@@ -154,8 +170,9 @@ pub fn run(dir: &Path, cfg: &Config) -> Outcome {
         cfg,
         rng: seeded(cfg.seed),
         file: Some(create(&path)),
-        second: create(&second_path),
+        second: Some(create(&second_path)),
         path,
+        second_path,
         model: Vec::new(),
         second_model: Vec::new(),
         log: OpLog::default(),
@@ -204,6 +221,9 @@ pub fn run(dir: &Path, cfg: &Config) -> Outcome {
         if no % cfg.check_every == 0 {
             fsx.check_all();
         }
+        if cfg.remount_every > 0 && no % cfg.remount_every == 0 {
+            fsx.remount(remount);
+        }
     }
     fsx.check_all();
     fsx.check_second();
@@ -216,7 +236,8 @@ pub fn run(dir: &Path, cfg: &Config) -> Outcome {
 }
 
 /// Tries every optional kind once on scratch files in `dir`; returns the kinds the filesystem
-/// refuses (EOPNOTSUPP, ENOSYS, EXDEV) with the error. Any other failure is a failure.
+/// refuses (EOPNOTSUPP, ENOSYS, EXDEV; EINVAL for an unaligned `O_DIRECT` transfer, which most
+/// local filesystems refuse) with the error. Any other failure is a failure.
 fn probe(dir: &Path) -> Vec<(Kind, String)> {
     let (a_path, b_path) = (dir.join("fsx-probe-a"), dir.join("fsx-probe-b"));
     let open = |p: &Path| {
@@ -233,8 +254,13 @@ fn probe(dir: &Path) -> Vec<(Kind, String)> {
         let (a, b) = (open(&a_path), open(&b_path));
         a.write_all_at(&[7u8; 3 * BLOCK as usize], 0)
             .expect("probe: write");
+        let direct = || open_direct(&a_path);
         let result = match kind.fallocate_mode() {
             Some(mode) => sys::fallocate(&a, mode, BLOCK, 2 * BLOCK),
+            None if kind == Kind::DirectRead => {
+                direct().and_then(|f| read_full_at(&f, &mut [0u8; 3], 1).map(drop))
+            }
+            None if kind == Kind::DirectWrite => direct().and_then(|f| f.write_all_at(b"x", 1)),
             None if kind == Kind::CopyWithin => {
                 sys::copy_file_range(&a, 0, &a, 2 * BLOCK, BLOCK as usize).map(drop)
             }
@@ -246,7 +272,8 @@ fn probe(dir: &Path) -> Vec<(Kind, String)> {
                 if matches!(
                     e.raw_os_error(),
                     Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EXDEV)
-                ) =>
+                ) || (matches!(kind, Kind::DirectRead | Kind::DirectWrite)
+                    && e.raw_os_error() == Some(libc::EINVAL)) =>
             {
                 refused.push((kind, e.to_string()))
             }
@@ -263,9 +290,10 @@ struct Fsx<'a> {
     cfg: &'a Config,
     rng: Rng,
     path: PathBuf,
-    /// `None` only inside a reopen.
+    /// `None` only inside a reopen or a remount.
     file: Option<File>,
-    second: File,
+    second_path: PathBuf,
+    second: Option<File>,
     /// The expected bytes of the file; its length is the expected size.
     model: Vec<u8>,
     second_model: Vec<u8>,
@@ -281,6 +309,42 @@ impl Fsx<'_> {
         self.file
             .as_ref()
             .expect("BUG: the file is open between operations")
+    }
+
+    fn second(&self) -> &File {
+        self.second
+            .as_ref()
+            .expect("BUG: the second file is open between operations")
+    }
+
+    /// Closes both files, calls `remount`, reopens them and compares them whole.
+    fn remount(&mut self, remount: &mut dyn FnMut()) {
+        let size = self.size();
+        self.record(
+            Kind::Remount,
+            "close both files, remount, reopen".into(),
+            size,
+        );
+        *self.done.entry(Kind::Remount).or_default() += 1;
+        self.file = None;
+        self.second = None;
+        // A failed unmount, fsck or mount fails the run with its report.
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(remount)) {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            self.fail(&format!("remount: {why}"));
+        }
+        let open = |p: &Path| OpenOptions::new().read(true).write(true).open(p);
+        let file = self.ok("open after remount", open(&self.path));
+        self.file = Some(file);
+        let second = self.ok("open after remount", open(&self.second_path));
+        self.second = Some(second);
+        self.check_size();
+        self.check_all();
+        self.check_second();
     }
 
     fn size(&self) -> u64 {
@@ -405,6 +469,25 @@ impl Fsx<'_> {
                 self.record(kind, range(off, len), before);
                 self.ok("pwrite", self.file().write_all_at(&data, off));
             }
+            Kind::DirectRead => {
+                let off = self.pick_off();
+                let len = self.pick_len(off);
+                self.record(kind, range(off, len), before);
+                let direct = self.ok("open O_DIRECT", open_direct(&self.path));
+                let mut buf = vec![0u8; len as usize];
+                let n = self.ok("pread O_DIRECT", read_full_at(&direct, &mut buf, off));
+                let expected = self.model_range(off, len);
+                self.compare("O_DIRECT read", off, expected, &buf[..n]);
+            }
+            Kind::DirectWrite => {
+                let off = self.pick_off();
+                let len = self.pick_len(off);
+                let data = self.random_bytes(len);
+                self.write_model(off, &data);
+                self.record(kind, range(off, len), before);
+                let direct = self.ok("open O_DIRECT", open_direct(&self.path));
+                self.ok("pwrite O_DIRECT", direct.write_all_at(&data, off));
+            }
             Kind::MapRead => self.map_read(before),
             Kind::MapWrite => self.map_write(before),
             Kind::Truncate => {
@@ -486,6 +569,7 @@ impl Fsx<'_> {
                     .open(&self.path);
                 self.file = Some(self.ok("reopen", file));
             }
+            Kind::Remount => unreachable!("BUG: remounts are not picked at random"),
         }
     }
 
@@ -560,7 +644,7 @@ impl Fsx<'_> {
             format!("{} to second at {dst:#x}", range(src, len)),
             before,
         );
-        let result = sys::copy_file_range(self.file(), src, &self.second, dst, len as usize);
+        let result = sys::copy_file_range(self.file(), src, self.second(), dst, len as usize);
         let n = self.ok("copy_file_range to the second file", result) as u64;
         if n == 0 || n > len {
             self.fail(&format!("copy_file_range copied {n} of {len} bytes"));
@@ -574,7 +658,7 @@ impl Fsx<'_> {
         let mut buf = vec![0u8; n as usize];
         let got = self.ok(
             "pread of the second file",
-            read_full_at(&self.second, &mut buf, dst),
+            read_full_at(self.second(), &mut buf, dst),
         );
         self.compare(
             "the copied range of the second file",
@@ -609,10 +693,18 @@ impl Fsx<'_> {
         let mut buf = vec![0u8; self.second_model.len() + 1];
         let n = self.ok(
             "pread of the second file",
-            read_full_at(&self.second, &mut buf, 0),
+            read_full_at(self.second(), &mut buf, 0),
         );
         self.compare("the whole second file", 0, &self.second_model, &buf[..n]);
     }
+}
+
+fn open_direct(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
 }
 
 fn range(off: u64, len: u64) -> String {

@@ -6,12 +6,15 @@
 //! `sN` a symlink, `tK_fN` a regular file whose content only thread K writes (renames and links
 //! keep the `tK_` of the source), so no two threads ever write one file at once and every file
 //! stays self-consistent (see [`super::stamp`]). A thread reading its own file checks it at
-//! once; [`verify_tree`] checks every file at the end.
+//! once; [`verify_tree`] checks every file at the end. Besides, the threads write stripes of
+//! one shared file that share blocks (see [`stripes`]).
 
 #[path = "tree_check.rs"]
 mod check;
 #[path = "tree_content.rs"]
 mod content;
+#[path = "tree_stripes.rs"]
+mod stripes;
 
 pub use check::{Summary, verify_tree};
 
@@ -63,9 +66,13 @@ pub enum Kind {
     Setxattr,
     Getxattr,
     Getdents,
+    /// A write of this thread's stripe of the shared file (see [`stripes`]).
+    StripeWrite,
+    /// A read of this thread's stripe, checked against its last write.
+    StripeRead,
 }
 
-const WEIGHTS: [(Kind, u64); 17] = [
+const WEIGHTS: [(Kind, u64); 19] = [
     (Kind::Create, 10),
     (Kind::Mkdir, 5),
     (Kind::Unlink, 6),
@@ -83,6 +90,8 @@ const WEIGHTS: [(Kind, u64); 17] = [
     (Kind::Setxattr, 4),
     (Kind::Getxattr, 3),
     (Kind::Getdents, 6),
+    (Kind::StripeWrite, 6),
+    (Kind::StripeRead, 3),
 ];
 
 /// Errors a race between threads explains, per kind.
@@ -104,6 +113,14 @@ pub type Counts = BTreeMap<Kind, (u64, u64)>;
 /// Runs the threads on `root` (an existing directory); panics with a report on the first
 /// unexplained error or inconsistent file.
 pub fn run(root: &Path, cfg: &Config) -> Counts {
+    let direct = stripes::create(root, cfg.threads);
+    println!(
+        "{}: {} stripes of {} bytes in {}, O_DIRECT {direct}",
+        cfg.name,
+        cfg.threads,
+        stripes::STRIPE,
+        stripes::SHARED
+    );
     let stop = AtomicBool::new(false);
     let per_thread = cfg.ops / u64::from(cfg.threads);
     let results: Vec<_> = std::thread::scope(|scope| {
@@ -122,6 +139,8 @@ pub fn run(root: &Path, cfg: &Config) -> Counts {
                         op_no: 0,
                         stop,
                         counts: Counts::new(),
+                        direct,
+                        stripe_generation: 0,
                     };
                     worker.run(per_thread);
                     worker.counts
@@ -159,6 +178,10 @@ struct Worker<'a> {
     op_no: u64,
     stop: &'a AtomicBool,
     counts: Counts,
+    /// Whether the shared file is read and written `O_DIRECT`.
+    direct: bool,
+    /// The generation of this thread's stripe.
+    stripe_generation: u64,
 }
 
 /// Why an operation stopped: an error from a system call, or a file that does not hold what
@@ -445,6 +468,8 @@ impl Worker<'_> {
                 let n = os("getxattr", kmsfs::sys::getxattr(&path, &name, &mut buf))?;
                 check_xattr_value(&buf[..n]).map_err(Trouble::Content)
             }
+            Kind::StripeWrite => self.stripe_write(),
+            Kind::StripeRead => self.stripe_read(),
             Kind::Getdents => {
                 let rel = self.random_dir();
                 let stat_each = self.rng.below(2) == 0;
