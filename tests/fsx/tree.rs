@@ -7,7 +7,7 @@
 //! keep the `tK_` of the source), so no two threads ever write one file at once and every file
 //! stays self-consistent (see [`super::stamp`]). A thread reading its own file checks it at
 //! once; [`verify_tree`] checks every file at the end. Besides, the threads write stripes of
-//! one shared file that share blocks (see [`stripes`]).
+//! shared files, stripes that share blocks (see [`stripes`]).
 
 #[path = "tree_check.rs"]
 mod check;
@@ -66,7 +66,7 @@ pub enum Kind {
     Setxattr,
     Getxattr,
     Getdents,
-    /// A write of this thread's stripe of the shared file (see [`stripes`]).
+    /// A write of this thread's stripe of a shared file (see [`stripes`]).
     StripeWrite,
     /// A read of this thread's stripe, checked against its last write.
     StripeRead,
@@ -114,12 +114,17 @@ pub type Counts = BTreeMap<Kind, (u64, u64)>;
 /// unexplained error or inconsistent file.
 pub fn run(root: &Path, cfg: &Config) -> Counts {
     let direct = stripes::create(root, cfg.threads);
+    let how = if direct {
+        format!(" and (O_DIRECT) {}", stripes::SHARED_DIRECT)
+    } else {
+        " (unaligned O_DIRECT refused here)".to_string()
+    };
     println!(
-        "{}: {} stripes of {} bytes in {}, O_DIRECT {direct}",
+        "{}: {} stripes of {} bytes in {}{how}",
         cfg.name,
         cfg.threads,
         stripes::STRIPE,
-        stripes::SHARED
+        stripes::SHARED,
     );
     let stop = AtomicBool::new(false);
     let per_thread = cfg.ops / u64::from(cfg.threads);
@@ -140,7 +145,7 @@ pub fn run(root: &Path, cfg: &Config) -> Counts {
                         stop,
                         counts: Counts::new(),
                         direct,
-                        stripe_generation: 0,
+                        stripe_generations: [0; 2],
                     };
                     worker.run(per_thread);
                     worker.counts
@@ -178,10 +183,10 @@ struct Worker<'a> {
     op_no: u64,
     stop: &'a AtomicBool,
     counts: Counts,
-    /// Whether the shared file is read and written `O_DIRECT`.
+    /// Whether there is a shared file used `O_DIRECT`.
     direct: bool,
-    /// The generation of this thread's stripe.
-    stripe_generation: u64,
+    /// The generation of this thread's stripe in each shared file.
+    stripe_generations: [u64; 2],
 }
 
 /// Why an operation stopped: an error from a system call, or a file that does not hold what

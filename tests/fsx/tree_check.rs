@@ -2,7 +2,7 @@
 //! values, and every file self-consistent.
 
 use super::super::stamp;
-use super::stripes::{self, SHARED};
+use super::stripes;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// Checks that every component of `rel` is one of the tool's names.
 pub(super) fn check_name(rel: &Path) -> Result<(), String> {
-    if rel == Path::new(SHARED) {
+    if stripes::is_shared(rel) {
         return Ok(());
     }
     for part in rel.iter() {
@@ -43,7 +43,7 @@ pub(super) fn check_type(rel: &Path, meta: &fs::Metadata) -> Result<(), String> 
         .and_then(|n| n.as_encoded_bytes().first().copied());
     let ft = meta.file_type();
     let ok = match first {
-        _ if rel == Path::new(SHARED) => ft.is_file(),
+        _ if stripes::is_shared(rel) => ft.is_file(),
         Some(b'd') => ft.is_dir(),
         Some(b's') => ft.is_symlink(),
         Some(b't') => ft.is_file(),
@@ -84,7 +84,7 @@ fn hash(bytes: &[u8]) -> u64 {
 pub type Summary = BTreeMap<PathBuf, String>;
 
 /// Walks the tree under `root` (no thread running): every name is the tool's, every type the
-/// one its name says, every file self-consistent, every stripe of the shared file whole,
+/// one its name says, every file self-consistent, every stripe of the shared files whole,
 /// every symlink target one of the tool's names. Returns a summary of the tree, or panics with every problem found.
 pub fn verify_tree(name: &str, root: &Path) -> Summary {
     let mut summary = Summary::new();
@@ -113,8 +113,8 @@ pub fn verify_tree(name: &str, root: &Path) -> Summary {
                     problems.push(format!("{}: {e}", rel.display()));
                 }
                 format!("symlink -> {}", target.display())
-            } else if rel == Path::new(SHARED) {
-                match stripes::verify(root) {
+            } else if stripes::is_shared(&rel) {
+                match stripes::verify(&entry.path()) {
                     Ok(generations) => format!("shared file, stripe generations {generations:?}"),
                     Err(e) => {
                         problems.push(e);
