@@ -7,7 +7,9 @@
 //! `KMSFS_FSX_OPS=100000 KMSFS_FSSTRESS_OPS=100000 cargo test --test fsx -- --nocapture`
 //! (`KMSFS_FSX_OPS` per fsx mode, `KMSFS_FSSTRESS_OPS` for all threads together);
 //! `KMSFS_FSX_SEED` sets the seed of every run (default [`DEFAULT_SEED`], printed);
-//! `KMSFS_FSX_MOUNT_ARGS` adds `kmsfs mount` arguments (e.g. `--threads 1 --cache-entries 1`).
+//! `KMSFS_FSX_MOUNT_ARGS` adds `kmsfs mount` arguments (e.g. `--threads 1 --cache-entries 1`);
+//! `KMSFS_FSX_REMOUNT_EVERY` sets how many operations (of all threads) run between remounts
+//! (default [`REMOUNT_EVERY`] for fsx, a tenth of the run for fsstress; 0: only at the end).
 
 mod common;
 #[path = "fsx/one_file.rs"]
@@ -42,6 +44,12 @@ const CHECK_EVERY: u64 = 100;
 /// fsx closes its files, unmounts, checks, mounts and compares every this many operations.
 const REMOUNT_EVERY: u64 = 1_000;
 
+/// fsstress pauses its threads and does the same about this many times per run (at least
+/// every [`FSSTRESS_REMOUNT_EVERY_MIN`] operations of all threads): each pause walks and reads
+/// the whole tree twice.
+const FSSTRESS_REMOUNTS: u64 = 10;
+const FSSTRESS_REMOUNT_EVERY_MIN: u64 = 2_000;
+
 /// fsx's file never grows past this (writes reach up to 256 KiB past any offset below it).
 const FSX_MAX_LEN: u64 = 1 << 20;
 
@@ -57,6 +65,10 @@ fn env_u64(name: &str, default: u64) -> u64 {
         }
         Err(_) => default,
     }
+}
+
+fn remount_every(default: u64) -> u64 {
+    env_u64("KMSFS_FSX_REMOUNT_EVERY", default)
 }
 
 fn seed() -> u64 {
@@ -90,17 +102,20 @@ fn fsx_config(name: &str, mapped: bool) -> one_file::Config {
         mapped,
         check_every: CHECK_EVERY,
         max_len: FSX_MAX_LEN,
-        remount_every: REMOUNT_EVERY,
+        remount_every: remount_every(REMOUNT_EVERY),
         corrupt_model_at: None,
     }
 }
 
 fn fsstress_config(name: &str) -> tree::Config {
+    let ops = env_u64("KMSFS_FSSTRESS_OPS", CI_FSSTRESS_OPS);
+    let every = remount_every((ops / FSSTRESS_REMOUNTS).max(FSSTRESS_REMOUNT_EVERY_MIN));
     tree::Config {
         name: name.to_string(),
         seed: seed(),
         threads: FSSTRESS_THREADS,
-        ops: env_u64("KMSFS_FSSTRESS_OPS", CI_FSSTRESS_OPS),
+        ops,
+        remount_every: every / u64::from(FSSTRESS_THREADS),
     }
 }
 
@@ -149,17 +164,51 @@ fn run_fsx(dir: &Path, cfg: &one_file::Config, remount: &mut dyn FnMut()) -> one
     outcome
 }
 
+/// Checks the tree under `root` ([`tree::check_tree`]); a problem fails the test with the
+/// history of the files it names.
+fn check_tree(name: &str, root: &Path, stressed: &Stressed) -> tree::Summary {
+    let (summary, problems) = tree::check_tree(name, root, stressed.epoch);
+    assert!(
+        problems.is_empty(),
+        "{name}: {} problem(s) in the tree:\n{}\n{}",
+        problems.len(),
+        problems.join("\n"),
+        tree::history_of(&problems, &stressed.history)
+    );
+    summary
+}
+
+/// What [`run_fsstress`] leaves.
+struct Stressed {
+    /// The tree at the end of the run.
+    summary: tree::Summary,
+    /// Every thread's operations.
+    history: Vec<Vec<(u64, String)>>,
+    /// Remounts so far: inode numbers in reports are only unique within one mount.
+    epoch: u64,
+}
+
 /// Runs fsstress on `root`, verifies the tree and prints what it did.
-fn run_fsstress(root: &Path, cfg: &tree::Config) -> tree::Summary {
+fn run_fsstress(root: &Path, cfg: &tree::Config, remount: &mut dyn FnMut()) -> Stressed {
     println!(
-        "{}: seed {} (KMSFS_FSX_SEED), {} threads, {} ops (KMSFS_FSSTRESS_OPS)",
-        cfg.name, cfg.seed, cfg.threads, cfg.ops
+        "{}: seed {} (KMSFS_FSX_SEED), {} threads, {} ops (KMSFS_FSSTRESS_OPS), \
+         check and remount every {} ops of each thread (KMSFS_FSX_REMOUNT_EVERY / threads)",
+        cfg.name, cfg.seed, cfg.threads, cfg.ops, cfg.remount_every
     );
     std::fs::create_dir(root).expect("mkdir the stress root");
     let start = Instant::now();
-    let counts = tree::run(root, cfg);
+    let tree::Outcome {
+        counts,
+        history,
+        remounts,
+    } = tree::run(root, cfg, remount);
     let elapsed = start.elapsed().as_secs_f64();
-    let summary = tree::verify_tree(&cfg.name, root);
+    let mut stressed = Stressed {
+        summary: tree::Summary::new(),
+        history,
+        epoch: remounts,
+    };
+    let summary = check_tree(&cfg.name, root, &stressed);
     let files = summary.values().filter(|v| v.starts_with("file")).count();
     let (ok, raced) = counts
         .values()
@@ -172,7 +221,8 @@ fn run_fsstress(root: &Path, cfg: &tree::Config) -> tree::Summary {
         summary.len()
     );
     println!("{}: per kind (succeeded, raced): {counts:?}", cfg.name);
-    summary
+    stressed.summary = summary;
+    stressed
 }
 
 /// Unmounts, expects `kmsfs fsck` clean and a daemon log without errors, and mounts again.
@@ -260,15 +310,22 @@ fn fsx_reports_a_file_that_differs_from_its_model() {
 fn fsstress_through_the_mount_leaves_every_file_self_consistent() {
     let env = Env::new();
     env.init();
-    let mount = mount_env(&env);
+    let mut guard = Some(mount_env(&env));
     let root = env.plain.join("stress");
     let name = "fsstress through the mount";
-    let before = run_fsstress(&root, &fsstress_config(name));
-    let _mount = remount_after_fsck(&env, mount);
-    let after = tree::verify_tree(name, &root);
+    let mut stressed = run_fsstress(&root, &fsstress_config(name), &mut || {
+        let old = guard.take().expect("BUG: mounted between remounts");
+        guard = Some(remount_after_fsck(&env, old));
+    });
+    let _mount = remount_after_fsck(&env, guard.take().expect("BUG: mounted"));
+    stressed.epoch += 1;
+    let after = check_tree(name, &root, &stressed);
+    let changed = tree::changes(&stressed.summary, &after);
     assert!(
-        before == after,
-        "{name}: the tree changed across unmount and mount:\nbefore {before:#?}\nafter {after:#?}"
+        changed.is_empty(),
+        "{name}: the tree changed across unmount and mount:\n{}\n{}",
+        changed.join("\n"),
+        tree::history_of(&changed, &stressed.history)
     );
 }
 
@@ -279,6 +336,7 @@ fn fsstress_on_the_backing_filesystem_leaves_every_file_self_consistent() {
     run_fsstress(
         &dir.path().join("stress"),
         &fsstress_config("fsstress on the backing filesystem"),
+        &mut || {},
     );
 }
 
@@ -290,13 +348,14 @@ fn fsstress_reports_a_file_changed_behind_its_back() {
     let root = dir.path().join("stress");
     let mut cfg = fsstress_config("fsstress with a planted fault");
     cfg.ops = 800;
-    let summary = run_fsstress(&root, &cfg);
-    let (victim, _) = summary
+    let stressed = run_fsstress(&root, &cfg, &mut || {});
+    let (victim, _) = stressed
+        .summary
         .iter()
         .find(|(_, what)| what.starts_with("file") && !what.ends_with("None"))
         .expect("a non-empty file");
     let mut bytes = std::fs::read(root.join(victim)).expect("read the victim");
     *bytes.last_mut().expect("a non-empty file") ^= 1;
     std::fs::write(root.join(victim), &bytes).expect("write the victim");
-    tree::verify_tree(&cfg.name, &root);
+    check_tree(&cfg.name, &root, &stressed);
 }

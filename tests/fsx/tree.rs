@@ -6,29 +6,31 @@
 //! `sN` a symlink, `tK_fN` a regular file whose content only thread K writes (renames and links
 //! keep the `tK_` of the source), so no two threads ever write one file at once and every file
 //! stays self-consistent (see [`super::stamp`]). A thread reading its own file checks it at
-//! once; [`verify_tree`] checks every file at the end. Besides, the threads write stripes of
-//! shared files, stripes that share blocks (see [`stripes`]).
+//! once; [`check_tree`] checks every file between rounds of operations, before and after a
+//! remount, and at the end. Besides, the threads write stripes of shared files, stripes that
+//! share blocks (see [`stripes`]).
 
 #[path = "tree_check.rs"]
 mod check;
 #[path = "tree_content.rs"]
 mod content;
+#[path = "tree_rounds.rs"]
+mod rounds;
 #[path = "tree_stripes.rs"]
 mod stripes;
 
-pub use check::{Summary, verify_tree};
+pub use check::{Summary, changes, check_tree, history_of};
 
 use super::oplog::OpLog;
 use super::seeded;
 use super::stamp::{self, STAMP_LEN};
 use crate::common::Rng;
-use check::{check_name, check_target, check_type, check_xattr_value, xattr_value};
+use check::{check_name, check_target, check_type, check_xattr_value, ino_tag, xattr_value};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Directory names per level (`d0`..), file names per thread, symlink names.
 const DIRS: u64 = 3;
@@ -44,6 +46,9 @@ pub struct Config {
     pub threads: u32,
     /// Operations of all threads together.
     pub ops: u64,
+    /// Every this many operations of each thread (0: never) the threads pause, the tree is
+    /// checked, the run's `remount` is called and the tree checked again and compared.
+    pub remount_every: u64,
 }
 
 /// The kinds of operation.
@@ -110,9 +115,21 @@ fn race_explains(kind: Kind, errno: i32) -> bool {
 /// Per kind: operations that succeeded and that failed with an error a race explains.
 pub type Counts = BTreeMap<Kind, (u64, u64)>;
 
-/// Runs the threads on `root` (an existing directory); panics with a report on the first
-/// unexplained error or inconsistent file.
-pub fn run(root: &Path, cfg: &Config) -> Counts {
+/// What a run did.
+pub struct Outcome {
+    pub counts: Counts,
+    /// Every thread's operations, in order: (operation number, line). Lines about a file say
+    /// `[ino E:N]` (its inode number N through the filesystem after E remounts) and its stamps
+    /// (`id: N`), so that the history of a file found wrong can be found ([`history_of`]).
+    pub history: Vec<Vec<(u64, String)>>,
+    /// Remounts done (the epoch of inode numbers after the run, see [`check_tree`]).
+    pub remounts: u64,
+}
+
+/// Runs the threads on `root` (an existing directory) in rounds of
+/// [`Config::remount_every`] operations each, checking the tree and calling `remount` between
+/// rounds; panics with a report on the first unexplained error or inconsistent file.
+pub fn run(root: &Path, cfg: &Config, remount: &mut dyn FnMut()) -> Outcome {
     let direct = stripes::create(root, cfg.threads);
     let how = if direct {
         format!(" and (O_DIRECT) {}", stripes::SHARED_DIRECT)
@@ -126,12 +143,17 @@ pub fn run(root: &Path, cfg: &Config) -> Counts {
         stripes::STRIPE,
         stripes::SHARED,
     );
-    let stop = AtomicBool::new(false);
     let per_thread = cfg.ops / u64::from(cfg.threads);
-    let results: Vec<_> = std::thread::scope(|scope| {
+    let round_len = match cfg.remount_every {
+        0 => per_thread.max(1),
+        n => n,
+    };
+    let rounds = per_thread.div_ceil(round_len);
+    let shared = rounds::Shared::new(cfg.threads);
+    let counts: Vec<Counts> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..cfg.threads)
             .map(|tid| {
-                let stop = &stop;
+                let shared = &shared;
                 scope.spawn(move || {
                     let mut worker = Worker {
                         cfg,
@@ -142,32 +164,54 @@ pub fn run(root: &Path, cfg: &Config) -> Counts {
                         serial: 0,
                         log: OpLog::default(),
                         op_no: 0,
-                        stop,
+                        shared,
+                        epoch: 0,
                         counts: Counts::new(),
                         direct,
                         stripe_generations: [0; 2],
                     };
-                    worker.run(per_thread);
+                    for round in 0..rounds {
+                        worker.epoch = if cfg.remount_every == 0 { 0 } else { round };
+                        let end = ((round + 1) * round_len).min(per_thread);
+                        shared.guard(|| worker.run(end));
+                        shared.end_round();
+                    }
                     worker.counts
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join()).collect()
-    });
-    let mut total = Counts::new();
-    for result in results {
-        match result {
-            Ok(counts) => {
-                for (kind, (ok, raced)) in counts {
-                    let entry = total.entry(kind).or_default();
-                    entry.0 += ok;
-                    entry.1 += raced;
+        for round in 0..rounds {
+            shared.between_rounds(|| {
+                if cfg.remount_every == 0 {
+                    return Ok(());
                 }
-            }
-            Err(panic) => std::panic::resume_unwind(panic),
+                let at = format!("after round {} (op {} of each thread)", round + 1, {
+                    ((round + 1) * round_len).min(per_thread)
+                });
+                rounds::check_and_remount(&cfg.name, &at, round, root, &shared, remount)
+            });
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("BUG: workers catch their panics"))
+            .collect()
+    });
+    if let Some(report) = shared.failure() {
+        panic!("{report}");
+    }
+    let mut total = Counts::new();
+    for thread_counts in counts {
+        for (kind, (ok, raced)) in thread_counts {
+            let entry = total.entry(kind).or_default();
+            entry.0 += ok;
+            entry.1 += raced;
         }
     }
-    total
+    Outcome {
+        counts: total,
+        history: shared.history(),
+        remounts: if cfg.remount_every == 0 { 0 } else { rounds },
+    }
 }
 
 /// One thread's state.
@@ -181,7 +225,10 @@ struct Worker<'a> {
     serial: u64,
     log: OpLog,
     op_no: u64,
-    stop: &'a AtomicBool,
+    /// The stop flag, the first failure and every thread's history.
+    shared: &'a rounds::Shared,
+    /// How many remounts happened: inode numbers are only unique within one mount.
+    epoch: u64,
     counts: Counts,
     /// Whether there is a shared file used `O_DIRECT`.
     direct: bool,
@@ -204,13 +251,14 @@ fn os<T>(call: &'static str, result: io::Result<T>) -> Result<T, Trouble> {
 }
 
 impl Worker<'_> {
-    fn run(&mut self, ops: u64) {
+    /// Runs operations until this thread's operation `end`, or until the run stops.
+    fn run(&mut self, end: u64) {
         let total: u64 = WEIGHTS.iter().map(|(_, w)| w).sum();
-        for no in 1..=ops {
-            if self.stop.load(Ordering::Relaxed) {
+        while self.op_no < end {
+            if self.shared.stopped() {
                 return;
             }
-            self.op_no = no;
+            self.op_no += 1;
             let mut pick = self.rng.below(total);
             let mut kind = WEIGHTS[0].0;
             for (k, w) in WEIGHTS {
@@ -227,8 +275,10 @@ impl Worker<'_> {
                 {
                     true
                 }
-                Err(Trouble::Os(call, e)) => self.fail(&format!("{kind:?}: {call}: {e}")),
-                Err(Trouble::Content(what)) => self.fail(&format!("{kind:?}: {what}")),
+                Err(Trouble::Os(call, e)) => {
+                    return self.fail(&format!("{kind:?}: {call}: {e}"));
+                }
+                Err(Trouble::Content(what)) => return self.fail(&format!("{kind:?}: {what}")),
             };
             let entry = self.counts.entry(kind).or_default();
             if raced {
@@ -239,10 +289,9 @@ impl Worker<'_> {
         }
     }
 
-    /// Stops every thread and fails the run with this thread's last operations.
-    fn fail(&self, what: &str) -> ! {
-        self.stop.store(true, Ordering::Relaxed);
-        panic!(
+    /// Fails the run with this thread's last operations: every thread stops.
+    fn fail(&self, what: &str) {
+        self.shared.fail(format!(
             "{name} FAILED in thread {tid} (seed {tseed:#x}, run seed {seed}) at its op {no}: {what}\n\
              its last operations:\n{log}\
              reproduce: KMSFS_FSX_SEED={seed} KMSFS_FSSTRESS_OPS={ops} cargo test --test fsx",
@@ -253,11 +302,20 @@ impl Worker<'_> {
             no = self.op_no,
             log = self.log.dump(),
             ops = self.cfg.ops,
-        )
+        ));
     }
 
     fn record(&mut self, line: String) {
+        self.shared.record(self.tid, self.op_no, &line);
         self.log.push(self.op_no, line);
+    }
+
+    /// `[ino E:N]` of `rel` (not following symlinks), or `[ino ?]`: tags a line of the history.
+    fn ino_of(&self, rel: &Path) -> String {
+        match fs::symlink_metadata(self.path(rel)) {
+            Ok(meta) => ino_tag(self.epoch, meta.ino()),
+            Err(_) => "[ino ?]".to_string(),
+        }
     }
 
     fn path(&self, rel: &Path) -> PathBuf {
@@ -340,7 +398,8 @@ impl Worker<'_> {
                 } else {
                     self.any_file()
                 };
-                self.record(format!("unlink {}", rel.display()));
+                let ino = self.ino_of(&rel);
+                self.record(format!("unlink {} {ino}", rel.display()));
                 os("unlink", fs::remove_file(self.path(&rel)))
             }
             Kind::Rmdir => {
@@ -358,14 +417,20 @@ impl Worker<'_> {
                     12..=16 => (self.dir_path(), self.dir_path()),
                     _ => (self.symlink_path(), self.symlink_path()),
                 };
-                self.record(format!("rename {} -> {}", from.display(), to.display()));
+                let (ino, over) = (self.ino_of(&from), self.ino_of(&to));
+                self.record(format!(
+                    "rename {} {ino} -> {} {over}",
+                    from.display(),
+                    to.display()
+                ));
                 os("rename", fs::rename(self.path(&from), self.path(&to)))
             }
             Kind::Link => {
                 let from = self.any_file();
                 let owner = owner_of(&from).expect("BUG: a file name");
                 let to = self.file_of(owner);
-                self.record(format!("link {} -> {}", from.display(), to.display()));
+                let ino = self.ino_of(&from);
+                self.record(format!("link {} {ino} -> {}", from.display(), to.display()));
                 os("link", fs::hard_link(self.path(&from), self.path(&to)))
             }
             Kind::Symlink => {

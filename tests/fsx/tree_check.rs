@@ -85,8 +85,10 @@ pub type Summary = BTreeMap<PathBuf, String>;
 
 /// Walks the tree under `root` (no thread running): every name is the tool's, every type the
 /// one its name says, every file self-consistent, every stripe of the shared files whole,
-/// every symlink target one of the tool's names. Returns a summary of the tree, or panics with every problem found.
-pub fn verify_tree(name: &str, root: &Path) -> Summary {
+/// every symlink target one of the tool's names. Returns a summary of the tree and the
+/// problems found, each naming the inode (`[ino E:N]`, E being the remounts so far: inode
+/// numbers are only unique within one mount).
+pub fn check_tree(name: &str, root: &Path, epoch: u64) -> (Summary, Vec<String>) {
     let mut summary = Summary::new();
     let mut problems = Vec::new();
     let mut stack = vec![PathBuf::new()];
@@ -127,7 +129,12 @@ pub fn verify_tree(name: &str, root: &Path) -> Summary {
                 match stamp::verify(&bytes) {
                     Ok(stamp) => format!("file {mode:o} nlink {} {stamp:?}", meta.nlink()),
                     Err(e) => {
-                        problems.push(format!("{}: {e}", rel.display()));
+                        problems.push(format!(
+                            "{} {} nlink {}: {e}",
+                            rel.display(),
+                            ino_tag(epoch, meta.ino()),
+                            meta.nlink()
+                        ));
                         continue;
                     }
                 }
@@ -135,11 +142,77 @@ pub fn verify_tree(name: &str, root: &Path) -> Summary {
             summary.insert(rel, what);
         }
     }
-    assert!(
-        problems.is_empty(),
-        "{name}: {} problem(s) in the tree:\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
-    summary
+    (summary, problems)
+}
+
+/// The operations of every thread on the files `problems` name: lines naming one of their ids
+/// (`id: N,`) or inodes (`[ino E:N]`), then also every inode those operations name, each
+/// operation with all its lines.
+pub fn history_of(problems: &[String], history: &[Vec<(u64, String)>]) -> String {
+    let mut keys = Vec::new();
+    for problem in problems {
+        keys.extend(tokens(problem));
+    }
+    keys.sort();
+    keys.dedup();
+    let matching = |keys: &[String]| {
+        let mut ops = std::collections::BTreeSet::new();
+        for (tid, lines) in history.iter().enumerate() {
+            for (no, line) in lines {
+                if keys.iter().any(|k| line.contains(k.as_str())) {
+                    ops.insert((*no, tid));
+                }
+            }
+        }
+        ops
+    };
+    // The inodes of the operations on those ids, which name the rest of the file's history.
+    for (no, tid) in matching(&keys) {
+        for (_, line) in history[tid].iter().filter(|(n, _)| *n == no) {
+            keys.extend(tokens(line).into_iter().filter(|t| t.starts_with("[ino")));
+        }
+    }
+    keys.retain(|k| k != "[ino ?]");
+    keys.sort();
+    keys.dedup();
+    let mut out = format!("operations on {keys:?}:\n");
+    // Threads run side by side: the same op number is about the same moment in each.
+    for (no, tid) in matching(&keys) {
+        for (_, line) in history[tid].iter().filter(|(n, _)| *n == no) {
+            out.push_str(&format!("  thread {tid} op {no:>6}: {line}\n"));
+        }
+    }
+    out
+}
+
+/// The `id: N,` and `[ino E:N]` tokens of a line.
+fn tokens(line: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (prefix, end) in [("id: ", ","), ("[ino ", "]")] {
+        for (at, _) in line.match_indices(prefix) {
+            let rest = &line[at..];
+            if let Some(to) = rest.find(end) {
+                found.push(rest[..to + end.len()].to_string());
+            }
+        }
+    }
+    found
+}
+
+/// The entries that differ between two summaries of one tree, each naming which side it is.
+pub fn changes(before: &Summary, after: &Summary) -> Vec<String> {
+    let side = |one: &Summary, other: &Summary, label: &str| {
+        one.iter()
+            .filter(|(path, what)| other.get(*path) != Some(what))
+            .map(|(path, what)| format!("{}: {what} {label}", path.display()))
+            .collect::<Vec<_>>()
+    };
+    let mut changed = side(before, after, "before");
+    changed.extend(side(after, before, "after"));
+    changed
+}
+
+/// The tag of inode number `ino` after `epoch` remounts in history lines and problems.
+pub fn ino_tag(epoch: u64, ino: u64) -> String {
+    format!("[ino {epoch}:{ino}]")
 }

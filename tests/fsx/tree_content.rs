@@ -6,7 +6,7 @@ use super::{OpResult, Trouble, Worker, os};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 
 impl Worker<'_> {
     /// Creates one of this thread's files (O_EXCL) with a fresh content.
@@ -23,6 +23,7 @@ impl Worker<'_> {
                 .mode(0o644)
                 .open(self.path(&rel)),
         )?;
+        self.record_ino(&file)?;
         self.write_content(&file, &stamp, 0)
     }
 
@@ -51,10 +52,19 @@ impl Worker<'_> {
                 .write(true)
                 .open(self.path(&rel)),
         )?;
+        self.record_ino(&file)?;
         let mut bytes = Vec::new();
         os("read", (&file).read_to_end(&mut bytes))?;
         let old = stamp::verify(&bytes).map_err(Trouble::Content)?;
+        self.record(format!("  holds {old:?}"));
         Ok((file, old))
+    }
+
+    /// Records the inode of an open file, which tags the lines of the operation after it.
+    fn record_ino(&mut self, file: &File) -> OpResult {
+        let ino = os("fstat", file.metadata())?.ino();
+        self.record(format!("  {}", super::ino_tag(self.epoch, ino)));
+        Ok(())
     }
 
     /// Writes a whole new content over one of this thread's files, sometimes through O_TRUNC,
@@ -71,6 +81,7 @@ impl Worker<'_> {
                     .truncate(true)
                     .open(self.path(&rel)),
             )?;
+            self.record_ino(&file)?;
             return self.write_content(&file, &stamp, 0);
         }
         let (file, old) = self.open_own("rewrite")?;
@@ -105,9 +116,20 @@ impl Worker<'_> {
             chunks.push(at..end);
             at = end;
         }
-        if self.rng.below(3) == 0 {
+        let reverse = self.rng.below(3) == 0;
+        if reverse {
             chunks.reverse();
         }
+        self.record(format!(
+            "  {} chunks{}, {}",
+            chunks.len(),
+            if reverse { " back to front" } else { "" },
+            match (old_size > stamp.size, cut_first) {
+                (false, _) => "no cut",
+                (true, true) => "cut first",
+                (true, false) => "cut last",
+            }
+        ));
         for chunk in chunks {
             os(
                 "pwrite",
