@@ -520,12 +520,15 @@ impl Worker<'_> {
                 let name = std::ffi::CString::new(name).expect("BUG: no NUL in a name");
                 if remove {
                     // A missing attribute is ENODATA: the race of two removes.
-                    match kmsfs::sys::removexattr(&path, &name) {
+                    match kmsfs::sys::removexattr(&path, &name, false) {
                         Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
                         r => os("removexattr", r),
                     }
                 } else {
-                    os("setxattr", kmsfs::sys::setxattr(&path, &name, &value, 0))
+                    os(
+                        "setxattr",
+                        kmsfs::sys::setxattr(&path, &name, &value, 0, false),
+                    )
                 }
             }
             Kind::Getxattr => {
@@ -535,7 +538,10 @@ impl Worker<'_> {
                 let path = cpath(&self.path(&rel));
                 let name = std::ffi::CString::new(name).expect("BUG: no NUL in a name");
                 let mut buf = [0u8; 512];
-                let n = os("getxattr", kmsfs::sys::getxattr(&path, &name, &mut buf))?;
+                let n = os(
+                    "getxattr",
+                    kmsfs::sys::getxattr(&path, &name, &mut buf, false),
+                )?;
                 check_xattr_value(&buf[..n]).map_err(Trouble::Content)
             }
             Kind::StripeWrite => self.stripe_write(),
