@@ -518,3 +518,35 @@ fn new_nodes_take_the_callers_umask_only() {
     assert_eq!(mode("d27") & 0o7777, 0o750);
     assert_eq!(mode("p") & 0o7777, 0o775);
 }
+
+#[test]
+fn a_forgotten_node_is_found_again_by_its_number_and_a_removed_one_is_stale() {
+    use std::os::unix::fs::MetadataExt;
+    let (dir, fs) = setup();
+    let (ino, fh) = create(&fs, "kept");
+    fs.write(fh, 0, b"by number").expect("write");
+    fs.release(fh);
+    // The node id is the backing inode number.
+    let backing = std::fs::metadata(dir.path().join("cipher/kept")).expect("stat");
+    assert_eq!(ino, backing.ino());
+    let generation = fs.getattr(ino).expect("getattr").generation;
+    // The kernel forgets it (as after a remount), then asks for it by id: a lookup of ".".
+    let count = fs.inode_count();
+    fs.forget(ino, 2);
+    assert_eq!(fs.inode_count(), count - 1);
+    let found = fs.lookup(ino, OsStr::new(".")).expect("found by number");
+    assert_eq!(
+        (found.ino, found.generation, found.size),
+        (ino, generation, 9)
+    );
+    let fh = fs.open(ino, libc::O_RDONLY).expect("open");
+    assert_eq!(fs.read(fh, 0, 100).expect("read"), b"by number");
+    fs.release(fh);
+    // Removed and forgotten: stale, never another file.
+    fs.unlink(ROOT_INO, OsStr::new("kept")).expect("unlink");
+    fs.forget(ino, 1);
+    assert_eq!(
+        fs.lookup(ino, OsStr::new(".")).map(|a| a.ino),
+        Err(FsError(libc::ESTALE))
+    );
+}
