@@ -2,9 +2,10 @@
 //! (DEK), wrapped by a KMS key (envelope encryption).
 //!
 //! Rooms (see `docs/` and DESIGN.md): [`format`] (bytes on disk, pure), [`crypto`] (secret types,
-//! AEAD), [`kms`] (the key service and its backends), [`cache`] (unwrapped DEKs), [`server`] (the HTTP KMS service), [`fs`] (the
-//! filesystem and its thin FUSE adapter), [`cli`] (commands), [`config`] (a cipher directory's
-//! `kmsfs.conf`), [`sys`] (the few system calls that need `unsafe`).
+//! AEAD), [`kms`] (the key service and its backends), [`cache`] (unwrapped DEKs), [`server`] (the
+//! HTTP KMS service), [`fs`] (the filesystem and its thin FUSE adapter), [`fuse`] (the FUSE
+//! transport: the kernel's wire format and the request loop), [`cli`] (commands), [`config`] (a
+//! cipher directory's `kmsfs.conf`), [`sys`] (the few system calls that need `unsafe`).
 
 pub mod cache;
 pub mod cli;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod crypto;
 pub mod format;
 pub mod fs;
+pub mod fuse;
 pub mod kms;
 pub mod server;
 pub mod sys;

@@ -751,3 +751,24 @@ pub fn set_noatime(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     // SAFETY: F_SETFL takes an integer of flags.
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags) }).map(drop)
 }
+
+/// `FUSE_DEV_IOC_CLONE` (`_IOR(229, 0, uint32_t)`).
+const FUSE_DEV_IOC_CLONE: libc::c_ulong = 0x8004_e500;
+
+/// A new descriptor of the FUSE connection `device` serves: `/dev/fuse` opened again and bound
+/// to it (`FUSE_DEV_IOC_CLONE`), so that each request thread reads and answers on its own queue.
+pub fn clone_fuse_device(device: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let clone = open_path(c"/dev/fuse", libc::O_RDWR, 0)?;
+    let mut source =
+        u32::try_from(device.as_raw_fd()).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: FUSE_DEV_IOC_CLONE reads one u32 (the descriptor to clone) from the pointer,
+    // which points to a live u32 for the duration of the call.
+    cvt(unsafe { libc::ioctl(clone.as_raw_fd(), FUSE_DEV_IOC_CLONE, &mut source) })?;
+    Ok(clone)
+}
+
+/// The process's effective user id.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}

@@ -679,3 +679,80 @@ fn the_mount_takes_its_dirty_page_share() {
     let _mount = env.mount_with(&["--dirty-percent", "5"]);
     assert_eq!(bdi_max_ratio(&env.plain), "5");
 }
+
+/// Names in the cipher directory besides `kmsfs.conf`, sorted.
+fn cipher_names(env: &Env) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(&env.cipher)
+        .expect("list the cipher directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "kmsfs.conf")
+        .collect();
+    names.sort();
+    names
+}
+
+/// Opens an unnamed file in `dir` (`O_TMPFILE`).
+fn open_unnamed(dir: &Path) -> File {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+        .unwrap_or_else(|e| panic!("O_TMPFILE in {}: {e}", dir.display()))
+}
+
+#[test]
+fn an_unnamed_file_keeps_its_content_once_linked_and_leaves_nothing_when_not() {
+    use std::os::fd::AsRawFd;
+    let env = Env::new();
+    env.init();
+    let mount = env.mount();
+    let data = pattern(300_001, 11);
+    let mut kept = open_unnamed(&env.plain);
+    kept.write_all(&data).expect("write the unnamed file");
+    let mut head = [0u8; 4096];
+    kept.read_exact_at(&mut head, 0).expect("read it back");
+    assert_eq!(&head[..], &data[..4096]);
+    assert_eq!(kept.metadata().expect("fstat").nlink(), 0);
+    assert!(fs::read_dir(&env.plain).expect("list").next().is_none());
+    let mut dropped = open_unnamed(&env.plain);
+    dropped.write_all(b"never named").expect("write");
+    // Give the first one a name: linkat of its descriptor, as `O_TMPFILE` users do.
+    let proc_path =
+        std::ffi::CString::new(format!("/proc/self/fd/{}", kept.as_raw_fd())).expect("path");
+    let name = std::ffi::CString::new(env.plain.join("kept").into_os_string().into_encoded_bytes())
+        .expect("name");
+    // SAFETY: two NUL-terminated paths that live across the call.
+    let linked = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc_path.as_ptr(),
+            libc::AT_FDCWD,
+            name.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    assert_eq!(linked, 0, "linkat: {}", std::io::Error::last_os_error());
+    kept.write_all(b"tail").expect("write after the link");
+    drop(kept);
+    drop(dropped);
+    let mut expected = data.clone();
+    expected.extend_from_slice(b"tail");
+    assert_eq!(read_all(&env.plain.join("kept")), expected);
+    mount.unmount();
+    assert_eq!(cipher_names(&env), ["kept"], "only the linked file is left");
+    assert_eq!(
+        fs::metadata(env.cipher.join("kept")).expect("stat").len(),
+        expected_cipher_size(expected.len() as u64)
+    );
+    let _mount = env.mount();
+    assert_eq!(read_all(&env.plain.join("kept")), expected, "after remount");
+    let check = env.fsck();
+    assert!(
+        check.status.success(),
+        "fsck: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}

@@ -12,13 +12,15 @@ use super::{CliError, CliResult};
 use crate::cache::DekCache;
 use crate::config::{CipherConfig, state_home};
 use crate::fs::CryptFs;
-use crate::fs::fuse::FuseAdapter;
+use crate::fs::fuse::{FuseAdapter, Negotiation};
 use crate::fs::keys::KeyPath;
+use crate::fuse::Access;
 use crate::kms::{KeyService, wire::KeyStatus};
 use crate::sys;
 use clap::Args;
 use fuser::{Config, MountOption, SessionACL};
 use std::io::{Read, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -254,31 +256,16 @@ fn serve(
         }
     };
     let started = Instant::now();
-    let adapter = FuseAdapter::new(
-        fs,
-        Box::new(move |fs: &CryptFs| {
-            let stats = fs.keys().cache().stats();
-            tracing::info!(
-                hits = stats.hits,
-                misses = stats.misses,
-                evictions = stats.evictions,
-                expirations = stats.expirations,
-                uptime_s = started.elapsed().as_secs(),
-                "unmounted; DEK cache counters"
-            );
-            fs.keys().cache().clear();
-        }),
-        fuse_config
+    let negotiation = Negotiation {
+        permissions_checked: fuse_config
             .mount_options
             .contains(&MountOption::DefaultPermissions),
-    );
+    };
     spawn_housekeeping(kms);
-    let notifier = adapter.notifier();
-    let session = match fuser::Session::new(adapter, mountpoint, fuse_config) {
-        Ok(session) => {
-            let _ = notifier.set(session.notifier());
-            session
-        }
+    // fuser mounts and runs the INIT handshake; the requests after it are served by our own
+    // transport (`crate::fuse`).
+    let session = match fuser::Session::new(negotiation, mountpoint, fuse_config) {
+        Ok(session) => session,
         Err(e) => {
             let message = format!("cannot mount at {}: {e}", mountpoint.display());
             report(&format!("error {message}"));
@@ -315,7 +302,30 @@ fn serve(
                 .status();
         }
     });
-    let result = session.run();
+    let access = match fuse_config.acl {
+        SessionACL::RootAndOwner => Access::OwnerAndRoot {
+            owner: sys::effective_uid(),
+        },
+        SessionACL::All | SessionACL::Owner => Access::All,
+    };
+    let threads = fuse_config.n_threads.unwrap_or(1);
+    let result = crate::fuse::serve(
+        session.as_fd(),
+        threads,
+        Arc::new(FuseAdapter::new(fs.clone())),
+        access,
+    );
+    drop(session);
+    let stats = fs.keys().cache().stats();
+    tracing::info!(
+        hits = stats.hits,
+        misses = stats.misses,
+        evictions = stats.evictions,
+        expirations = stats.expirations,
+        uptime_s = started.elapsed().as_secs(),
+        "unmounted; DEK cache counters"
+    );
+    fs.keys().cache().clear();
     let _ = std::fs::remove_file(&pid_file);
     match result {
         Ok(()) => {

@@ -1,19 +1,16 @@
-//! The thin `fuser` adapter: each method calls [`CryptFs`] and replies, or maps the error to an
-//! errno. No logic lives here.
+//! The thin FUSE adapter: each request calls [`CryptFs`] and replies, or maps the error to an
+//! errno. No logic lives here. [`Negotiation`] is what `fuser` asks at INIT when it mounts;
+//! [`FuseAdapter`] serves every request after that, through the transport in [`crate::fuse`].
 
 use super::attr::{Attr, Caller, FileKind, SetAttr, SetTime};
 use super::{CryptFs, FsError};
-use fuser::{
-    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
-    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, Notifier,
-    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
-    TimeOrNow, WriteFlags,
+use crate::fuse::abi::{FOPEN_KEEP_CACHE, WRITE_KILL_SUIDGID};
+use crate::fuse::{
+    DirEntries, Entry, Handler, MAX_WRITE, NodeAttr, Operation, Reply, Request, StatfsOut, TimeArg,
 };
-use std::ffi::OsStr;
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use fuser::{Filesystem, InitFlags, KernelConfig};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// How long the kernel may cache attributes and names. Every change goes through this mount,
 /// so a short TTL only matters for changes made in the cipher directory behind its back.
@@ -24,133 +21,17 @@ const TTL: Duration = Duration::from_secs(1);
 /// the mount's back is seen once the pages are evicted or the directory is mounted again (with
 /// the writeback cache the kernel trusts its own size and mtime of cached files, so
 /// `FUSE_AUTO_INVAL_DATA` would not help).
-const FILE_OPEN_FLAGS: FopenFlags = FopenFlags::FOPEN_KEEP_CACHE;
+const FILE_OPEN_FLAGS: u32 = FOPEN_KEEP_CACHE;
 
-/// Called once when the kernel ends the session (unmount), with the filesystem.
-pub type OnDestroy = Box<dyn FnOnce(&CryptFs) + Send + Sync>;
-
-/// The `fuser::Filesystem` over a [`CryptFs`].
-pub struct FuseAdapter {
-    fs: Arc<CryptFs>,
-    on_destroy: Option<OnDestroy>,
-    /// The kernel writes a file's dirty pages back at close whether or not it sends FLUSH
-    /// (Linux 5.14 and later), so FLUSH can be declined.
-    flush_not_needed: bool,
+/// What the daemon asks of the kernel at INIT (`fuser` mounts and runs the handshake).
+pub struct Negotiation {
     /// The kernel checks permissions on this mount (`default_permissions`).
-    permissions_checked: bool,
-    /// The session's channel to the kernel, once the session exists (see [`FuseAdapter::notifier`]).
-    notifier: Arc<OnceLock<Notifier>>,
+    pub permissions_checked: bool,
 }
 
-/// True when the running kernel is `major.minor` or later (from /proc/sys/kernel/osrelease).
-fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
-        return false;
-    };
-    let mut parts = release
-        .trim()
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    found >= (major, minor)
-}
-
-impl FuseAdapter {
-    /// Wraps `fs`; `on_destroy` runs at unmount; `permissions_checked` when the mount has
-    /// `default_permissions` (the kernel checks every caller's permissions).
-    pub fn new(fs: Arc<CryptFs>, on_destroy: OnDestroy, permissions_checked: bool) -> Self {
-        FuseAdapter {
-            fs,
-            on_destroy: Some(on_destroy),
-            permissions_checked,
-            flush_not_needed: kernel_at_least(5, 14),
-            notifier: Arc::new(OnceLock::new()),
-        }
-    }
-
-    /// Where to put the session's notifier once the session is made (the adapter is moved into
-    /// it): `lseek` uses it to have the kernel write a file's dirty pages back first.
-    pub fn notifier(&self) -> Arc<OnceLock<Notifier>> {
-        self.notifier.clone()
-    }
-}
-
-fn errno(e: FsError) -> Errno {
-    Errno::from_i32(e.0)
-}
-
-fn kind(k: FileKind) -> FileType {
-    match k {
-        FileKind::File => FileType::RegularFile,
-        FileKind::Directory => FileType::Directory,
-        FileKind::Symlink => FileType::Symlink,
-        FileKind::Fifo => FileType::NamedPipe,
-        FileKind::Socket => FileType::Socket,
-        FileKind::CharDevice => FileType::CharDevice,
-        FileKind::BlockDevice => FileType::BlockDevice,
-    }
-}
-
-fn file_attr(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.blocks,
-        atime: a.atime,
-        mtime: a.mtime,
-        ctime: a.ctime,
-        crtime: a.ctime,
-        kind: kind(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: a.rdev,
-        blksize: a.blksize,
-        flags: 0,
-    }
-}
-
-fn caller(req: &Request) -> Caller {
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-        pid: req.pid(),
-    }
-}
-
-fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
-    t.map(|t| match t {
-        TimeOrNow::Now => SetTime::Now,
-        TimeOrNow::SpecificTime(at) => SetTime::At(at),
-    })
-}
-
-fn entry(reply: ReplyEntry, result: Result<Attr, FsError>) {
-    match result {
-        Ok(attr) => reply.entry(&TTL, &file_attr(&attr), Generation(attr.generation)),
-        Err(e) => reply.error(errno(e)),
-    }
-}
-
-fn empty(reply: ReplyEmpty, result: Result<(), FsError>) {
-    match result {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(errno(e)),
-    }
-}
-
-fn xattr(reply: ReplyXattr, size: u32, result: Result<Vec<u8>, FsError>) {
-    match result {
-        Ok(data) if size == 0 => reply.size(data.len() as u32),
-        Ok(data) => reply.data(&data),
-        Err(e) => reply.error(errno(e)),
-    }
-}
-
-impl Filesystem for FuseAdapter {
-    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let _ = config.set_max_write(1 << 20);
+impl Filesystem for Negotiation {
+    fn init(&mut self, _req: &fuser::Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(MAX_WRITE);
         let _ = config.set_max_readahead(1 << 20);
         // The kernel gathers writes in its page cache and sends them in large requests; it then
         // owns size and mtime while pages are dirty, and may read through write-only handles
@@ -205,473 +86,329 @@ impl Filesystem for FuseAdapter {
         }
         Ok(())
     }
+}
 
-    fn destroy(&mut self) {
-        if let Some(on_destroy) = self.on_destroy.take() {
-            on_destroy(&self.fs);
+/// The request handler over a [`CryptFs`].
+pub struct FuseAdapter {
+    fs: Arc<CryptFs>,
+    /// The kernel writes a file's dirty pages back at close whether or not it sends FLUSH
+    /// (Linux 5.14 and later), so FLUSH can be declined.
+    flush_not_needed: bool,
+}
+
+/// True when the running kernel is `major.minor` or later (from /proc/sys/kernel/osrelease).
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}
+
+impl FuseAdapter {
+    /// Serves `fs`.
+    pub fn new(fs: Arc<CryptFs>) -> Self {
+        FuseAdapter {
+            fs,
+            flush_not_needed: kernel_at_least(5, 14),
         }
     }
+}
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _span = tracing::debug_span!("lookup", parent = parent.0, ?name).entered();
-        entry(reply, self.fs.lookup(parent.0, name));
+fn mode_bits(k: FileKind) -> u32 {
+    match k {
+        FileKind::File => libc::S_IFREG,
+        FileKind::Directory => libc::S_IFDIR,
+        FileKind::Symlink => libc::S_IFLNK,
+        FileKind::Fifo => libc::S_IFIFO,
+        FileKind::Socket => libc::S_IFSOCK,
+        FileKind::CharDevice => libc::S_IFCHR,
+        FileKind::BlockDevice => libc::S_IFBLK,
+    }
+}
+
+fn node_attr(a: &Attr) -> NodeAttr {
+    NodeAttr {
+        ino: a.ino,
+        size: a.size,
+        blocks: a.blocks,
+        atime: a.atime,
+        mtime: a.mtime,
+        ctime: a.ctime,
+        mode: mode_bits(a.kind) | u32::from(a.perm),
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: a.blksize,
+    }
+}
+
+fn entry_of(a: &Attr) -> Entry {
+    Entry {
+        attr: node_attr(a),
+        generation: a.generation,
+        ttl: TTL,
+    }
+}
+
+fn caller(req: &Request<'_>) -> Caller {
+    Caller {
+        uid: req.header.uid,
+        gid: req.header.gid,
+        pid: req.header.pid,
+    }
+}
+
+fn set_time(t: Option<TimeArg>) -> Option<SetTime> {
+    t.map(|t| match t {
+        TimeArg::Now => SetTime::Now,
+        TimeArg::At(at) => SetTime::At(at),
+    })
+}
+
+fn entry(reply: Reply<'_>, result: Result<Attr, FsError>) {
+    match result {
+        Ok(attr) => reply.entry(&entry_of(&attr)),
+        Err(e) => reply.error(e.0),
+    }
+}
+
+fn attr(reply: Reply<'_>, result: Result<Attr, FsError>) {
+    match result {
+        Ok(attr) => reply.attr(&node_attr(&attr), TTL),
+        Err(e) => reply.error(e.0),
+    }
+}
+
+fn empty(reply: Reply<'_>, result: Result<(), FsError>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e.0),
+    }
+}
+
+fn opened(reply: Reply<'_>, result: Result<u64, FsError>, open_flags: u32) {
+    match result {
+        Ok(fh) => reply.opened(fh, open_flags),
+        Err(e) => reply.error(e.0),
+    }
+}
+
+fn created(reply: Reply<'_>, result: Result<(Attr, u64), FsError>) {
+    match result {
+        Ok((attr, fh)) => reply.created(&entry_of(&attr), fh, FILE_OPEN_FLAGS),
+        Err(e) => reply.error(e.0),
+    }
+}
+
+fn data(reply: Reply<'_>, result: Result<Vec<u8>, FsError>) {
+    match result {
+        Ok(bytes) => reply.data(&bytes),
+        Err(e) => reply.error(e.0),
+    }
+}
+
+fn xattr(reply: Reply<'_>, size: u32, result: Result<Vec<u8>, FsError>) {
+    match result {
+        Ok(bytes) if size == 0 => reply.xattr_size(u32::try_from(bytes.len()).unwrap_or(u32::MAX)),
+        Ok(bytes) => reply.data(&bytes),
+        Err(e) => reply.error(e.0),
+    }
+}
+
+impl Handler for FuseAdapter {
+    fn forget(&self, node: u64, nlookup: u64) {
+        self.fs.forget(node, nlookup);
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.fs.forget(ino.0, nlookup);
-    }
-
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let _span = tracing::debug_span!("getattr", ino = ino.0).entered();
-        match self.fs.getattr(ino.0) {
-            Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
-            Err(e) => reply.error(errno(e)),
-        }
-    }
-
-    fn setattr(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime: Option<TimeOrNow>,
-        mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
-        fh: Option<FileHandle>,
-        _crtime: Option<SystemTime>,
-        _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>,
-        _flags: Option<BsdFileFlags>,
-        reply: ReplyAttr,
-    ) {
-        let _span = tracing::debug_span!("setattr", ino = ino.0, ?size).entered();
-        let change = SetAttr {
-            mode,
-            uid,
-            gid,
-            size,
-            atime: set_time(atime),
-            mtime: set_time(mtime),
-        };
-        match self.fs.setattr(ino.0, change, fh.map(|f| f.0), caller(req)) {
-            Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
-            Err(e) => reply.error(errno(e)),
-        }
-    }
-
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(ino.0) {
-            Ok(target) => reply.data(&target),
-            Err(e) => reply.error(errno(e)),
-        }
-    }
-
-    fn mknod(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        rdev: u32,
-        reply: ReplyEntry,
-    ) {
-        let _span = tracing::debug_span!("mknod", parent = parent.0, ?name).entered();
-        entry(
-            reply,
-            self.fs
-                .mknod(parent.0, name, mode, umask, rdev, caller(req)),
-        );
-    }
-
-    fn mkdir(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        reply: ReplyEntry,
-    ) {
-        let _span = tracing::debug_span!("mkdir", parent = parent.0, ?name).entered();
-        entry(
-            reply,
-            self.fs.mkdir(parent.0, name, mode, umask, caller(req)),
-        );
-    }
-
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _span = tracing::debug_span!("unlink", parent = parent.0, ?name).entered();
-        empty(reply, self.fs.unlink(parent.0, name));
-    }
-
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _span = tracing::debug_span!("rmdir", parent = parent.0, ?name).entered();
-        empty(reply, self.fs.rmdir(parent.0, name));
-    }
-
-    fn symlink(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        link_name: &OsStr,
-        target: &Path,
-        reply: ReplyEntry,
-    ) {
-        let _span = tracing::debug_span!("symlink", parent = parent.0, ?link_name).entered();
-        entry(
-            reply,
-            self.fs
-                .symlink(parent.0, link_name, target.as_os_str(), caller(req)),
-        );
-    }
-
-    fn rename(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        newparent: INodeNo,
-        newname: &OsStr,
-        flags: RenameFlags,
-        reply: ReplyEmpty,
-    ) {
-        let _span = tracing::debug_span!(
-            "rename",
-            parent = parent.0,
-            ?name,
-            newparent = newparent.0,
-            ?newname
-        )
-        .entered();
-        empty(
-            reply,
-            self.fs
-                .rename(parent.0, name, newparent.0, newname, flags.bits()),
-        );
-    }
-
-    fn link(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        newparent: INodeNo,
-        newname: &OsStr,
-        reply: ReplyEntry,
-    ) {
-        let _span =
-            tracing::debug_span!("link", ino = ino.0, newparent = newparent.0, ?newname).entered();
-        entry(reply, self.fs.link(ino.0, newparent.0, newname));
-    }
-
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _span = tracing::debug_span!("open", ino = ino.0).entered();
-        match self.fs.open(ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FILE_OPEN_FLAGS),
-            Err(e) => reply.error(errno(e)),
-        }
-    }
-
-    fn read(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        size: u32,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyData,
-    ) {
-        let _span = tracing::debug_span!("read", ino = ino.0, fh = fh.0, offset, size).entered();
-        let mut reply = Some(reply);
-        let result = self.fs.read_with(fh.0, offset, size, |data| {
-            if let Some(reply) = reply.take() {
-                reply.data(data);
+    fn handle(&self, req: &Request<'_>, reply: Reply<'_>) {
+        let fs = &*self.fs;
+        let ino = req.header.nodeid;
+        let _span = tracing::debug_span!("fuse", opcode = req.header.opcode, ino).entered();
+        match req.op {
+            Operation::Lookup { name } => entry(reply, fs.lookup(ino, name)),
+            Operation::Getattr => attr(reply, fs.getattr(ino)),
+            Operation::Setattr(set) => {
+                let change = SetAttr {
+                    mode: set.mode,
+                    uid: set.uid,
+                    gid: set.gid,
+                    size: set.size,
+                    atime: set_time(set.atime),
+                    mtime: set_time(set.mtime),
+                };
+                attr(reply, fs.setattr(ino, change, set.fh, caller(req)));
             }
-        });
-        if let (Err(e), Some(reply)) = (result, reply) {
-            reply.error(errno(e));
-        }
-    }
-
-    fn write(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        data: &[u8],
-        write_flags: WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyWrite,
-    ) {
-        let _span = tracing::debug_span!("write", ino = ino.0, fh = fh.0, offset, len = data.len())
-            .entered();
-        let mut result = self.fs.write(fh.0, offset, data);
-        if result.is_ok() && write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
-            result = self.fs.kill_privileges_of(fh.0, caller(req)).and(result);
-        }
-        match result {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(e)),
-        }
-    }
-
-    /// Nothing to do at close: a write reaches the backing file before it is acknowledged. On
-    /// Linux 5.14 and later the kernel writes dirty pages back (and reports their errors to
-    /// close) before it would send FLUSH, so ENOSYS tells it to stop sending FLUSH, which saves
-    /// a round trip per close; older kernels skip that writeback once told, so they get OK.
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        if self.flush_not_needed {
-            reply.error(Errno::ENOSYS);
-        } else {
-            reply.ok();
-        }
-    }
-
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        self.fs.release(fh.0);
-        reply.ok();
-    }
-
-    fn fsync(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        datasync: bool,
-        reply: ReplyEmpty,
-    ) {
-        empty(reply, self.fs.fsync(fh.0, datasync));
-    }
-
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _span = tracing::debug_span!("opendir", ino = ino.0).entered();
-        match self.fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(e)),
-        }
-    }
-
-    fn readdir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
-        let result = self.fs.readdir(fh.0, offset, |entry, next| {
-            reply.add(INodeNo(entry.ino), next, kind(entry.kind), &entry.name)
-        });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
-    }
-
-    fn readdirplus(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectoryPlus,
-    ) {
-        let result = self.fs.readdirplus(fh.0, offset, |entry, attr, next| {
-            reply.add(
-                INodeNo(entry.ino),
-                next,
-                &entry.name,
-                &TTL,
-                &file_attr(attr),
-                Generation(attr.generation),
-            )
-        });
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.fs.releasedir(fh.0);
-        reply.ok();
-    }
-
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
-        empty(reply, self.fs.fsyncdir(ino.0));
-    }
-
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.fs.statfs() {
-            Ok(s) => reply.statfs(
-                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+            Operation::Readlink => data(reply, fs.readlink(ino)),
+            Operation::Symlink { name, target } => {
+                entry(reply, fs.symlink(ino, name, target, caller(req)));
+            }
+            Operation::Mknod { name, node, rdev } => entry(
+                reply,
+                fs.mknod(ino, name, node.mode, node.umask, rdev, caller(req)),
             ),
-            Err(e) => reply.error(errno(e)),
-        }
-    }
-
-    fn setxattr(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        name: &OsStr,
-        value: &[u8],
-        flags: i32,
-        _position: u32,
-        reply: ReplyEmpty,
-    ) {
-        empty(
-            reply,
-            self.fs.setxattr(ino.0, name, value, flags, caller(req)),
-        );
-    }
-
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        xattr(reply, size, self.fs.getxattr(ino.0, name, size));
-    }
-
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        xattr(reply, size, self.fs.listxattr(ino.0, size));
-    }
-
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.fs.removexattr(ino.0, name));
-    }
-
-    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        empty(reply, self.fs.access(ino.0, mask.bits()));
-    }
-
-    fn create(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        flags: i32,
-        reply: ReplyCreate,
-    ) {
-        let _span = tracing::debug_span!("create", parent = parent.0, ?name).entered();
-        match self
-            .fs
-            .create(parent.0, name, mode, umask, flags, caller(req))
-        {
-            Ok((attr, fh)) => reply.created(
-                &TTL,
-                &file_attr(&attr),
-                Generation(attr.generation),
-                FileHandle(fh),
-                FILE_OPEN_FLAGS,
+            Operation::Mkdir { name, node } => {
+                entry(
+                    reply,
+                    fs.mkdir(ino, name, node.mode, node.umask, caller(req)),
+                );
+            }
+            Operation::Unlink { name } => empty(reply, fs.unlink(ino, name)),
+            Operation::Rmdir { name } => empty(reply, fs.rmdir(ino, name)),
+            Operation::Rename {
+                name,
+                new_parent,
+                new_name,
+                flags,
+            } => empty(reply, fs.rename(ino, name, new_parent, new_name, flags)),
+            Operation::Link { target, new_name } => entry(reply, fs.link(target, ino, new_name)),
+            Operation::Open { flags } => opened(reply, fs.open(ino, flags), FILE_OPEN_FLAGS),
+            Operation::Read { fh, offset, size } => {
+                let mut reply = Some(reply);
+                let result = fs.read_with(fh, offset, size, |bytes| {
+                    if let Some(reply) = reply.take() {
+                        reply.data(bytes);
+                    }
+                });
+                if let (Err(e), Some(reply)) = (result, reply) {
+                    reply.error(e.0);
+                }
+            }
+            Operation::Write {
+                fh,
+                offset,
+                data,
+                write_flags,
+            } => {
+                let mut result = fs.write(fh, offset, data);
+                if result.is_ok() && write_flags & WRITE_KILL_SUIDGID != 0 {
+                    result = fs.kill_privileges_of(fh, caller(req)).and(result);
+                }
+                match result {
+                    Ok(n) => reply.written(n),
+                    Err(e) => reply.error(e.0),
+                }
+            }
+            Operation::Statfs => match fs.statfs() {
+                Ok(s) => reply.statfs(&StatfsOut {
+                    blocks: s.blocks,
+                    bfree: s.bfree,
+                    bavail: s.bavail,
+                    files: s.files,
+                    ffree: s.ffree,
+                    bsize: s.bsize,
+                    namelen: s.namelen,
+                    frsize: s.frsize,
+                }),
+                Err(e) => reply.error(e.0),
+            },
+            Operation::Release { fh } => {
+                fs.release(fh);
+                reply.ok();
+            }
+            // Nothing to do at close: a write reaches the backing file before it is
+            // acknowledged. On Linux 5.14 and later the kernel writes dirty pages back (and
+            // reports their errors to close) before it would send FLUSH, so ENOSYS tells it to
+            // stop sending FLUSH, which saves a round trip per close; older kernels skip that
+            // writeback once told, so they get OK.
+            Operation::Flush if self.flush_not_needed => reply.error(libc::ENOSYS),
+            Operation::Flush => reply.ok(),
+            Operation::Fsync { fh, datasync } => empty(reply, fs.fsync(fh, datasync)),
+            Operation::Setxattr { name, value, flags } => {
+                empty(reply, fs.setxattr(ino, name, value, flags, caller(req)));
+            }
+            Operation::Getxattr { name, size } => xattr(reply, size, fs.getxattr(ino, name, size)),
+            Operation::Listxattr { size } => xattr(reply, size, fs.listxattr(ino, size)),
+            Operation::Removexattr { name } => empty(reply, fs.removexattr(ino, name)),
+            Operation::Opendir => opened(reply, fs.opendir(ino), 0),
+            Operation::Readdir { fh, offset, size } => {
+                let mut entries = DirEntries::new(size);
+                let result = fs.readdir(fh, offset, |e, next| {
+                    entries.add(e.ino, next, mode_bits(e.kind), &e.name)
+                });
+                match result {
+                    Ok(()) => reply.dir(entries),
+                    Err(e) => reply.error(e.0),
+                }
+            }
+            Operation::Readdirplus { fh, offset, size } => {
+                let mut entries = DirEntries::new(size);
+                let result = fs.readdirplus(fh, offset, |e, attr, next| {
+                    entries.add_plus(&entry_of(attr), next, &e.name)
+                });
+                match result {
+                    Ok(()) => reply.dir(entries),
+                    Err(e) => reply.error(e.0),
+                }
+            }
+            Operation::Releasedir { fh } => {
+                fs.releasedir(fh);
+                reply.ok();
+            }
+            Operation::Fsyncdir => empty(reply, fs.fsyncdir(ino)),
+            Operation::Access { mask } => empty(reply, fs.access(ino, mask)),
+            Operation::Create { name, node, flags } => created(
+                reply,
+                fs.create(ino, name, node.mode, node.umask, flags, caller(req)),
             ),
-            Err(e) => reply.error(errno(e)),
-        }
-    }
-
-    fn fallocate(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        length: u64,
-        mode: i32,
-        reply: ReplyEmpty,
-    ) {
-        let _span = tracing::debug_span!("fallocate", ino = ino.0, offset, length, mode).entered();
-        empty(
-            reply,
-            self.fs.fallocate(fh.0, offset, length, mode, caller(req)),
-        );
-    }
-
-    fn lseek(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: i64,
-        whence: i32,
-        reply: ReplyLseek,
-    ) {
-        let _span = tracing::debug_span!("lseek", ino = ino.0, offset, whence).entered();
-        // With the writeback cache, written data may still be only in the kernel's pages:
-        // invalidating them has the kernel write them back first (another request thread
-        // serves those writes), so holes are judged on what is really written.
-        if let Some(notifier) = self.notifier.get()
-            && let Err(e) = notifier.inval_inode(ino, 0, 0)
-        {
-            tracing::debug!("cannot have the kernel write back before lseek: {e}");
-        }
-        let Ok(offset) = u64::try_from(offset) else {
-            reply.error(Errno::EINVAL);
-            return;
-        };
-        match self.fs.seek(fh.0, offset, whence) {
-            Ok(pos) => reply.offset(pos as i64),
-            Err(e) => reply.error(errno(e)),
-        }
-    }
-
-    fn copy_file_range(
-        &self,
-        req: &Request,
-        _ino_in: INodeNo,
-        fh_in: FileHandle,
-        offset_in: u64,
-        _ino_out: INodeNo,
-        fh_out: FileHandle,
-        offset_out: u64,
-        len: u64,
-        _flags: CopyFileRangeFlags,
-        reply: ReplyWrite,
-    ) {
-        let _span = tracing::debug_span!("copy_file_range", offset_in, offset_out, len).entered();
-        // One reply says at most u32::MAX bytes; the caller asks again for the rest.
-        let len = len.min(u64::from(u32::MAX) & !0xfff);
-        match self
-            .fs
-            .copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len, caller(req))
-        {
-            Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(errno(e)),
+            Operation::Tmpfile { node, flags } => created(
+                reply,
+                fs.tmpfile(ino, node.mode, node.umask, flags, caller(req)),
+            ),
+            Operation::Fallocate {
+                fh,
+                offset,
+                length,
+                mode,
+            } => empty(reply, fs.fallocate(fh, offset, length, mode, caller(req))),
+            Operation::Lseek { fh, offset, whence } => {
+                // With the writeback cache, written data may still be only in the kernel's
+                // pages: invalidating them has the kernel write them back first (another request
+                // thread serves those writes), so holes are judged on what is really written.
+                if let Err(e) = reply.channel().inval_inode(ino, 0, 0) {
+                    tracing::debug!("cannot have the kernel write back before lseek: {e}");
+                }
+                let Ok(offset) = u64::try_from(offset) else {
+                    reply.error(libc::EINVAL);
+                    return;
+                };
+                match fs.seek(fh, offset, whence) {
+                    Ok(pos) => reply.offset(i64::try_from(pos).unwrap_or(i64::MAX)),
+                    Err(e) => reply.error(e.0),
+                }
+            }
+            Operation::CopyFileRange {
+                fh_in,
+                offset_in,
+                fh_out,
+                offset_out,
+                len,
+                wide,
+            } => {
+                // The narrow reply says at most u32::MAX bytes; the caller asks again for the
+                // rest.
+                let len = if wide {
+                    len
+                } else {
+                    len.min(u64::from(u32::MAX) & !0xfff)
+                };
+                match fs.copy_file_range(fh_in, offset_in, fh_out, offset_out, len, caller(req)) {
+                    Ok(n) if wide => reply.copied(n),
+                    Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
+                    Err(e) => reply.error(e.0),
+                }
+            }
+            // Answered by the transport itself.
+            Operation::Forget { .. }
+            | Operation::BatchForget { .. }
+            | Operation::Destroy
+            | Operation::Interrupt
+            | Operation::Unsupported(_) => reply.error(libc::ENOSYS),
         }
     }
 }

@@ -466,6 +466,13 @@ impl InodeTable {
         Ok((inode, st))
     }
 
+    /// The node of the backing inode open as `file` (a file with no name yet: `O_TMPFILE`),
+    /// with one more kernel reference.
+    pub fn lookup_open(&self, file: BorrowedFd<'_>) -> Result<(Arc<Inode>, libc::stat), FsError> {
+        let path = sys::proc_fd_path(file);
+        self.adopt(sys::open_path(&path, libc::O_PATH, 0)?)
+    }
+
     /// The node of the backing inode `fd` is open on, with one more kernel reference.
     fn adopt(&self, fd: OwnedFd) -> Result<(Arc<Inode>, libc::stat), FsError> {
         let st = sys::fstat(fd.as_fd())?;

@@ -203,6 +203,27 @@ impl CryptFs {
         Ok((attr, fh))
     }
 
+    /// Creates and opens a regular file with no name in directory `parent` (`O_TMPFILE`). A
+    /// link gives it a name later, unless `flags` has `O_EXCL`; closed without one, it is gone.
+    pub fn tmpfile(
+        &self,
+        parent: u64,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        caller: Caller,
+    ) -> FsResult<(Attr, u64)> {
+        let parent_inode = self.inodes.get(parent)?;
+        let tmp_flags = backing_flags(flags) | libc::O_TMPFILE | (flags & libc::O_EXCL);
+        let dir = parent_inode.fd()?;
+        let fd = super::names::with_umask(umask, mode & 0o7777, |mode| {
+            sys::openat(dir.as_fd(), c".", tmp_flags, mode)
+        })?;
+        let (inode, attr) = self.made_unnamed(&parent_inode, fd.as_fd(), caller)?;
+        let fh = self.open_inode(inode, File::from(fd), flags)?;
+        Ok((attr, fh))
+    }
+
     /// Reads up to `size` bytes at `offset`.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         self.read_with(fh, offset, size, <[u8]>::to_vec)

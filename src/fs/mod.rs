@@ -1,5 +1,6 @@
 //! The filesystem: a plain struct with the semantics ([`CryptFs`]), testable without a mount,
-//! and [`fuse`], the thin `fuser` adapter that only maps calls and errnos.
+//! and [`fuse`], the thin adapter from FUSE requests (see [`crate::fuse`]) to it, which only maps
+//! calls and errnos.
 //!
 //! Inodes follow backing inodes through `O_PATH` descriptors and `*at()` system calls
 //! ([`inode`]); content goes through the format ([`content`]); file keys come through the DEK

@@ -7,7 +7,7 @@ use super::io::Handle;
 use super::{CryptFs, FsError, FsResult, HIDDEN_ROOT_NAMES, creds};
 use crate::sys::{self, TimeSpec};
 use std::ffi::{CString, OsStr};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, PoisonError};
 use std::time::UNIX_EPOCH;
@@ -144,6 +144,20 @@ impl CryptFs {
         let (inode, _) = self.inodes.lookup(parent, name)?;
         self.give_to_caller(parent, &inode, caller)?;
         self.attr_of(&inode)
+    }
+
+    /// The node just made with no name (`O_TMPFILE`) in `parent`, open as `file`, given to
+    /// `caller`.
+    pub(super) fn made_unnamed(
+        &self,
+        parent: &Inode,
+        file: BorrowedFd<'_>,
+        caller: Caller,
+    ) -> FsResult<(Arc<Inode>, Attr)> {
+        let (inode, _) = self.inodes.lookup_open(file)?;
+        self.give_to_caller(parent, &inode, caller)?;
+        let attr = self.attr_of(&inode)?;
+        Ok((inode, attr))
     }
 
     /// Makes a FIFO, socket, device node or empty regular file.

@@ -550,3 +550,43 @@ fn a_forgotten_node_is_found_again_by_its_number_and_a_removed_one_is_stale() {
         Err(FsError(libc::ESTALE))
     );
 }
+
+#[test]
+fn an_unnamed_file_is_encrypted_and_named_by_a_link() {
+    let (dir, fs) = setup();
+    let (attr, fh) = fs
+        .tmpfile(ROOT_INO, libc::S_IFREG | 0o600, 0o022, libc::O_RDWR, ME)
+        .expect("tmpfile");
+    assert_eq!(attr.nlink, 0);
+    assert_eq!(attr.perm, 0o600);
+    fs.write(fh, 0, b"secret words").expect("write");
+    let listed = std::fs::read_dir(dir.path().join("cipher"))
+        .expect("list")
+        .count();
+    assert_eq!(listed, 0, "an unnamed file has no name on disk either");
+    let linked = fs
+        .link(attr.ino, ROOT_INO, OsStr::new("named"))
+        .expect("link");
+    assert_eq!((linked.ino, linked.nlink), (attr.ino, 1));
+    fs.release(fh);
+    let on_disk = std::fs::read(dir.path().join("cipher/named")).expect("read cipher file");
+    assert!(!on_disk.windows(6).any(|w| w == b"secret"));
+    let fh = fs.open(attr.ino, libc::O_RDONLY).expect("open");
+    assert_eq!(fs.read(fh, 0, 100).expect("read"), b"secret words");
+    fs.release(fh);
+    let (excl, fh) = fs
+        .tmpfile(
+            ROOT_INO,
+            libc::S_IFREG | 0o600,
+            0,
+            libc::O_RDWR | libc::O_EXCL,
+            ME,
+        )
+        .expect("tmpfile O_EXCL");
+    assert_eq!(
+        fs.link(excl.ino, ROOT_INO, OsStr::new("never")),
+        Err(FsError(libc::ENOENT)),
+        "O_EXCL: never linkable"
+    );
+    fs.release(fh);
+}

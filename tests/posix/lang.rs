@@ -66,12 +66,8 @@ pub enum Who {
 /// its page cache never reach the daemon, so kmsfs counts opening to read as the read.
 pub const OPEN_IS_A_READ: &str = "kmsfs counts opening a file to read as reading it: reads served from the kernel's page cache never reach the daemon";
 
-/// Why `O_TMPFILE` fails through kmsfs for now.
-pub const NO_TMPFILE: &str =
-    "not supported yet: fuser 0.18 does not pass the kernel's FUSE_TMPFILE request (EOPNOTSUPP)";
-
-/// Why ctime moves when the kernel forgets an inode after a write or truncate.
-pub const CTIME_AT_WRITEBACK: &str = "with the writeback cache the kernel stamps ctime at write(2), the backing file when the daemon writes it back moments later; stat shows the backing file's once the kernel forgets the inode, and ctime cannot be set";
+/// Why ctime moves when the kernel forgets an inode after a write, truncate or chmod.
+pub const CTIME_AT_WRITEBACK: &str = "with the writeback cache the kernel stamps a regular file's ctime itself (at write, truncate, chmod), the backing file gets its own stamp moments later when the daemon applies the change or writes the kernel's times back; stat shows the backing file's once the kernel forgets the inode, and ctime cannot be set";
 
 /// One entry of the table.
 pub struct Scenario {

@@ -5,7 +5,7 @@
 //! a step says otherwise, in ext4 and in kmsfs; the answers and the final state must agree.
 //! Known kmsfs bugs are NOT marked: their scenarios expect ext4's behaviour and fail until fixed.
 
-use super::lang::{NO_TMPFILE, OPEN_IS_A_READ, Scenario, both, root, user};
+use super::lang::{OPEN_IS_A_READ, Scenario, both, root, user};
 
 /// Every scenario, in report order.
 pub fn all() -> Vec<Scenario> {
@@ -52,11 +52,7 @@ fn creation() -> Vec<Scenario> {
                 format!("create/umask{umask}/{kind}"),
                 format!("umask {umask}; {script}"),
             );
-            list.push(if kind.starts_with("tmpfile") {
-                sc.intended(NO_TMPFILE)
-            } else {
-                sc
-            });
+            list.push(sc);
         }
     }
     list.push(root("create/mknod-char-device", "mknod c chr 0644; lstat c"));
@@ -164,7 +160,7 @@ fn setgid_dirs() -> Vec<Scenario> {
         both("setgid-dir/file-02777-by-member", format!("{sg}; @me+g open sg/f w,creat 02777; close; stat sg/f")),
         both("setgid-dir/fifo-and-socket", format!("{sg}; @me mkfifo sg/p 0644; bind sg/s")),
         both("setgid-dir/symlink", format!("{sg}; @me symlink t sg/l; lstat sg/l")),
-        both("setgid-dir/tmpfile", format!("{sg}; @me open sg rw,tmpfile 0640; linkfd sg/t; close")).intended(NO_TMPFILE),
+        both("setgid-dir/tmpfile", format!("{sg}; @me open sg rw,tmpfile 0640; linkfd sg/t; close")),
         both("setgid-dir/rename-in-keeps-group", format!("{sg}; @me touch f; rename f sg/f; stat sg/f")),
         both("setgid-dir/link-in-keeps-group", format!("{sg}; @me touch f; link f sg/f; stat sg/f")),
         both("setgid-dir/chmod-by-non-member-drops-bit", "@root mkdir d 0755; chown d me g; @me chmod d 02775; stat d"),
