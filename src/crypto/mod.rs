@@ -1,14 +1,16 @@
 //! Key types that zeroize and never print, the AEAD and key derivation used by every other room,
 //! and randomness.
 //!
-//! Nothing outside this room names `ring`: the rest of the code sees [`Key256`], [`SecretBytes`],
-//! [`AeadKey`] and a handful of functions.
+//! Nothing outside this room names `ring` or `aes-siv`: the rest of the code sees [`Key256`],
+//! [`SecretBytes`], [`AeadKey`], [`SivKey`] and a handful of functions.
 
 mod aead;
 mod secret;
+mod siv;
 
 pub use aead::{AeadKey, AuthError, NONCE_LEN, TAG_LEN};
 pub use secret::{Key256, SecretBytes};
+pub use siv::{SIV_KEY_LEN, SIV_TAG_LEN, SivKey};
 
 use ring::{hkdf, hmac};
 
@@ -28,19 +30,25 @@ pub fn random_array<const N: usize>() -> [u8; N] {
 
 /// Derives a 256-bit key from `ikm` with HKDF-SHA256.
 pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8]) -> Key256 {
-    struct Len32;
-    impl hkdf::KeyType for Len32 {
+    let mut out = Key256::zero();
+    hkdf_sha256_fill(ikm, salt, info, out.expose_secret_mut());
+    out
+}
+
+/// Fills `out` (at most 8160 bytes) with HKDF-SHA256 output keying material from `ikm`. An empty
+/// `salt` is HKDF's default: 32 zero bytes give the same result.
+fn hkdf_sha256_fill(ikm: &[u8], salt: &[u8], info: &[u8], out: &mut [u8]) {
+    struct Len(usize);
+    impl hkdf::KeyType for Len {
         fn len(&self) -> usize {
-            32
+            self.0
         }
     }
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(ikm);
     let info = [info];
-    let mut out = Key256::zero();
-    prk.expand(&info, Len32)
-        .and_then(|okm| okm.fill(out.expose_secret_mut()))
-        .expect("BUG: HKDF-SHA256 can always produce 32 bytes");
-    out
+    prk.expand(&info, Len(out.len()))
+        .and_then(|okm| okm.fill(out))
+        .expect("BUG: HKDF-SHA256 output in this crate stays far below its 8160-byte limit");
 }
 
 /// HMAC-SHA256 of `msg` under `key`.

@@ -7,17 +7,28 @@
 //! AAD of block i = "kmsfs-block-v1" || file_id (16) || i as u64 big-endian
 //! ```
 //!
+//! Format version 2 adds encrypted names, symlink targets and `user.*` xattrs (`names`: AES-SIV
+//! under keys derived from a filesystem key, long names, the internal files of a cipher
+//! directory).
+//!
 //! `docs/FORMAT.md` is the normative description; its test vectors are checked by
-//! `block::tests`.
+//! `block::tests` and `names::tests`.
 
 mod block;
 mod context;
 mod header;
+mod names;
 mod size;
 
 pub use block::{FileCipher, block_aad, hex};
 pub use context::dek_context;
 pub use header::{FileHeader, HEADER_LEN, MAX_WRAPPED_LEN};
+pub use names::{
+    DIR_ID_FILE, DirId, FsKey, LONG_PREFIX, LONG_SIDE_SUFFIX, MAX_CIPHER_NAME, MAX_CIPHER_TARGET,
+    MAX_CIPHER_XATTR_NAME, MAX_PLAIN_NAME, MAX_PLAIN_SHORT_NAME, MAX_PLAIN_TARGET,
+    MAX_PLAIN_XATTR_NAME, MAX_PLAIN_XATTR_VALUE, MAX_SHORT_CIPHER_NAME, NameCipher, NameError,
+    check_plain_name, is_internal, is_long, long_name, long_side_name, parse_dir_id, random_dir_id,
+};
 pub use size::{
     BLOCK_CIPHER_LEN, BLOCK_OVERHEAD, BLOCK_PLAIN_LEN, block_cipher_offset, cipher_size,
     plain_size, plain_size_lenient,
