@@ -260,13 +260,7 @@ mod tests {
         let list = vectors["vectors"].as_array().expect("vectors array");
         assert!(list.len() >= 2);
         for v in list {
-            let field = |name: &str| -> Vec<u8> {
-                let text = v[name].as_str().expect("hex field");
-                (0..text.len())
-                    .step_by(2)
-                    .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
-                    .collect()
-            };
+            let field = |name: &str| super::super::unhex(v[name].as_str().expect("hex field"));
             let dek = Key256::from_slice(&field("dek")).expect("32-byte dek");
             let mut file_id = [0u8; 16];
             file_id.copy_from_slice(&field("file_id"));

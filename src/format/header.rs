@@ -248,15 +248,9 @@ mod tests {
 
 #[cfg(test)]
 mod vector_tests {
+    use super::super::unhex;
     use super::*;
     use crate::crypto::Key256;
-
-    fn unhex(text: &str) -> Vec<u8> {
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
-            .collect()
-    }
 
     /// The header vector of docs/FORMAT.md (testdata/format-v1-vectors.json), computed
     /// independently: encoding gives exactly these 512 bytes.

@@ -34,6 +34,15 @@ pub use size::{
     plain_size, plain_size_lenient,
 };
 
+/// The bytes of hex `text`, for test vectors; panics on anything else.
+#[cfg(test)]
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
 /// A 128-bit random file identifier, bound into every block's AAD and the DEK's context.
 pub type FileId = [u8; 16];
 

@@ -1,14 +1,7 @@
 //! The vectors of docs/FORMAT.md ("Version 2: names"), kept as a data file.
 
 use super::super::*;
-use crate::format::hex;
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
-        .collect()
-}
+use crate::format::{hex, unhex};
 
 fn array<const N: usize>(text: &str) -> [u8; N] {
     unhex(text)
