@@ -29,10 +29,23 @@ pub enum KmsConfig {
     },
 }
 
+/// The filesystem key of a directory whose names are encrypted, as the KMS wrapped it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrappedFsKey {
+    /// The KMS key that wraps it.
+    #[serde(rename = "key-id")]
+    pub key_id: Uuid,
+    /// The KMS ciphertext, base64.
+    pub wrapped: String,
+}
+
+/// The newest format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 2;
+
 /// The contents of `kmsfs.conf`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CipherConfig {
-    /// On-disk format version (1).
+    /// On-disk format version: 1, or 2 (names may be encrypted).
     #[serde(rename = "format-version")]
     pub format_version: u32,
     /// Random filesystem id, hex.
@@ -46,6 +59,9 @@ pub struct CipherConfig {
     /// The KMS key that wraps new DEKs.
     #[serde(rename = "key-id")]
     pub key_id: Uuid,
+    /// The filesystem key names are encrypted with (version 2); none: names are plaintext.
+    #[serde(rename = "fs-key", default, skip_serializing_if = "Option::is_none")]
+    pub fs_key: Option<WrappedFsKey>,
 }
 
 /// Why a configuration could not be read or written; each a plain sentence.
@@ -112,11 +128,12 @@ impl CipherConfig {
     /// A new configuration with a random filesystem id.
     pub fn new(kms: KmsConfig, key_id: Uuid) -> Self {
         CipherConfig {
-            format_version: 1,
+            format_version: FORMAT_VERSION,
             fs_id: crate::format::hex(&crate::crypto::random_array::<16>()),
             block_size: crate::format::BLOCK_PLAIN_LEN as u32,
             kms,
             key_id,
+            fs_key: None,
         }
     }
 
@@ -136,11 +153,16 @@ impl CipherConfig {
         };
         let config: CipherConfig =
             serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        if config.format_version != 1 {
+        if !(1..=FORMAT_VERSION).contains(&config.format_version) {
             return Err(invalid(format!(
-                "format version {} is not supported (this build reads version 1)",
+                "format version {} is not supported (this build reads versions 1 to {FORMAT_VERSION})",
                 config.format_version
             )));
+        }
+        if config.format_version == 1 && config.fs_key.is_some() {
+            return Err(invalid(
+                "format version 1 has plaintext names, yet an fs-key is set".into(),
+            ));
         }
         if config.block_size != crate::format::BLOCK_PLAIN_LEN as u32 {
             return Err(invalid(format!(

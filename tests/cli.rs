@@ -5,6 +5,7 @@ mod common;
 
 use common::Env;
 use std::fs;
+use std::path::Path;
 
 fn one_sentence(out: &std::process::Output) -> String {
     assert!(
@@ -105,8 +106,16 @@ fn init_refuses_a_non_empty_directory_and_reuses_a_keystore() {
     let conf = fs::read_to_string(env.cipher.join("kmsfs.conf")).expect("conf");
     assert!(!conf.contains("correct horse"), "no secret in kmsfs.conf");
     let conf: serde_json::Value = serde_json::from_str(&conf).expect("json");
-    assert_eq!(conf["format-version"], 1);
+    assert_eq!(conf["format-version"], 2);
     assert_eq!(conf["kms"]["backend"], "embedded");
+    // Names are encrypted by default: the name key, wrapped by the directory's key, is kept.
+    assert_eq!(conf["fs-key"]["key-id"], conf["key-id"]);
+    assert!(
+        conf["fs-key"]["wrapped"]
+            .as_str()
+            .is_some_and(|w| w.len() > 40),
+        "{conf}"
+    );
     // A second directory in the same keystore gets its own key.
     let second = env.dir.path().join("second");
     env.ok(&[
@@ -116,11 +125,16 @@ fn init_refuses_a_non_empty_directory_and_reuses_a_keystore() {
         Env::s(&env.keystore),
         "--passphrase-file",
         Env::s(&env.passfile),
+        "--plaintext-names",
     ]);
     let conf2: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(second.join("kmsfs.conf")).expect("conf"))
             .expect("json");
     assert_ne!(conf["key-id"], conf2["key-id"]);
+    assert!(
+        conf2.get("fs-key").is_none(),
+        "plaintext names need no name key: {conf2}"
+    );
     // --key reuses an existing key.
     let third = env.dir.path().join("third");
     let key = conf["key-id"].as_str().expect("key id");
@@ -212,9 +226,10 @@ fn key_commands_and_inspect_show_rotation_in_new_files() {
         fs::read(env.plain.join("before")).expect("read old"),
         b"old material"
     );
+    let cipher = env.cipher_map();
     mount.unmount();
     let inspect = |name: &str| -> serde_json::Value {
-        serde_json::from_str(&env.ok(&["inspect", Env::s(&env.cipher.join(name))])).expect("json")
+        serde_json::from_str(&env.ok(&["inspect", Env::s(&cipher[Path::new(name)])])).expect("json")
     };
     let before = inspect("before");
     let after = inspect("after");

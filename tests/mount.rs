@@ -31,6 +31,7 @@ fn files_round_trip_byte_exact_across_remount_with_documented_sizes() {
             n as u64
         );
     }
+    let cipher = env.cipher_map();
     mount.unmount();
     // The daemon logged its cache counters as it exited.
     let log = env.log_text();
@@ -39,7 +40,7 @@ fn files_round_trip_byte_exact_across_remount_with_documented_sizes() {
         "log:\n{log}"
     );
     for &n in &SIZES {
-        let on_disk = fs::metadata(env.cipher.join(format!("f{n}")))
+        let on_disk = fs::metadata(&cipher[Path::new(&format!("f{n}"))])
             .expect("stat cipher")
             .len();
         assert_eq!(
@@ -181,7 +182,7 @@ fn random_operations_match_a_plain_file() {
             read_all(&name) == read_all(&model_path),
             "seed {seed}: final content"
         );
-        let cipher_len = fs::metadata(env.cipher.join(format!("random{seed}")))
+        let cipher_len = fs::metadata(env.cipher_path(&format!("random{seed}")))
             .expect("stat")
             .len();
         assert_eq!(
@@ -220,9 +221,14 @@ fn rename_link_symlink_chmod_and_xattrs_behave_as_on_the_backing_filesystem() {
     fs::rename(p("a/b/one"), p("c/one")).expect("rename across dirs");
     assert_eq!(read_all(&p("c/one")), b"one");
     assert!(!p("a/b/one").exists());
+    let cipher = env.cipher_map();
     assert!(
-        env.cipher.join("c/one").exists(),
+        cipher[Path::new("c/one")].starts_with(&cipher[Path::new("c")]),
         "names follow into the cipher directory"
+    );
+    assert!(
+        !cipher[Path::new("c/one")].ends_with("one"),
+        "names are encrypted"
     );
     fs::rename(p("c/one"), p("c/two")).expect("rename over");
     assert_eq!(read_all(&p("c/two")), b"one");
@@ -279,9 +285,11 @@ fn rename_link_symlink_chmod_and_xattrs_behave_as_on_the_backing_filesystem() {
             .file_type()
             .is_symlink()
     );
-    assert_eq!(
-        fs::read_link(env.cipher.join("sym")).expect("backing readlink"),
-        Path::new("c/two")
+    let backing_target = fs::read_link(env.cipher_path("sym")).expect("backing readlink");
+    assert!(
+        !backing_target.to_string_lossy().contains("two"),
+        "symlink targets are encrypted: {}",
+        backing_target.display()
     );
 
     // chmod, chown and times.
@@ -291,7 +299,7 @@ fn rename_link_symlink_chmod_and_xattrs_behave_as_on_the_backing_filesystem() {
         0o640
     );
     assert_eq!(
-        fs::metadata(env.cipher.join("c/two")).expect("stat").mode() & 0o7777,
+        fs::metadata(env.cipher_path("c/two")).expect("stat").mode() & 0o7777,
         0o640
     );
     std::os::unix::fs::chown(p("c/two"), Some(1234), Some(5678)).expect("chown");
@@ -328,7 +336,7 @@ fn rename_link_symlink_chmod_and_xattrs_behave_as_on_the_backing_filesystem() {
     assert_eq!(value, "blue");
     let (_, listing) = xattr(&["getfattr", "-d", target]);
     assert!(listing.contains("user.color"), "{listing}");
-    let backing = env.cipher.join("c/two");
+    let backing = env.cipher_path("c/two");
     assert_eq!(
         xattr(&[
             "getfattr",
@@ -357,7 +365,7 @@ fn rename_link_symlink_chmod_and_xattrs_behave_as_on_the_backing_filesystem() {
         .expect("O_TRUNC");
     assert_eq!(fs::metadata(p("c/two")).expect("stat").len(), 0);
     assert_eq!(
-        fs::metadata(env.cipher.join("c/two")).expect("stat").len(),
+        fs::metadata(env.cipher_path("c/two")).expect("stat").len(),
         0,
         "an empty file is 0 bytes on disk"
     );
@@ -387,8 +395,32 @@ fn rename_link_symlink_chmod_and_xattrs_behave_as_on_the_backing_filesystem() {
         .collect();
     assert!(!names.iter().any(|n| n == "kmsfs.conf"), "{names:?}");
     assert!(!p("kmsfs.conf").exists());
+    // With encrypted names, "kmsfs.conf" is a name like any other: the configuration, which
+    // the mount never shows, is untouched.
+    let conf = fs::read(env.cipher.join("kmsfs.conf")).expect("conf");
+    fs::write(p("kmsfs.conf"), b"x").expect("an ordinary name");
+    assert_eq!(read_all(&p("kmsfs.conf")), b"x");
+    assert_eq!(fs::read(env.cipher.join("kmsfs.conf")).expect("conf"), conf);
+}
+
+#[test]
+fn with_plaintext_names_the_configuration_cannot_be_reached_through_the_mount() {
+    let env = Env::new();
+    env.init_with(&["--plaintext-names"]);
+    let _mount = env.mount();
+    fs::write(env.plain.join("visible"), b"v").expect("write");
     assert!(
-        fs::write(p("kmsfs.conf"), b"x").is_err(),
+        env.cipher.join("visible").exists(),
+        "names are kept as they are"
+    );
+    let names: Vec<String> = fs::read_dir(&env.plain)
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["visible"]);
+    assert!(!env.plain.join("kmsfs.conf").exists());
+    assert!(
+        fs::write(env.plain.join("kmsfs.conf"), b"x").is_err(),
         "the configuration cannot be replaced through the mount"
     );
 }
@@ -401,7 +433,7 @@ fn open_files_follow_renames_and_nothing_is_re_encrypted() {
     let _mount = env.mount();
     let data = pattern(10_000, 5);
     fs::write(env.plain.join("doc"), &data).expect("write");
-    let before = read_all(&env.cipher.join("doc"));
+    let before = read_all(&env.cipher_path("doc"));
     let mut f = OpenOptions::new()
         .read(true)
         .write(true)
@@ -415,7 +447,7 @@ fn open_files_follow_renames_and_nothing_is_re_encrypted() {
         .expect("read through the old handle");
     assert_eq!(buf, data);
     assert_eq!(
-        read_all(&env.cipher.join("sub/moved")),
+        read_all(&env.cipher_path("sub/moved")),
         before,
         "rename changed no cipher byte"
     );
@@ -426,8 +458,8 @@ fn open_files_follow_renames_and_nothing_is_re_encrypted() {
     assert_eq!(read_all(&env.plain.join("doc")), b"a different file");
     fs::hard_link(env.plain.join("sub/moved"), env.plain.join("linked")).expect("link");
     assert_eq!(
-        read_all(&env.cipher.join("linked")),
-        read_all(&env.cipher.join("sub/moved"))
+        read_all(&env.cipher_path("linked")),
+        read_all(&env.cipher_path("sub/moved"))
     );
 }
 
@@ -500,7 +532,7 @@ fn sparse_files_stay_sparse_and_read_as_zeros() {
     f.write_all_at(b"middle", 100 << 20)
         .expect("write in the middle");
     drop(f);
-    let cipher = fs::metadata(env.cipher.join("sparse")).expect("stat");
+    let cipher = fs::metadata(env.cipher_path("sparse")).expect("stat");
     assert_eq!(cipher.len(), expected_cipher_size(256 << 20));
     assert!(
         cipher.blocks() * 512 < 1 << 20,
@@ -680,12 +712,12 @@ fn the_mount_takes_its_dirty_page_share() {
     assert_eq!(bdi_max_ratio(&env.plain), "5");
 }
 
-/// Names in the cipher directory besides `kmsfs.conf`, sorted.
+/// Names in the cipher directory besides `kmsfs.conf` and its directory id, sorted.
 fn cipher_names(env: &Env) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(&env.cipher)
         .expect("list the cipher directory")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "kmsfs.conf")
+        .filter(|n| n != "kmsfs.conf" && n != "kmsfs.dirid")
         .collect();
     names.sort();
     names
@@ -741,10 +773,16 @@ fn an_unnamed_file_keeps_its_content_once_linked_and_leaves_nothing_when_not() {
     let mut expected = data.clone();
     expected.extend_from_slice(b"tail");
     assert_eq!(read_all(&env.plain.join("kept")), expected);
+    let kept_cipher = env.cipher_path("kept");
     mount.unmount();
-    assert_eq!(cipher_names(&env), ["kept"], "only the linked file is left");
+    let kept_name = kept_cipher.file_name().expect("name").to_string_lossy();
     assert_eq!(
-        fs::metadata(env.cipher.join("kept")).expect("stat").len(),
+        cipher_names(&env),
+        [kept_name],
+        "only the linked file is left"
+    );
+    assert_eq!(
+        fs::metadata(&kept_cipher).expect("stat").len(),
         expected_cipher_size(expected.len() as u64)
     );
     let _mount = env.mount();

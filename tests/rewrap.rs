@@ -39,8 +39,9 @@ fn rewrap(env: &Env, extra: &[&str]) -> String {
     env.ok(&args)
 }
 
-/// Writes `n` files of mixed sizes (some empty) in a few directories through a mount.
-fn populate(env: &Env, n: usize) -> Vec<String> {
+/// Writes `n` files of mixed sizes (some empty) in a few directories through a mount; returns
+/// their names and their cipher paths, in the same order.
+fn populate(env: &Env, n: usize) -> (Vec<String>, Vec<PathBuf>) {
     let mount = env.mount();
     let mut names = Vec::new();
     for d in 0..4 {
@@ -58,16 +59,18 @@ fn populate(env: &Env, n: usize) -> Vec<String> {
         fs::write(env.plain.join(&name), pattern(size, i as u64)).expect("write");
         names.push(name);
     }
+    let map = env.cipher_map();
+    let cipher = names.iter().map(|n| map[Path::new(n)].clone()).collect();
     mount.unmount();
-    names
+    (names, cipher)
 }
 
 /// (header, SHA-256 of everything after it) of each cipher file.
-fn snapshot(env: &Env, names: &[String]) -> Vec<(Vec<u8>, [u8; 32])> {
-    names
+fn snapshot(cipher: &[PathBuf]) -> Vec<(Vec<u8>, [u8; 32])> {
+    cipher
         .iter()
-        .map(|name| {
-            let bytes = fs::read(env.cipher.join(name)).expect("read cipher file");
+        .map(|path| {
+            let bytes = fs::read(path).expect("read cipher file");
             let split = bytes.len().min(512);
             (
                 bytes[..split].to_vec(),
@@ -98,13 +101,13 @@ fn fsck_clean(env: &Env) {
 fn rewrap_of_1000_files_changes_every_header_and_no_content_byte() {
     let env = Env::new();
     env.init();
-    let names = populate(&env, 1000);
-    let before = snapshot(&env, &names);
+    let (names, cipher) = populate(&env, 1000);
+    let before = snapshot(&cipher);
     let non_empty = before.iter().filter(|(h, _)| !h.is_empty()).count();
     rotate(&env);
     let dry = rewrap(&env, &["--dry-run"]);
     assert!(dry.contains(&format!("{non_empty} to rewrap")), "{dry}");
-    assert_eq!(snapshot(&env, &names), before, "a dry run changes nothing");
+    assert_eq!(snapshot(&cipher), before, "a dry run changes nothing");
 
     let summary = rewrap(&env, &[]);
     assert!(
@@ -114,7 +117,7 @@ fn rewrap_of_1000_files_changes_every_header_and_no_content_byte() {
         )),
         "{summary}"
     );
-    let after = snapshot(&env, &names);
+    let after = snapshot(&cipher);
     for (i, ((h0, c0), (h1, c1))) in before.iter().zip(&after).enumerate() {
         assert_eq!(
             c0, c1,
@@ -133,18 +136,14 @@ fn rewrap_of_1000_files_changes_every_header_and_no_content_byte() {
             );
         }
     }
-    assert_eq!(version_of(&env, &env.cipher.join(&names[3])), 2);
+    assert_eq!(version_of(&env, &cipher[3]), 2);
 
     let again = rewrap(&env, &[]);
     assert!(
         again.contains(&format!("{non_empty} already current, 0 rewrapped")),
         "{again}"
     );
-    assert_eq!(
-        snapshot(&env, &names),
-        after,
-        "a second run changes nothing"
-    );
+    assert_eq!(snapshot(&cipher), after, "a second run changes nothing");
 
     fsck_clean(&env);
     let _mount = env.mount();
@@ -162,8 +161,8 @@ fn rewrap_of_1000_files_changes_every_header_and_no_content_byte() {
 fn rewrap_killed_half_way_leaves_every_file_readable_and_a_rerun_finishes() {
     let env = Env::new();
     env.init();
-    let names = populate(&env, 1000);
-    let before = snapshot(&env, &names);
+    let (_, cipher) = populate(&env, 1000);
+    let before = snapshot(&cipher);
     rotate(&env);
     let mut child = env
         .cmd()
@@ -180,7 +179,7 @@ fn rewrap_killed_half_way_leaves_every_file_readable_and_a_rerun_finishes() {
         .spawn()
         .expect("spawn rewrap");
     // Files are re-wrapped in path order with one job: wait until an early one is done.
-    let mut sorted: Vec<PathBuf> = names.iter().map(|n| env.cipher.join(n)).collect();
+    let mut sorted: Vec<PathBuf> = cipher.clone();
     sorted.sort();
     let probe = sorted[40..]
         .iter()
@@ -202,7 +201,7 @@ fn rewrap_killed_half_way_leaves_every_file_readable_and_a_rerun_finishes() {
     }
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
-    let partial = snapshot(&env, &names);
+    let partial = snapshot(&cipher);
     let changed = partial
         .iter()
         .zip(&before)
@@ -256,8 +255,8 @@ fn rewrap_on_a_mounted_directory_with_a_file_held_open() {
     let f = fs::File::open(env.plain.join("f3")).expect("open");
     let mut head = [0u8; 4];
     f.read_exact_at(&mut head, 0).expect("read");
-    assert_eq!(version_of(&env, &env.cipher.join("f7")), 2);
+    assert_eq!(version_of(&env, &env.cipher_path("f7")), 2);
     // New files take the newest material at once.
     fs::write(env.plain.join("new"), b"new").expect("write");
-    assert_eq!(version_of(&env, &env.cipher.join("new")), 2);
+    assert_eq!(version_of(&env, &env.cipher_path("new")), 2);
 }

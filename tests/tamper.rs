@@ -58,8 +58,10 @@ fn tampered_blocks_and_headers_read_as_eio_and_fsck_names_them() {
     }
     // Damage at rest: the kernel keeps a file's pages cached across opens, and pages written
     // through the mount are authentic; what the mount must catch is what it reads from disk.
+    fs::write(env.plain.join("new-after-tamper"), b"").expect("name it now");
+    let cipher = env.cipher_map();
     mount.unmount();
-    let c = |name: &str| env.cipher.join(name);
+    let c = |name: &str| cipher[Path::new(name)].clone();
     let p = |name: &str| env.plain.join(name);
     let read_cipher = |name: &str, off: u64, len: u64| {
         read_range(&c(name), off, len as usize).expect("read cipher")
@@ -146,9 +148,16 @@ fn tampered_blocks_and_headers_read_as_eio_and_fsck_names_them() {
             .any(|l| l.contains(flip_path.to_str().expect("utf-8")) && l.contains("block=2")),
         "log lacks the flip/block 2 line:\n{log}"
     );
+    // A header moved from another file names the other file's id: its blocks do not open.
     assert!(
         log.lines()
-            .any(|l| l.contains("foreign-header") && l.contains("header")),
+            .any(|l| l.contains(c("foreign-header").to_str().expect("utf-8"))),
+        "log:\n{log}"
+    );
+    assert!(
+        log.lines().any(|l| {
+            l.contains(c("header-byte").to_str().expect("utf-8")) && l.contains("header rejected")
+        }),
         "log:\n{log}"
     );
     mount.unmount();
@@ -193,6 +202,7 @@ fn fsck_of_a_clean_directory_exits_zero_and_a_corrupt_size_is_reported() {
     fs::write(env.plain.join("empty"), b"").expect("write");
     fs::create_dir(env.plain.join("d")).expect("mkdir");
     fs::write(env.plain.join("d/b"), pattern(1, 2)).expect("write");
+    let a_cipher = env.cipher_path("a");
     mount.unmount();
     let out = env.fsck();
     assert_eq!(
@@ -205,7 +215,7 @@ fn fsck_of_a_clean_directory_exits_zero_and_a_corrupt_size_is_reported() {
     // A truncated last block: 20 of its bytes cut off leave a size no plaintext maps to.
     let f = OpenOptions::new()
         .write(true)
-        .open(env.cipher.join("a"))
+        .open(&a_cipher)
         .expect("open");
     let len = f.metadata().expect("stat").len();
     f.set_len(len - (9000 - 8192 + 28 - 20)).expect("truncate");

@@ -74,12 +74,12 @@ fn a_disk_image_on_the_mount_works_as_a_volume_and_fstrim_frees_space() {
     let env = Env::new();
     env.init();
     let image = env.plain.join("disk.img");
-    let cipher_image = env.cipher.join("disk.img");
     let volume = env.dir.path().join("volume");
     let guard = env.mount();
     std::fs::File::create(&image)
         .and_then(|f| f.set_len(2 << 30))
         .expect("create a 2 GiB sparse image");
+    let cipher_image = env.cipher_path("disk.img");
     {
         let device = LoopDevice::attach(&image);
         run("mkfs.ext4", &["-q", "-F", &device.0]);

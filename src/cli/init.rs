@@ -12,12 +12,13 @@ use uuid::Uuid;
 
 /// Creates `cipherdir` wrapped by `key` (or a new key named after the directory), on the
 /// embedded keystore, or on the remote KMS at `kms` (whose endpoint is then recorded as the
-/// directory's trusted one).
+/// directory's trusted one). Names are encrypted unless `plaintext_names`.
 pub fn run(
     cipherdir: &Path,
     args: &KeystoreArgs,
     key: Option<Uuid>,
     kms: Option<&str>,
+    plaintext_names: bool,
 ) -> CliResult<ExitCode> {
     super::init_stderr_logging("warn");
     check_empty(cipherdir)?;
@@ -62,16 +63,33 @@ pub fn run(
     };
     std::fs::create_dir_all(cipherdir)
         .map_err(|e| CliError::new(format!("cannot create {}: {e}", cipherdir.display())))?;
-    let config = CipherConfig::new(backend, key.id);
+    let mut config = CipherConfig::new(backend, key.id);
+    if !plaintext_names {
+        let fs_id = config.fs_id().map_err(CliError::new)?;
+        config.fs_key = Some(super::fs_key::make(service.as_ref(), key.id, &fs_id)?);
+        let root = std::fs::File::open(cipherdir)
+            .map_err(|e| CliError::new(format!("cannot open {}: {e}", cipherdir.display())))?;
+        crate::fs::write_dir_id(std::os::fd::AsFd::as_fd(&root)).map_err(|e| {
+            CliError::new(format!(
+                "cannot write {}'s directory id: {e}",
+                cipherdir.display()
+            ))
+        })?;
+    }
     config.save(cipherdir)?;
     if let KmsConfig::Remote { endpoint } = &config.kms {
         crate::config::known::record(&config.fs_id, endpoint, cipherdir)?;
     }
     println!(
-        "Created cipher directory {} (key {} \"{}\", {described}).",
+        "Created cipher directory {} (key {} \"{}\", {described}; {} names).",
         cipherdir.display(),
         key.id,
         key.name,
+        if plaintext_names {
+            "plaintext"
+        } else {
+            "encrypted"
+        },
     );
     println!(
         "Mount it with: kmsfs mount {} MOUNTPOINT",

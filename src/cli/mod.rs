@@ -1,6 +1,7 @@
 //! The `kmsfs` command line: clap definitions and dispatch. Each command is a thin call into
 //! the rooms; every failure becomes one plain sentence on stderr and a non-zero exit code.
 
+mod fs_key;
 mod fsck;
 mod init;
 mod inspect;
@@ -83,6 +84,10 @@ enum Command {
         /// EXOSCALE_API_KEY and EXOSCALE_API_SECRET, instead of the embedded keystore.
         #[arg(long, value_name = "URL")]
         kms: Option<String>,
+        /// Keep file, directory and symlink names (and symlink targets) in the clear in the
+        /// cipher directory, as format version 1 did. By default they are encrypted.
+        #[arg(long)]
+        plaintext_names: bool,
     },
     /// Mount a cipher directory; returns once the mount is live.
     Mount(mount::MountArgs),
@@ -130,7 +135,8 @@ pub fn main() -> ExitCode {
             keystore,
             key,
             kms,
-        } => init::run(&cipherdir, &keystore, key, kms.as_deref()),
+            plaintext_names,
+        } => init::run(&cipherdir, &keystore, key, kms.as_deref(), plaintext_names),
         Command::Mount(args) => mount::run(args),
         Command::Unmount { mountpoint, lazy } => mount::unmount(&mountpoint, lazy),
         Command::Key(args) => key::run(args),

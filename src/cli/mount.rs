@@ -11,6 +11,7 @@ use super::secret;
 use super::{CliError, CliResult};
 use crate::cache::DekCache;
 use crate::config::{CipherConfig, state_home};
+use crate::format::NameCipher;
 use crate::fs::CryptFs;
 use crate::fs::fuse::{FuseAdapter, Negotiation};
 use crate::fs::keys::KeyPath;
@@ -85,6 +86,7 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
         args.kms.as_deref(),
     )?;
     let key = kms.get_key(config.key_id)?;
+    let names = super::fs_key::name_cipher(kms.as_ref(), &config)?;
     // A remote client runs an I/O thread; fork only copies the calling thread.
     kms.release_connections();
     if key.status != KeyStatus::Enabled {
@@ -104,9 +106,9 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
             &cipherdir,
             &mountpoint,
             keys,
+            names,
             &fuse_config,
-            args.dirty_percent,
-            access_time_attr(&args.options),
+            Tuning::of(&args),
             None,
         )?;
         return Ok(ExitCode::SUCCESS);
@@ -146,6 +148,7 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
                 &args,
                 fs_id,
                 config.key_id,
+                names,
                 &fuse_config,
                 log,
                 ready_tx,
@@ -167,6 +170,7 @@ fn daemon(
     args: &MountArgs,
     fs_id: crate::format::FsId,
     key_id: uuid::Uuid,
+    names: Option<NameCipher>,
     fuse_config: &Config,
     log: std::fs::File,
     mut ready: std::io::PipeWriter,
@@ -191,9 +195,9 @@ fn daemon(
         cipherdir,
         mountpoint,
         keys,
+        names,
         fuse_config,
-        args.dirty_percent,
-        access_time_attr(&args.options),
+        Tuning::of(args),
         Some(ready),
     ) {
         Ok(()) => 0,
@@ -204,16 +208,32 @@ fn daemon(
     }
 }
 
-/// Mounts and serves until unmounted, with `dirty_percent` of the dirty-page allowance and the
-/// access-time attributes `access_time` (see [`access_time_attr`]).
+/// What is set on a mount once it is live.
+struct Tuning {
+    /// Share of the dirty-page allowance, in percent.
+    dirty_percent: u8,
+    /// Access-time attributes to set and clear (see [`access_time_attr`]).
+    access_time: Option<(u64, u64)>,
+}
+
+impl Tuning {
+    fn of(args: &MountArgs) -> Self {
+        Tuning {
+            dirty_percent: args.dirty_percent,
+            access_time: access_time_attr(&args.options),
+        }
+    }
+}
+
+/// Mounts, sets `tuning` on the mount, and serves until unmounted.
 /// `ready` hears "ready" once the mount is live, or the error.
 fn serve(
     cipherdir: &Path,
     mountpoint: &Path,
     keys: KeyPath,
+    names: Option<NameCipher>,
     fuse_config: &Config,
-    dirty_percent: u8,
-    access_time: Option<(u64, u64)>,
+    tuning: Tuning,
     mut ready: Option<std::io::PipeWriter>,
 ) -> CliResult {
     let mut report = |line: &str| {
@@ -248,7 +268,10 @@ fn serve(
         keys
     };
     let fs = match CryptFs::new(cipherdir, keys) {
-        Ok(fs) => Arc::new(fs),
+        Ok(fs) => Arc::new(match names {
+            Some(cipher) => fs.with_encrypted_names(cipher),
+            None => fs,
+        }),
         Err(e) => {
             let message = format!("cannot open {}: {e}", cipherdir.display());
             report(&format!("error {message}"));
@@ -275,10 +298,10 @@ fn serve(
     let pid_file = pid_file_path(mountpoint);
     let _ = std::fs::create_dir_all(pid_file.parent().unwrap_or(Path::new("/")));
     let _ = std::fs::write(&pid_file, std::process::id().to_string());
-    if dirty_percent != 1 {
-        set_dirty_share(mountpoint, dirty_percent);
+    if tuning.dirty_percent != 1 {
+        set_dirty_share(mountpoint, tuning.dirty_percent);
     }
-    if let Some((set, clear)) = access_time
+    if let Some((set, clear)) = tuning.access_time
         && let Err(e) = sys::mount_setattr(mountpoint, set, clear)
     {
         let message = format!("cannot apply the access-time options to the mount: {e}");

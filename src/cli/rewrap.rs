@@ -117,6 +117,17 @@ pub fn run(args: RewrapArgs) -> CliResult<ExitCode> {
         .failed
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The name key too (directories with encrypted names): re-wrapped under the newest
+    // material, in place in kmsfs.conf.
+    if !args.dry_run
+        && let Some(fs_key) = super::fs_key::rewrap(kms.as_ref(), &config, args.to_key)?
+    {
+        let key_id = fs_key.key_id;
+        let mut config = config.clone();
+        config.fs_key = Some(fs_key);
+        config.save(&args.cipherdir)?;
+        println!("rewrap: the name key is re-wrapped under key {key_id}");
+    }
     for (path, reason) in &failed {
         eprintln!("{}: {reason}", path.display());
     }

@@ -21,7 +21,7 @@ mod names;
 mod size;
 
 pub use block::{FileCipher, block_aad, hex};
-pub use context::dek_context;
+pub use context::{dek_context, fs_key_context};
 pub use header::{FileHeader, HEADER_LEN, MAX_WRAPPED_LEN};
 pub use names::{
     DIR_ID_FILE, DirId, FsKey, LONG_PREFIX, LONG_SIDE_SUFFIX, MAX_CIPHER_NAME, MAX_CIPHER_TARGET,

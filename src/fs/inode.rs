@@ -121,6 +121,8 @@ pub struct Inode {
     backing: (u64, u64),
     /// The open-file state shared by every handle of a regular file.
     state: Mutex<Weak<FileState>>,
+    /// A directory's id, once read (encrypted names: see `naming`).
+    pub dir_id: std::sync::OnceLock<crate::format::DirId>,
 }
 
 impl Inode {
@@ -316,6 +318,7 @@ impl InodeTable {
             kind: st.st_mode & libc::S_IFMT,
             backing: root_backing,
             state: Mutex::new(Weak::new()),
+            dir_id: std::sync::OnceLock::new(),
         });
         let mut by_ino = HashMap::new();
         // The root is never forgotten: its count starts high.
@@ -514,6 +517,7 @@ impl InodeTable {
             kind: st.st_mode & libc::S_IFMT,
             backing,
             state: Mutex::new(Weak::new()),
+            dir_id: std::sync::OnceLock::new(),
         });
         table.by_ino.insert(ino, (inode.clone(), count));
         if self.over_budget() {

@@ -190,14 +190,16 @@ impl CryptFs {
         caller: Caller,
     ) -> FsResult<(Attr, u64)> {
         let parent_inode = self.inodes.get(parent)?;
-        let cname = Self::name(&parent_inode, name, libc::EPERM)?;
+        let disk = self.disk_name(&parent_inode, name, libc::EPERM)?;
         let create_flags =
             backing_flags(flags) | libc::O_CREAT | libc::O_NOFOLLOW | (flags & libc::O_EXCL);
         let dir = parent_inode.fd()?;
-        let fd = super::names::with_umask(umask, mode & 0o7777, |mode| {
-            sys::openat(dir.as_fd(), &cname, create_flags, mode)
+        let fd = self.making(&parent_inode, &disk, || {
+            super::names::with_umask(umask, mode & 0o7777, |mode| {
+                sys::openat(dir.as_fd(), &disk.name, create_flags, mode)
+            })
         })?;
-        let attr = self.made(&parent_inode, &cname, caller)?;
+        let attr = self.made(&parent_inode, &disk.name, caller)?;
         let inode = self.inodes.get(attr.ino)?;
         let fh = self.open_inode(inode, File::from(fd), flags)?;
         Ok((attr, fh))

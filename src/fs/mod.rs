@@ -14,11 +14,13 @@ mod inode;
 mod io;
 pub mod keys;
 mod names;
+mod naming;
 mod rewrap;
 mod walk;
 
 pub use attr::{Attr, Caller, DirEntry, FileKind, SetAttr, Statfs};
 pub use inode::ROOT_INO;
+pub use naming::write_dir_id;
 pub use rewrap::{RewrapOutcome, RewrapTarget, rewrap_file};
 pub use walk::cipher_files;
 
@@ -61,6 +63,7 @@ pub struct CryptFs {
     next_handle: AtomicU64,
     keys: KeyPath,
     run_as_root: bool,
+    naming: naming::Naming,
 }
 
 impl CryptFs {
@@ -87,7 +90,16 @@ impl CryptFs {
             next_handle: AtomicU64::new(1),
             keys,
             run_as_root: is_root(),
+            naming: naming::Naming::Plain,
         })
+    }
+
+    /// The same filesystem with names encrypted by `cipher` (format version 2).
+    pub fn with_encrypted_names(self, cipher: crate::format::NameCipher) -> Self {
+        CryptFs {
+            naming: naming::Naming::Encrypted(cipher),
+            ..self
+        }
     }
 
     /// The cipher directory.

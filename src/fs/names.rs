@@ -4,7 +4,7 @@
 use super::attr::{Attr, Caller, DirEntry, FileKind, SetAttr, SetTime, Statfs};
 use super::inode::{Inode, ROOT_INO};
 use super::io::Handle;
-use super::{CryptFs, FsError, FsResult, HIDDEN_ROOT_NAMES, creds};
+use super::{CryptFs, FsError, FsResult, creds};
 use crate::sys::{self, TimeSpec};
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -13,21 +13,22 @@ use std::sync::{Arc, PoisonError};
 use std::time::UNIX_EPOCH;
 
 impl CryptFs {
-    /// True when `name` in `parent` is one of ours that the mount never shows.
-    fn is_hidden(parent: &Inode, name: &OsStr) -> bool {
-        parent.ino == ROOT_INO && HIDDEN_ROOT_NAMES.iter().any(|h| OsStr::new(h) == name)
-    }
-
-    /// `name` as a C string, refusing the hidden names with `denied`.
-    pub(super) fn name(parent: &Inode, name: &OsStr, denied: i32) -> FsResult<CString> {
-        if Self::is_hidden(parent, name) {
-            return Err(FsError(denied));
-        }
-        Ok(sys::cstr(name)?)
-    }
-
     pub(super) fn attr_of(&self, inode: &Inode) -> FsResult<Attr> {
-        Ok(attr(inode, &sys::fstat(inode.fd()?.as_fd())?))
+        Ok(self.attr(inode, &sys::fstat(inode.fd()?.as_fd())?))
+    }
+
+    /// The attributes of `inode` from its backing `stat`: a symlink shows its target's
+    /// length as the mount shows the target.
+    pub(super) fn attr(&self, inode: &Inode, st: &libc::stat) -> Attr {
+        let attr = attr(inode, st);
+        if attr.kind == FileKind::Symlink {
+            Attr {
+                size: self.shown_target_len(attr.size),
+                ..attr
+            }
+        } else {
+            attr
+        }
     }
 
     /// Looks `name` up in `parent`; counts one kernel reference. The kernel looks up "." in a
@@ -37,10 +38,10 @@ impl CryptFs {
             self.inodes.lookup_id(parent)?
         } else {
             let parent = self.inodes.get(parent)?;
-            let cname = Self::name(&parent, name, libc::ENOENT)?;
-            self.inodes.lookup(&parent, &cname)?
+            let disk = self.disk_name(&parent, name, libc::ENOENT)?;
+            self.inodes.lookup(&parent, &disk.name)?
         };
-        Ok(attr(&inode, &st))
+        Ok(self.attr(&inode, &st))
     }
 
     /// Drops `n` kernel references to `ino`.
@@ -113,7 +114,9 @@ impl CryptFs {
 
     /// Target of symlink `ino`.
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
-        Ok(sys::readlink_fd(self.inodes.get(ino)?.fd()?.as_fd())?)
+        let inode = self.inodes.get(ino)?;
+        let disk = sys::readlink_fd(inode.fd()?.as_fd())?;
+        self.shown_target(&inode, disk)
     }
 
     /// Gives a node the mount's caller just made to that caller, as the kernel would: owner =
@@ -171,12 +174,14 @@ impl CryptFs {
         caller: Caller,
     ) -> FsResult<Attr> {
         let parent = self.inodes.get(parent)?;
-        let cname = Self::name(&parent, name, libc::EPERM)?;
+        let disk = self.disk_name(&parent, name, libc::EPERM)?;
         let dir = parent.fd()?;
-        with_umask(umask, mode, |mode| {
-            sys::mknodat(dir.as_fd(), &cname, mode, rdev.into())
+        self.making(&parent, &disk, || {
+            with_umask(umask, mode, |mode| {
+                sys::mknodat(dir.as_fd(), &disk.name, mode, rdev.into())
+            })
         })?;
-        self.made(&parent, &cname, caller)
+        self.made(&parent, &disk.name, caller)
     }
 
     /// Makes a directory.
@@ -189,12 +194,25 @@ impl CryptFs {
         caller: Caller,
     ) -> FsResult<Attr> {
         let parent = self.inodes.get(parent)?;
-        let cname = Self::name(&parent, name, libc::EPERM)?;
+        let disk = self.disk_name(&parent, name, libc::EPERM)?;
         let dir = parent.fd()?;
-        with_umask(umask, mode & 0o7777, |mode| {
-            sys::mkdirat(dir.as_fd(), &cname, mode)
+        self.making(&parent, &disk, || {
+            with_umask(umask, mode & 0o7777, |mode| {
+                sys::mkdirat(dir.as_fd(), &disk.name, mode)
+            })
         })?;
-        self.made(&parent, &cname, caller)
+        if self.encrypts_names() {
+            // Its id, before any name is made in it; a crash before this leaves an empty
+            // directory without one, which gets one when first used.
+            let made = sys::openat(
+                dir.as_fd(),
+                &disk.name,
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                0,
+            )?;
+            super::naming::write_dir_id(made.as_fd())?;
+        }
+        self.made(&parent, &disk.name, caller)
     }
 
     /// Makes a symlink.
@@ -206,27 +224,30 @@ impl CryptFs {
         caller: Caller,
     ) -> FsResult<Attr> {
         let parent = self.inodes.get(parent)?;
-        let cname = Self::name(&parent, name, libc::EPERM)?;
-        sys::symlinkat(&sys::cstr(target)?, parent.fd()?.as_fd(), &cname)?;
-        self.made(&parent, &cname, caller)
+        let disk = self.disk_name(&parent, name, libc::EPERM)?;
+        let target = self.disk_target(target)?;
+        self.making(&parent, &disk, || {
+            Ok(sys::symlinkat(&target, parent.fd()?.as_fd(), &disk.name)?)
+        })?;
+        self.made(&parent, &disk.name, caller)
     }
 
     /// Removes a non-directory.
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         let parent = self.inodes.get(parent)?;
-        let cname = Self::name(&parent, name, libc::ENOENT)?;
-        Ok(sys::unlinkat(parent.fd()?.as_fd(), &cname, 0)?)
+        let disk = self.disk_name(&parent, name, libc::ENOENT)?;
+        sys::unlinkat(parent.fd()?.as_fd(), &disk.name, 0)?;
+        self.undo_long_name(&parent, &disk);
+        Ok(())
     }
 
     /// Removes an empty directory.
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         let parent = self.inodes.get(parent)?;
-        let cname = Self::name(&parent, name, libc::ENOENT)?;
-        Ok(sys::unlinkat(
-            parent.fd()?.as_fd(),
-            &cname,
-            libc::AT_REMOVEDIR,
-        )?)
+        let disk = self.disk_name(&parent, name, libc::ENOENT)?;
+        self.remove_dir(&parent, &disk.name)?;
+        self.undo_long_name(&parent, &disk);
+        Ok(())
     }
 
     /// Renames; `flags` are `RENAME_NOREPLACE` / `RENAME_EXCHANGE`. Nothing is re-encrypted:
@@ -241,25 +262,46 @@ impl CryptFs {
     ) -> FsResult<()> {
         let parent = self.inodes.get(parent)?;
         let new_parent = self.inodes.get(new_parent)?;
-        let old = Self::name(&parent, name, libc::ENOENT)?;
-        let new = Self::name(&new_parent, new_name, libc::EPERM)?;
-        Ok(sys::renameat2(
-            parent.fd()?.as_fd(),
-            &old,
-            new_parent.fd()?.as_fd(),
-            &new,
-            flags,
-        )?)
+        let old = self.disk_name(&parent, name, libc::ENOENT)?;
+        let new = self.disk_name(&new_parent, new_name, libc::EPERM)?;
+        self.making(&new_parent, &new, || {
+            let cleared = if flags & libc::RENAME_EXCHANGE == 0 {
+                self.clear_replaced_dir(&new_parent, &new.name)?
+            } else {
+                None
+            };
+            let renamed = sys::renameat2(
+                parent.fd()?.as_fd(),
+                &old.name,
+                new_parent.fd()?.as_fd(),
+                &new.name,
+                flags,
+            );
+            if renamed.is_err() {
+                self.restore_dir_id(cleared);
+            }
+            Ok(renamed?)
+        })?;
+        // The old name is gone, unless both were links to one file (then rename does nothing)
+        // or the two were exchanged.
+        self.undo_long_name(&parent, &old);
+        Ok(())
     }
 
     /// Adds a hard link `new_name` in `new_parent` to `ino`.
     pub fn link(&self, ino: u64, new_parent: u64, new_name: &OsStr) -> FsResult<Attr> {
         let inode = self.inodes.get(ino)?;
         let new_parent = self.inodes.get(new_parent)?;
-        let cname = Self::name(&new_parent, new_name, libc::EPERM)?;
-        sys::link_fd(inode.fd()?.as_fd(), new_parent.fd()?.as_fd(), &cname)?;
-        let (linked, st) = self.inodes.lookup(&new_parent, &cname)?;
-        Ok(attr(&linked, &st))
+        let disk = self.disk_name(&new_parent, new_name, libc::EPERM)?;
+        self.making(&new_parent, &disk, || {
+            Ok(sys::link_fd(
+                inode.fd()?.as_fd(),
+                new_parent.fd()?.as_fd(),
+                &disk.name,
+            )?)
+        })?;
+        let (linked, st) = self.inodes.lookup(&new_parent, &disk.name)?;
+        Ok(self.attr(&linked, &st))
     }
 
     /// Opens directory `ino`. Its entries are read from the backing directory at each
@@ -277,6 +319,7 @@ impl CryptFs {
             buf: Vec::new(),
             pending: std::collections::VecDeque::new(),
             at: None,
+            reported: false,
         });
         Ok(self.add_handle(Handle::Dir { inode, stream }))
     }
@@ -289,7 +332,7 @@ impl CryptFs {
         &self,
         fh: u64,
         offset: u64,
-        mut visit: impl FnMut(&Arc<Inode>, DirEntry, u64) -> FsResult<bool>,
+        mut visit: impl FnMut(&Arc<Inode>, DirEntry, &[u8], u64) -> FsResult<bool>,
     ) -> FsResult<()> {
         let handle = self.handle(fh)?;
         let Handle::Dir { inode, stream } = &*handle else {
@@ -301,6 +344,7 @@ impl CryptFs {
             buf,
             pending,
             at,
+            reported,
         } = &mut *stream;
         // Going on from where the last call stopped takes the entries read then; any other
         // position (0 included: a rewind) is read afresh.
@@ -319,30 +363,27 @@ impl CryptFs {
             let Some(raw) = pending.front() else {
                 return Ok(());
             };
-            let name = OsStr::from_bytes(&raw.name);
             let next = raw.next;
-            let kind = if Self::is_hidden(inode, name) {
+            let shown = self.shown_name(inode, fd.as_fd(), &raw.name, reported);
+            let kind = if shown.is_none() {
                 None
             } else if let Some(kind) = dirent_kind(raw.kind) {
                 Some(kind)
             } else {
                 // Gone since it was listed: skipped.
-                sys::fstatat(fd.as_fd(), &sys::cstr(name)?, libc::AT_SYMLINK_NOFOLLOW)
+                let disk = sys::cstr(OsStr::from_bytes(&raw.name))?;
+                sys::fstatat(fd.as_fd(), &disk, libc::AT_SYMLINK_NOFOLLOW)
                     .ok()
                     .map(|st| FileKind::from_mode(st.st_mode))
             };
-            if let Some(kind) = kind {
+            if let (Some(kind), Some(name)) = (kind, shown) {
                 let ino = match raw.name.as_slice() {
                     b"." => inode.ino,
                     b".." if inode.ino == ROOT_INO => ROOT_INO,
                     _ => self.inodes.listed_ino(raw.ino),
                 };
-                let entry = DirEntry {
-                    ino,
-                    kind,
-                    name: name.to_os_string(),
-                };
-                if visit(inode, entry, next)? {
+                let entry = DirEntry { ino, kind, name };
+                if visit(inode, entry, &raw.name, next)? {
                     // Not taken: it is the first of the next call.
                     return Ok(());
                 }
@@ -361,7 +402,7 @@ impl CryptFs {
         offset: u64,
         mut add: impl FnMut(&DirEntry, u64) -> bool,
     ) -> FsResult<()> {
-        self.walk_dir(fh, offset, |_, entry, next| Ok(add(&entry, next)))
+        self.walk_dir(fh, offset, |_, entry, _, next| Ok(add(&entry, next)))
     }
 
     /// Like [`readdir`](Self::readdir), with each entry's attributes; every entry but `.` and
@@ -377,7 +418,7 @@ impl CryptFs {
         // early (the kernel asks again from there) instead of losing what was counted.
         let mut sent = false;
         let mut dir_attr = None;
-        let result = self.walk_dir(fh, offset, |dir, entry, next| {
+        let result = self.walk_dir(fh, offset, |dir, entry, disk, next| {
             if entry.name == "." || entry.name == ".." {
                 // The kernel links neither, so they count no reference; it reads only their
                 // inode number (from the attributes).
@@ -393,7 +434,7 @@ impl CryptFs {
                 sent |= !full;
                 return Ok(full);
             }
-            let found = sys::cstr(&entry.name)
+            let found = sys::cstr(OsStr::from_bytes(disk))
                 .map_err(FsError::from)
                 .and_then(|cname| self.inodes.lookup(dir, &cname));
             let (child, st) = match found {
@@ -401,7 +442,7 @@ impl CryptFs {
                 Err(FsError(libc::ENOENT)) => return Ok(false),
                 Err(e) => return Err(e),
             };
-            let attr = attr(&child, &st);
+            let attr = self.attr(&child, &st);
             let listed = DirEntry {
                 ino: child.ino,
                 kind: attr.kind,
@@ -628,6 +669,8 @@ pub struct DirStream {
     buf: Vec<u8>,
     pending: std::collections::VecDeque<sys::RawDirEntry>,
     at: Option<u64>,
+    /// A name that does not decrypt was logged (once per open directory).
+    reported: bool,
 }
 
 /// The kind a `DT_*` type names; `None` for `DT_UNKNOWN` (ask `stat`).

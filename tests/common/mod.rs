@@ -89,14 +89,21 @@ impl Env {
 
     /// `kmsfs init` of the cipher directory with the environment's keystore.
     pub fn init(&self) {
-        self.ok(&[
+        self.init_with(&[]);
+    }
+
+    /// `kmsfs init` with extra arguments.
+    pub fn init_with(&self, extra: &[&str]) {
+        let mut args = vec![
             "init",
             Self::s(&self.cipher),
             "--keystore",
             Self::s(&self.keystore),
             "--passphrase-file",
             Self::s(&self.passfile),
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        self.ok(&args);
     }
 
     /// Mounts the cipher directory at the mount point; the guard unmounts.
@@ -141,6 +148,49 @@ impl Env {
             "--passphrase-file",
             Self::s(&self.passfile),
         ])
+    }
+
+    /// The cipher path of every entry under the mount point, by its path relative to the
+    /// mount point (the mount must be live). Found by inode number, which a node shares with
+    /// its backing inode, so it works with encrypted names; hard links map to one of their
+    /// cipher paths.
+    pub fn cipher_map(&self) -> std::collections::HashMap<PathBuf, PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<(u64, PathBuf)>) {
+            for entry in std::fs::read_dir(dir).expect("list") {
+                let path = entry.expect("entry").path();
+                let meta = std::fs::symlink_metadata(&path).expect("lstat");
+                let rel = path.strip_prefix(root).expect("under root").to_path_buf();
+                out.push((meta.ino(), rel));
+                if meta.is_dir() {
+                    walk(root, &path, out);
+                }
+            }
+        }
+        let mut cipher = Vec::new();
+        walk(&self.cipher, &self.cipher, &mut cipher);
+        let by_ino: std::collections::HashMap<u64, PathBuf> = cipher
+            .into_iter()
+            .map(|(ino, rel)| (ino, self.cipher.join(rel)))
+            .collect();
+        let mut plain = Vec::new();
+        walk(&self.plain, &self.plain, &mut plain);
+        plain
+            .into_iter()
+            .map(|(ino, rel)| {
+                let cipher = by_ino.get(&ino).unwrap_or_else(|| {
+                    panic!("no cipher entry has the inode of {}", rel.display())
+                });
+                (rel, cipher.clone())
+            })
+            .collect()
+    }
+
+    /// The cipher path of `rel` (a path under the live mount point); see [`Env::cipher_map`].
+    pub fn cipher_path(&self, rel: &str) -> PathBuf {
+        self.cipher_map()
+            .remove(Path::new(rel))
+            .unwrap_or_else(|| panic!("{rel} is not under the mount point"))
     }
 
     /// The daemon log so far.

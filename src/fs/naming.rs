@@ -1,0 +1,413 @@
+//! Names in the cipher directory: the mount's names as they are (plaintext names), or encrypted
+//! (format version 2): each name sealed with the name key and its directory's id, so the same
+//! name in two directories has two cipher names and a name moved to another directory does not
+//! open. A cipher name too long for the backing filesystem is kept under a short hashed name,
+//! with the full cipher name in a side file beside it.
+//!
+//! Side files belong to names, not to inodes: a side file's content depends only on the
+//! directory and the plaintext name, so it is written before a name is made and removed after
+//! a name is gone, and a rename or link moves no side file but those of the names involved.
+
+use super::inode::{Inode, ROOT_INO};
+use super::{CryptFs, FsError, FsResult, HIDDEN_ROOT_NAMES};
+use crate::format::{
+    self as cipher_names, DIR_ID_FILE, DirId, LONG_SIDE_SUFFIX, MAX_PLAIN_NAME, MAX_PLAIN_TARGET,
+    NameCipher,
+};
+use crate::sys;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+/// How a cipher directory keeps its names.
+pub enum Naming {
+    /// As the mount shows them.
+    Plain,
+    /// Encrypted with this cipher.
+    Encrypted(NameCipher),
+}
+
+/// A name as it is, or will be, in one backing directory.
+pub struct DiskName {
+    /// The name in the backing directory.
+    pub name: CString,
+    /// For a long cipher name: its side file's name and the full cipher name it holds.
+    long: Option<(CString, String)>,
+}
+
+impl DiskName {
+    fn plain(name: CString) -> Self {
+        DiskName { name, long: None }
+    }
+}
+
+/// Bytes of a directory id file.
+const DIR_ID_LEN: usize = std::mem::size_of::<DirId>();
+
+/// Reads the id of the directory open as `dir`; `None` when it has none.
+fn read_dir_id(dir: BorrowedFd<'_>) -> FsResult<Option<DirId>> {
+    let path = CString::new(DIR_ID_FILE).map_err(|_| FsError(libc::EINVAL))?;
+    let fd = match sys::openat(dir, &path, libc::O_RDONLY | libc::O_NOFOLLOW, 0) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut bytes = Vec::with_capacity(DIR_ID_LEN + 1);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::from(fd), DIR_ID_LEN as u64 + 1),
+        &mut bytes,
+    )?;
+    cipher_names::parse_dir_id(&bytes).map(Some).map_err(|e| {
+        tracing::error!("a directory id file is damaged: {e}");
+        FsError(libc::EIO)
+    })
+}
+
+/// Gives the new directory open as `dir` a random id (encrypted names).
+pub fn write_dir_id(dir: BorrowedFd<'_>) -> FsResult<DirId> {
+    let id = cipher_names::random_dir_id();
+    write_dir_id_bytes(dir, &id)?;
+    Ok(id)
+}
+
+fn write_dir_id_bytes(dir: BorrowedFd<'_>, id: &DirId) -> FsResult<()> {
+    let path = CString::new(DIR_ID_FILE).map_err(|_| FsError(libc::EINVAL))?;
+    let fd = sys::openat(
+        dir,
+        &path,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+        0o444,
+    )?;
+    let file = std::fs::File::from(fd);
+    std::io::Write::write_all(&mut &file, id)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// True when the backing directory open as `dir` holds no entry but `.`, `..` and the id file.
+fn holds_nothing(dir: BorrowedFd<'_>) -> FsResult<bool> {
+    let fd = sys::openat(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let mut buf = Vec::new();
+    loop {
+        let entries = sys::getdents(fd.as_fd(), &mut buf)?;
+        if entries.is_empty() {
+            return Ok(true);
+        }
+        if entries
+            .iter()
+            .any(|e| !matches!(e.name.as_slice(), b"." | b"..") && e.name != DIR_ID_FILE.as_bytes())
+        {
+            return Ok(false);
+        }
+    }
+}
+
+impl CryptFs {
+    /// True when names are encrypted.
+    pub fn encrypts_names(&self) -> bool {
+        matches!(self.naming, Naming::Encrypted(_))
+    }
+
+    /// The id of directory `dir` (read once, then cached). A directory that lost its id file
+    /// while empty (a crash right after its `mkdir`) gets a new one; one that has entries but
+    /// no id cannot be read (EIO, logged).
+    fn dir_id(&self, dir: &Inode) -> FsResult<DirId> {
+        if let Some(id) = dir.dir_id.get() {
+            return Ok(*id);
+        }
+        let fd = dir.fd()?;
+        let id = match read_dir_id(fd.as_fd())? {
+            Some(id) => id,
+            None if holds_nothing(fd.as_fd())? => match write_dir_id(fd.as_fd()) {
+                Ok(id) => id,
+                // Made by another thread meanwhile.
+                Err(FsError(libc::EEXIST)) => read_dir_id(fd.as_fd())?.ok_or(FsError(libc::EIO))?,
+                Err(e) => return Err(e),
+            },
+            None => {
+                tracing::error!(
+                    dir = %dir.backing_path(),
+                    "directory has entries but no {DIR_ID_FILE}: its names cannot be read"
+                );
+                return Err(FsError(libc::EIO));
+            }
+        };
+        Ok(*dir.dir_id.get_or_init(|| id))
+    }
+
+    /// The name `plain` of directory `parent` as it is on disk. The names the filesystem keeps
+    /// for itself are refused with `denied`; a name longer than 255 bytes with ENAMETOOLONG.
+    pub(super) fn disk_name(
+        &self,
+        parent: &Inode,
+        plain: &OsStr,
+        denied: i32,
+    ) -> FsResult<DiskName> {
+        let bytes = plain.as_bytes();
+        if bytes.len() > MAX_PLAIN_NAME {
+            return Err(FsError(libc::ENAMETOOLONG));
+        }
+        let cipher = match &self.naming {
+            Naming::Encrypted(cipher) if !matches!(bytes, b"." | b"..") => cipher,
+            _ => {
+                if parent.ino == ROOT_INO && HIDDEN_ROOT_NAMES.iter().any(|h| h.as_bytes() == bytes)
+                {
+                    return Err(FsError(denied));
+                }
+                return Ok(DiskName::plain(sys::cstr(plain)?));
+            }
+        };
+        if cipher_names::check_plain_name(bytes).is_err() {
+            return Err(FsError(libc::EINVAL));
+        }
+        let full = cipher.encrypt_name(&self.dir_id(parent)?, bytes);
+        let to_c = |s: String| CString::new(s).map_err(|_| FsError(libc::EINVAL));
+        Ok(match cipher_names::long_name(&full) {
+            None => DiskName::plain(to_c(full)?),
+            Some(short) => DiskName {
+                name: to_c(short.clone())?,
+                long: Some((to_c(short + LONG_SIDE_SUFFIX)?, full)),
+            },
+        })
+    }
+
+    /// Before `name` is made in `parent`: writes its side file if it is a long name.
+    pub(super) fn keep_long_name(&self, parent: &Inode, name: &DiskName) -> FsResult<()> {
+        let Some((side, full)) = &name.long else {
+            return Ok(());
+        };
+        let fd = match sys::openat(
+            parent.fd()?.as_fd(),
+            side,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            0o444,
+        ) {
+            Ok(fd) => fd,
+            // The name exists (or existed): its side file holds the same bytes.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        std::io::Write::write_all(&mut std::fs::File::from(fd), full.as_bytes())?;
+        Ok(())
+    }
+
+    /// After making `name` in `parent` failed: removes the side file written for it, unless the
+    /// name exists (its side file is the same bytes).
+    pub(super) fn undo_long_name(&self, parent: &Inode, name: &DiskName) {
+        if name.long.is_none() {
+            return;
+        }
+        let Ok(fd) = parent.fd() else { return };
+        if sys::fstatat(fd.as_fd(), &name.name, libc::AT_SYMLINK_NOFOLLOW).is_err() {
+            self.drop_long_name(parent, name);
+        }
+    }
+
+    /// After `name` is gone from `parent`: removes its side file if it is a long name.
+    pub(super) fn drop_long_name(&self, parent: &Inode, name: &DiskName) {
+        let Some((side, _)) = &name.long else { return };
+        if let Ok(fd) = parent.fd()
+            && let Err(e) = sys::unlinkat(fd.as_fd(), side, 0)
+            && e.raw_os_error() != Some(libc::ENOENT)
+        {
+            tracing::warn!(dir = %parent.backing_path(), "cannot remove a long name's side file: {e}");
+        }
+    }
+
+    /// Runs `make`, which makes `name` in `parent`, with the long name's side file written
+    /// first and removed again if `make` fails.
+    pub(super) fn making<R>(
+        &self,
+        parent: &Inode,
+        name: &DiskName,
+        make: impl FnOnce() -> FsResult<R>,
+    ) -> FsResult<R> {
+        self.keep_long_name(parent, name)?;
+        let made = make();
+        if made.is_err() {
+            self.undo_long_name(parent, name);
+        }
+        made
+    }
+
+    /// The name the mount shows for entry `disk` of directory `dir` (open as `dir_fd`), or
+    /// `None` for an entry it never shows: the filesystem's own files, and cipher names that
+    /// do not authenticate (logged once per listing through `reported`).
+    pub(super) fn shown_name(
+        &self,
+        dir: &Inode,
+        dir_fd: BorrowedFd<'_>,
+        disk: &[u8],
+        reported: &mut bool,
+    ) -> Option<OsString> {
+        if matches!(disk, b"." | b"..") {
+            return Some(OsStr::from_bytes(disk).to_os_string());
+        }
+        let cipher = match &self.naming {
+            Naming::Plain => {
+                let hidden =
+                    dir.ino == ROOT_INO && HIDDEN_ROOT_NAMES.iter().any(|h| h.as_bytes() == disk);
+                return (!hidden).then(|| OsStr::from_bytes(disk).to_os_string());
+            }
+            Naming::Encrypted(cipher) => cipher,
+        };
+        if cipher_names::is_internal(disk)
+            || (dir.ino == ROOT_INO && HIDDEN_ROOT_NAMES.iter().any(|h| h.as_bytes() == disk))
+        {
+            return None;
+        }
+        let decrypted = self.dir_id(dir).and_then(|id| {
+            if cipher_names::is_long(disk) {
+                let mut side = disk.to_vec();
+                side.extend_from_slice(LONG_SIDE_SUFFIX.as_bytes());
+                let full = read_side_file(dir_fd, side)?;
+                // The side file must be the one of this short name.
+                let matches = std::str::from_utf8(&full)
+                    .ok()
+                    .and_then(cipher_names::long_name)
+                    .is_some_and(|short| short.as_bytes() == disk);
+                if !matches {
+                    return Err(FsError(libc::EIO));
+                }
+                cipher
+                    .decrypt_name(&id, &full)
+                    .map_err(|_| FsError(libc::EIO))
+            } else {
+                cipher
+                    .decrypt_name(&id, disk)
+                    .map_err(|_| FsError(libc::EIO))
+            }
+        });
+        match decrypted {
+            Ok(plain) => Some(OsString::from_vec(plain)),
+            Err(e) => {
+                if !std::mem::replace(reported, true) {
+                    tracing::warn!(
+                        dir = %dir.backing_path(),
+                        entry = %String::from_utf8_lossy(disk),
+                        "a name in this directory does not decrypt ({e}); such entries are not listed (kmsfs fsck names them)"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// The target a new symlink stores on disk for `plain`.
+    pub(super) fn disk_target(&self, plain: &OsStr) -> FsResult<CString> {
+        match &self.naming {
+            Naming::Plain => Ok(sys::cstr(plain)?),
+            Naming::Encrypted(_) if plain.len() > MAX_PLAIN_TARGET => {
+                Err(FsError(libc::ENAMETOOLONG))
+            }
+            Naming::Encrypted(cipher) => CString::new(cipher.encrypt_target(plain.as_bytes()))
+                .map_err(|_| FsError(libc::EINVAL)),
+        }
+    }
+
+    /// The target the mount shows for symlink `inode`, whose target on disk is `disk`.
+    pub(super) fn shown_target(&self, inode: &Inode, disk: Vec<u8>) -> FsResult<Vec<u8>> {
+        match &self.naming {
+            Naming::Plain => Ok(disk),
+            Naming::Encrypted(cipher) => cipher.decrypt_target(&disk).map_err(|_| {
+                tracing::error!(link = %inode.backing_path(), "symlink target does not decrypt");
+                FsError(libc::EIO)
+            }),
+        }
+    }
+
+    /// The size `stat` shows for a symlink whose target on disk is `disk_len` bytes.
+    pub(super) fn shown_target_len(&self, disk_len: u64) -> u64 {
+        match &self.naming {
+            Naming::Plain => disk_len,
+            Naming::Encrypted(_) => NameCipher::target_plain_len(disk_len).unwrap_or(0),
+        }
+    }
+
+    /// Before a rename over `name` in `parent` (encrypted names): a directory there holding
+    /// nothing but its id loses the id, since the backing filesystem replaces only empty
+    /// directories. Returns what [`CryptFs::restore_dir_id`] puts back if the rename fails.
+    pub(super) fn clear_replaced_dir(
+        &self,
+        parent: &Inode,
+        name: &CString,
+    ) -> FsResult<Option<(std::os::fd::OwnedFd, DirId)>> {
+        if !self.encrypts_names() {
+            return Ok(None);
+        }
+        let parent_fd = parent.fd()?;
+        let Ok(dir) = sys::openat(
+            parent_fd.as_fd(),
+            name,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        ) else {
+            // Absent, or not a directory: nothing to clear.
+            return Ok(None);
+        };
+        if !holds_nothing(dir.as_fd())? {
+            // The backing rename fails as it should (ENOTEMPTY, or EISDIR for a file).
+            return Ok(None);
+        }
+        let Some(id) = read_dir_id(dir.as_fd())? else {
+            return Ok(None);
+        };
+        let id_path = CString::new(DIR_ID_FILE).map_err(|_| FsError(libc::EINVAL))?;
+        sys::unlinkat(dir.as_fd(), &id_path, 0)?;
+        Ok(Some((dir, id)))
+    }
+
+    /// Puts back a directory id [`CryptFs::clear_replaced_dir`] took, after a failed rename.
+    pub(super) fn restore_dir_id(&self, cleared: Option<(std::os::fd::OwnedFd, DirId)>) {
+        if let Some((dir, id)) = cleared
+            && let Err(e) = write_dir_id_bytes(dir.as_fd(), &id)
+        {
+            tracing::error!("cannot put a directory's id back after a failed rename: {e}");
+        }
+    }
+
+    /// Removes directory `name` from `parent`: with encrypted names, its id file first (put
+    /// back if the directory turns out not to be empty).
+    pub(super) fn remove_dir(&self, parent: &Inode, name: &CString) -> FsResult<()> {
+        let parent_fd = parent.fd()?;
+        let remove =
+            || sys::unlinkat(parent_fd.as_fd(), name, libc::AT_REMOVEDIR).map_err(FsError::from);
+        if !self.encrypts_names() {
+            return remove();
+        }
+        let dir = sys::openat(
+            parent_fd.as_fd(),
+            name,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )?;
+        if !holds_nothing(dir.as_fd())? {
+            return Err(FsError(libc::ENOTEMPTY));
+        }
+        let id = read_dir_id(dir.as_fd())?;
+        let id_path = CString::new(DIR_ID_FILE).map_err(|_| FsError(libc::EINVAL))?;
+        if id.is_some() {
+            sys::unlinkat(dir.as_fd(), &id_path, 0)?;
+        }
+        let removed = remove();
+        if removed.is_err()
+            && let Some(id) = id
+            && let Err(e) = write_dir_id_bytes(dir.as_fd(), &id)
+        {
+            tracing::error!(dir = %parent.backing_path(), "cannot put a directory's id back: {e}");
+        }
+        removed
+    }
+}
+
+/// The full cipher name in side file `side` of directory `dir_fd`.
+fn read_side_file(dir_fd: BorrowedFd<'_>, side: Vec<u8>) -> FsResult<Vec<u8>> {
+    let side = CString::new(side).map_err(|_| FsError(libc::EINVAL))?;
+    let fd = sys::openat(dir_fd, &side, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
+    let mut full = Vec::with_capacity(512);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::from(fd), 4096),
+        &mut full,
+    )?;
+    Ok(full)
+}
