@@ -336,18 +336,29 @@ fn rename_link_symlink_chmod_and_xattrs_behave_as_on_the_backing_filesystem() {
     assert_eq!(value, "blue");
     let (_, listing) = xattr(&["getfattr", "-d", target]);
     assert!(listing.contains("user.color"), "{listing}");
+    // On disk, user attributes are sealed: neither the name nor the value shows.
     let backing = env.cipher_path("c/two");
-    assert_eq!(
-        xattr(&[
-            "getfattr",
-            "--only-values",
-            "-n",
-            "user.color",
-            backing.to_str().expect("utf-8")
-        ])
-        .1,
-        "blue"
+    let (ok, stored) = xattr(&[
+        "getfattr",
+        "-d",
+        "-e",
+        "text",
+        backing.to_str().expect("utf-8"),
+    ]);
+    assert!(ok);
+    assert!(stored.contains("user."), "{stored}");
+    assert!(
+        !stored.contains("color") && !stored.contains("blue"),
+        "{stored}"
     );
+    let long = format!("user.{}", "n".repeat(172));
+    assert!(
+        !xattr(&["setfattr", "-n", &long, "-v", "x", target]).0,
+        "too long a name"
+    );
+    let longest = format!("user.{}", "n".repeat(171));
+    assert!(xattr(&["setfattr", "-n", &longest, "-v", "x", target]).0);
+    assert!(xattr(&["setfattr", "-x", &longest, target]).0);
     assert!(xattr(&["setfattr", "-x", "user.color", target]).0);
     assert!(!xattr(&["getfattr", "-n", "user.color", target]).0);
 

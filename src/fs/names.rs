@@ -4,6 +4,7 @@
 use super::attr::{Attr, Caller, DirEntry, FileKind, SetAttr, SetTime, Statfs};
 use super::inode::{Inode, ROOT_INO};
 use super::io::Handle;
+use super::naming::XATTR_MAX;
 use super::{CryptFs, FsError, FsResult, creds};
 use crate::sys::{self, TimeSpec};
 use std::ffi::{CString, OsStr};
@@ -506,8 +507,10 @@ impl CryptFs {
             return Err(FsError(libc::ENODATA));
         }
         let version = inode.xattrs_version();
-        let cname = sys::cstr(name)?;
-        let mut buf = vec![0u8; size as usize];
+        let cname = self.disk_xattr_name(name)?;
+        let sealed = self.xattr_cipher(name.as_bytes()).is_some();
+        // A sealed value is read whole, to be opened; its plaintext is then held to `size`.
+        let mut buf = vec![0u8; if sealed { XATTR_MAX } else { size as usize }];
         let n = match on_xattrs(&inode, &mut buf[..], |path, link, buf| {
             sys::getxattr(path, &cname, buf, link)
         }) {
@@ -524,10 +527,18 @@ impl CryptFs {
             result => result?,
         };
         buf.truncate(n);
+        let value = if sealed {
+            self.shown_xattr_value(&inode, name, &cname, &buf)?
+        } else {
+            buf
+        };
         if size == 0 {
-            return Ok(vec![0; n]);
+            return Ok(vec![0; value.len()]);
         }
-        Ok(buf)
+        if value.len() > size as usize {
+            return Err(FsError(libc::ERANGE));
+        }
+        Ok(value)
     }
 
     /// Sets extended attribute `name` for `caller`. Setting a file's access ACL changes its
@@ -542,10 +553,11 @@ impl CryptFs {
         caller: Caller,
     ) -> FsResult<()> {
         let inode = self.inodes.get(ino)?;
-        let cname = sys::cstr(name)?;
+        let cname = self.disk_xattr_name(name)?;
+        let value = self.disk_xattr_value(name, &cname, value)?;
         inode.xattrs_changed();
         let result = on_xattrs(&inode, &mut (), |path, link, _| {
-            sys::setxattr(path, &cname, value, flags, link)
+            sys::setxattr(path, &cname, &value, flags, link)
         });
         inode.xattrs_changed();
         result?;
@@ -564,15 +576,25 @@ impl CryptFs {
         if inode.has_no_xattrs() {
             return Ok(Vec::new());
         }
-        let mut buf = vec![0u8; size as usize];
+        // With sealed names the list is read whole, to be decrypted, then held to `size`.
+        let whole = self.encrypts_names();
+        let mut buf = vec![0u8; if whole { XATTR_MAX } else { size as usize }];
         let n = on_xattrs(&inode, &mut buf[..], |path, link, buf| {
             sys::listxattr(path, buf, link)
         })?;
         buf.truncate(n);
+        let list = if whole {
+            self.shown_xattr_list(&inode, &buf)
+        } else {
+            buf
+        };
         if size == 0 {
-            return Ok(vec![0; n]);
+            return Ok(vec![0; list.len()]);
         }
-        Ok(buf)
+        if list.len() > size as usize {
+            return Err(FsError(libc::ERANGE));
+        }
+        Ok(list)
     }
 
     /// Removes extended attribute `name`.
@@ -581,7 +603,7 @@ impl CryptFs {
         if inode.has_no_xattrs() {
             return Err(FsError(libc::ENODATA));
         }
-        let cname = sys::cstr(name)?;
+        let cname = self.disk_xattr_name(name)?;
         inode.xattrs_changed();
         let result = on_xattrs(&inode, &mut (), |path, link, _| {
             sys::removexattr(path, &cname, link)

@@ -400,6 +400,101 @@ impl CryptFs {
     }
 }
 
+/// The namespace of extended attributes whose names and values are encrypted.
+const USER_XATTR: &[u8] = b"user.";
+
+/// The longest value or name list an extended-attribute call can return (Linux).
+pub const XATTR_MAX: usize = 65536;
+
+impl CryptFs {
+    /// The cipher that seals extended attribute `name`: `user.` ones with encrypted names.
+    pub(super) fn xattr_cipher(&self, name: &[u8]) -> Option<&NameCipher> {
+        match &self.naming {
+            Naming::Encrypted(cipher) if name.starts_with(USER_XATTR) => Some(cipher),
+            _ => None,
+        }
+    }
+
+    /// Extended attribute `name` as it is stored: `user.<cipher>` for sealed ones.
+    pub(super) fn disk_xattr_name(&self, name: &OsStr) -> FsResult<CString> {
+        let bytes = name.as_bytes();
+        let Some(cipher) = self.xattr_cipher(bytes) else {
+            return Ok(sys::cstr(name)?);
+        };
+        let plain = &bytes[USER_XATTR.len()..];
+        if plain.is_empty() || plain.contains(&0) {
+            return Err(FsError(libc::EINVAL));
+        }
+        if plain.len() > cipher_names::MAX_PLAIN_XATTR_NAME {
+            return Err(FsError(libc::ERANGE));
+        }
+        let mut stored = USER_XATTR.to_vec();
+        stored.extend_from_slice(cipher.encrypt_xattr_name(plain).as_bytes());
+        CString::new(stored).map_err(|_| FsError(libc::EINVAL))
+    }
+
+    /// The value stored for `value` of extended attribute `disk_name` (as stored).
+    pub(super) fn disk_xattr_value(
+        &self,
+        name: &OsStr,
+        disk_name: &CString,
+        value: &[u8],
+    ) -> FsResult<Vec<u8>> {
+        match self.xattr_cipher(name.as_bytes()) {
+            None => Ok(value.to_vec()),
+            Some(_) if value.len() > cipher_names::MAX_PLAIN_XATTR_VALUE => {
+                Err(FsError(libc::E2BIG))
+            }
+            Some(cipher) => Ok(cipher.seal_xattr_value(disk_name.as_bytes(), value)),
+        }
+    }
+
+    /// The value shown for the `stored` value of extended attribute `name` (stored as
+    /// `disk_name`) of `inode`: EIO (logged) when a sealed one does not open.
+    pub(super) fn shown_xattr_value(
+        &self,
+        inode: &Inode,
+        name: &OsStr,
+        disk_name: &CString,
+        stored: &[u8],
+    ) -> FsResult<Vec<u8>> {
+        match self.xattr_cipher(name.as_bytes()) {
+            None => Ok(stored.to_vec()),
+            Some(cipher) => cipher
+                .open_xattr_value(disk_name.as_bytes(), stored)
+                .map_err(|_| {
+                    tracing::error!(path = %inode.backing_path(), "an extended attribute's value does not decrypt");
+                    FsError(libc::EIO)
+                }),
+        }
+    }
+
+    /// The NUL-separated list of names shown for the stored list `stored`: sealed names
+    /// decrypted; one that does not decrypt is left out (logged).
+    pub(super) fn shown_xattr_list(&self, inode: &Inode, stored: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(stored.len());
+        for name in stored.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            let Some(cipher) = self.xattr_cipher(name) else {
+                out.extend_from_slice(name);
+                out.push(0);
+                continue;
+            };
+            match cipher.decrypt_xattr_name(&name[USER_XATTR.len()..]) {
+                Ok(plain) => {
+                    out.extend_from_slice(USER_XATTR);
+                    out.extend_from_slice(&plain);
+                    out.push(0);
+                }
+                Err(_) => tracing::warn!(
+                    path = %inode.backing_path(),
+                    "an extended attribute's name does not decrypt; it is not listed"
+                ),
+            }
+        }
+        out
+    }
+}
+
 /// The full cipher name in side file `side` of directory `dir_fd`.
 fn read_side_file(dir_fd: BorrowedFd<'_>, side: Vec<u8>) -> FsResult<Vec<u8>> {
     let side = CString::new(side).map_err(|_| FsError(libc::EINVAL))?;
