@@ -19,8 +19,8 @@ pub use block::{FileCipher, block_aad, hex};
 pub use context::dek_context;
 pub use header::{FileHeader, HEADER_LEN, MAX_WRAPPED_LEN};
 pub use size::{
-    BLOCK_CIPHER_LEN, BLOCK_OVERHEAD, BLOCK_PLAIN_LEN, block_cipher_offset, cipher_size,
-    plain_size, plain_size_lenient,
+    BLOCK_CIPHER_LEN, BLOCK_OVERHEAD, BLOCK_PLAIN_LEN, CipherExtent, block_cipher_offset,
+    cipher_size, plain_size, plain_size_lenient,
 };
 
 /// A 128-bit random file identifier, bound into every block's AAD and the DEK's context.
@@ -69,4 +69,13 @@ pub enum FormatError {
     /// A block failed authentication.
     #[error("block {0} authentication failed")]
     BlockAuth(u64),
+    /// The file ends in a torn block: fewer bytes than the smallest block (29) after its
+    /// complete blocks.
+    #[error("block {index} is torn: {len} bytes, fewer than a block holds")]
+    TornBlock {
+        /// The block's index.
+        index: u64,
+        /// Its bytes on disk (1 to 28).
+        len: u64,
+    },
 }
