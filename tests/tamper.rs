@@ -203,6 +203,7 @@ fn fsck_of_a_clean_directory_exits_zero_and_a_corrupt_size_is_reported() {
     fs::create_dir(env.plain.join("d")).expect("mkdir");
     fs::write(env.plain.join("d/b"), pattern(1, 2)).expect("write");
     let a_cipher = env.cipher_path("a");
+    let b_cipher = env.cipher_path("d/b");
     mount.unmount();
     let out = env.fsck();
     assert_eq!(
@@ -212,7 +213,8 @@ fn fsck_of_a_clean_directory_exits_zero_and_a_corrupt_size_is_reported() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("3 files checked, 0 damaged"));
-    // A truncated last block: 20 of its bytes cut off leave a size no plaintext maps to.
+    // A truncated last block: 20 of its bytes left make a size no plaintext maps to (a torn
+    // tail); the two complete blocks before it still read.
     let f = OpenOptions::new()
         .write(true)
         .open(&a_cipher)
@@ -222,12 +224,35 @@ fn fsck_of_a_clean_directory_exits_zero_and_a_corrupt_size_is_reported() {
     drop(f);
     let out = env.fsck();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("not a valid kmsfs file size"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("torn tail: block 2 is torn: 20 bytes"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let _mount = env.mount();
+    assert_eq!(fs::metadata(env.plain.join("a")).expect("stat").len(), 8192);
+    assert_eq!(
+        read_range(&env.plain.join("a"), 0, 8192).expect("complete blocks"),
+        pattern(9000, 1)[..8192]
+    );
     assert_eq!(
         fs::read(env.plain.join("a"))
-            .expect_err("corrupt size")
+            .expect_err("the torn tail")
             .raw_os_error(),
         Some(libc::EIO)
+    );
+    // A partial header (fewer than 512 bytes) is a corrupt size: nothing reads.
+    OpenOptions::new()
+        .write(true)
+        .open(&b_cipher)
+        .expect("open")
+        .set_len(300)
+        .expect("truncate");
+    drop(_mount);
+    let out = env.fsck();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("size: ciphertext size 300"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
 }

@@ -1,38 +1,85 @@
-//! `kmsfs fsck`: authenticate every header and block; one line per damaged file.
+//! `kmsfs fsck`: authenticate every header and block; one line per damaged file. With
+//! `--repair`, cut the damage at the end of a file (what a write cut short by a crash leaves)
+//! back to its last authentic block, on an unmounted directory only.
 
 use super::secret;
 use super::{CliError, CliResult};
 use crate::cache::DekCache;
 use crate::config::CipherConfig;
-use crate::fs::keys::KeyPath;
-use crate::fs::{FileCheck, check_file};
-use std::path::Path;
+use crate::fs::keys::{KeyError, KeyPath};
+use crate::fs::{FileCheck, Repair, TailCut, check_file, repair_file};
+use clap::Args;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Checks `cipherdir`; exit 0 when clean, 1 when a file is damaged. `kms` is a remote endpoint
-/// the user names (see [`secret::open_kms_named`]).
-pub fn run(
-    cipherdir: &Path,
-    passphrase_file: Option<&Path>,
-    kms: Option<&str>,
-) -> CliResult<ExitCode> {
+/// Arguments of `kmsfs fsck`.
+#[derive(Args)]
+pub struct FsckArgs {
+    /// The cipher directory.
+    cipherdir: PathBuf,
+    /// Cut each file that ends in a torn or unauthentic block back to its last authentic
+    /// block (never a block before the last: damage there is reported, not cut). The
+    /// directory must not be mounted.
+    #[arg(long)]
+    repair: bool,
+    /// Read the passphrase from FILE (else $KMSFS_PASSPHRASE, else a prompt).
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+    /// The embedded keystore, when it is not where kmsfs.conf says (a directory moved or
+    /// copied with its keystore).
+    #[arg(long, value_name = "PATH")]
+    keystore: Option<PathBuf>,
+    /// Trust this remote KMS endpoint for the directory (it must be the one kmsfs.conf names).
+    #[arg(long, value_name = "URL")]
+    kms: Option<String>,
+}
+
+/// What the run found, for the summary and the exit code.
+#[derive(Default)]
+struct Tally {
+    files: u64,
+    damaged: u64,
+    repaired: u64,
+    left_damaged: u64,
+    unreadable: u64,
+}
+
+/// Checks (and with `--repair`, repairs) the directory. Exit 0 when no damage is left (none
+/// found, or all of it cut by the repair), 1 otherwise.
+pub fn run(args: FsckArgs) -> CliResult<ExitCode> {
     super::init_stderr_logging("error");
-    let config = CipherConfig::load(cipherdir)?;
-    let kms = secret::open_kms_named(cipherdir, &config, passphrase_file, kms)?;
+    let config = secret::with_keystore(
+        CipherConfig::load(&args.cipherdir)?,
+        args.keystore.as_deref(),
+    )?;
+    if args.repair {
+        refuse_if_mounted(&args.cipherdir)?;
+    }
+    let kms = secret::open_kms_named(
+        &args.cipherdir,
+        &config,
+        args.passphrase_file.as_deref(),
+        args.kms.as_deref(),
+    )?;
     let fs_id = config.fs_id().map_err(CliError::new)?;
     let keys = KeyPath::new(kms, DekCache::new(0, Duration::ZERO), fs_id, config.key_id);
-    let mut files = 0u64;
-    let mut damaged = 0u64;
-    let paths = crate::fs::cipher_files(cipherdir)
-        .map_err(|e| CliError::new(format!("cannot read {}: {e}", cipherdir.display())))?;
+    let paths = crate::fs::cipher_files(&args.cipherdir)
+        .map_err(|e| CliError::new(format!("cannot read {}: {e}", args.cipherdir.display())))?;
+    let mut tally = Tally::default();
     for path in &paths {
-        files += 1;
-        match check_file(path, &keys) {
-            Ok(FileCheck::Clean) => {}
-            Ok(FileCheck::Damaged(what)) => {
-                damaged += 1;
-                println!("{}: {what}", path.display());
+        tally.files += 1;
+        let result = if args.repair {
+            repair_file(path, &keys).map(|repair| report_repair(path, &repair, &mut tally))
+        } else {
+            check_file(path, &keys).map(|found| report_check(path, &found, &mut tally))
+        };
+        match result {
+            Ok(()) => {}
+            // One unreadable file does not stop the check of the others.
+            Err(KeyError::Io(e)) => {
+                tally.unreadable += 1;
+                println!("{}: cannot be read: {e}", path.display());
             }
             Err(e) => {
                 return Err(CliError::new(format!(
@@ -42,10 +89,168 @@ pub fn run(
             }
         }
     }
-    eprintln!("fsck: {files} files checked, {damaged} damaged");
-    Ok(if damaged == 0 {
+    let mut summary = format!(
+        "fsck: {} files checked, {} damaged",
+        tally.files, tally.damaged
+    );
+    if args.repair {
+        summary += &format!(
+            ", {} repaired, {} still damaged",
+            tally.repaired, tally.left_damaged
+        );
+    }
+    if tally.unreadable > 0 {
+        summary += &format!(", {} unreadable", tally.unreadable);
+    }
+    eprintln!("{summary}");
+    let left = if args.repair {
+        tally.left_damaged
+    } else {
+        tally.damaged
+    };
+    Ok(if left == 0 && tally.unreadable == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+fn report_check(path: &Path, found: &FileCheck, tally: &mut Tally) {
+    if let FileCheck::Damaged(damage) = found {
+        tally.damaged += 1;
+        println!("{}: {damage}", path.display());
+    }
+}
+
+fn report_repair(path: &Path, repair: &Repair, tally: &mut Tally) {
+    report_check(path, &repair.found, tally);
+    if let Some(cut) = &repair.cut {
+        println!("{}: repaired: {}", path.display(), describe_cut(cut));
+    }
+    match &repair.left {
+        Some(left) => {
+            tally.left_damaged += 1;
+            println!(
+                "{}: not repaired: {left} (a repair only cuts damage at the end of a file)",
+                path.display()
+            );
+        }
+        None if repair.found != FileCheck::Clean => tally.repaired += 1,
+        None => {}
+    }
+}
+
+/// "cut from 200,000 to 196,288 bytes on disk; plaintext 196,608 → 192,512 bytes (4,096 lost)".
+fn describe_cut(cut: &TailCut) -> String {
+    let lost = cut.old_plain_size - cut.new_plain_size;
+    format!(
+        "cut from {} to {} bytes on disk; plaintext {} to {} bytes ({lost} lost{})",
+        cut.old_cipher_size,
+        cut.new_cipher_size,
+        cut.old_plain_size,
+        cut.new_plain_size,
+        if lost == 0 {
+            ": the cut bytes held no readable plaintext"
+        } else {
+            ", unreadable before the cut"
+        }
+    )
+}
+
+/// Refuses when `cipherdir` is the source of a live kmsfs mount: the daemon caches what it
+/// read and wrote, and would not see the cut.
+fn refuse_if_mounted(cipherdir: &Path) -> CliResult<()> {
+    let canonical = std::fs::canonicalize(cipherdir)
+        .map_err(|e| CliError::new(format!("cannot resolve {}: {e}", cipherdir.display())))?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    match kmsfs_mount_of(&info, &canonical) {
+        Some(mountpoint) => Err(CliError::new(format!(
+            "{} is mounted at {}: unmount it before fsck --repair",
+            cipherdir.display(),
+            mountpoint
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The mount point of the kmsfs mount of `cipherdir` in mountinfo text `info` (its source is
+/// `kmsfs:CIPHERDIR`, as `kmsfs mount` names it), if there is one.
+fn kmsfs_mount_of(info: &str, cipherdir: &Path) -> Option<String> {
+    let source = format!("kmsfs:{}", cipherdir.display());
+    info.lines().find_map(|line| {
+        // "ID PARENT DEV ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER-OPTIONS"
+        let (mount, fs) = line.split_once(" - ")?;
+        let mut fs = fs.split(' ');
+        let fstype = fs.next()?;
+        let found = unescape(fs.next()?);
+        let mountpoint = mount.split(' ').nth(4)?;
+        (fstype.starts_with("fuse") && found == source).then(|| unescape(mountpoint))
+    })
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, `\134` for a backslash, ...).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
+            let text = std::str::from_utf8(digits).ok()?;
+            u8::from_str_radix(text, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = "\
+22 1 0:21 / /proc rw,nosuid - proc proc rw
+60 22 0:52 / /srv/plain\\040view rw,nosuid,nodev,relatime shared:1 - fuse.kmsfs kmsfs:/srv/cipher\\040dir rw,user_id=0
+61 22 0:53 / /mnt/other rw - fuse.kmsfs kmsfs:/srv/other rw,user_id=0
+62 22 0:54 / /mnt/fake rw - ext4 kmsfs:/srv/ext rw
+";
+
+    #[test]
+    fn a_mounted_cipher_directory_is_found_by_its_source() {
+        assert_eq!(
+            kmsfs_mount_of(INFO, Path::new("/srv/cipher dir")).as_deref(),
+            Some("/srv/plain view")
+        );
+        assert_eq!(
+            kmsfs_mount_of(INFO, Path::new("/srv/other")).as_deref(),
+            Some("/mnt/other")
+        );
+    }
+
+    #[test]
+    fn other_directories_and_filesystems_are_not_mounts_of_it() {
+        for dir in ["/srv/cipher", "/srv/cipher dir/sub", "/srv/ext", "/proc"] {
+            assert_eq!(kmsfs_mount_of(INFO, Path::new(dir)), None, "{dir}");
+        }
+        assert_eq!(kmsfs_mount_of("", Path::new("/srv/other")), None);
+        assert_eq!(
+            kmsfs_mount_of("garbage\n - \n", Path::new("/srv/other")),
+            None
+        );
+    }
+
+    #[test]
+    fn escapes_are_undone_and_a_lone_backslash_kept() {
+        assert_eq!(unescape("a\\040b\\134c"), "a b\\c");
+        assert_eq!(unescape("trailing\\"), "trailing\\");
+        assert_eq!(unescape("\\09x"), "\\09x");
+    }
 }

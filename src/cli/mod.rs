@@ -112,18 +112,9 @@ enum Command {
         /// A file inside a cipher directory.
         cipherfile: PathBuf,
     },
-    /// Authenticate every header and block of a cipher directory.
-    Fsck {
-        /// The cipher directory.
-        cipherdir: PathBuf,
-        /// Read the passphrase from FILE (else $KMSFS_PASSPHRASE, else a prompt).
-        #[arg(long, value_name = "FILE")]
-        passphrase_file: Option<PathBuf>,
-        /// Trust this remote KMS endpoint for the directory (it must be the one kmsfs.conf
-        /// names).
-        #[arg(long, value_name = "URL")]
-        kms: Option<String>,
-    },
+    /// Authenticate every header and block of a cipher directory; with --repair, cut files
+    /// that end in a torn block back to their last authentic block.
+    Fsck(fsck::FsckArgs),
 }
 
 /// Runs the command line and returns the exit code.
@@ -143,11 +134,7 @@ pub fn main() -> ExitCode {
         Command::Kms(command) => kms::run(command),
         Command::Rewrap(args) => rewrap::run(args),
         Command::Inspect { cipherfile } => inspect::run(&cipherfile),
-        Command::Fsck {
-            cipherdir,
-            passphrase_file,
-            kms,
-        } => fsck::run(&cipherdir, passphrase_file.as_deref(), kms.as_deref()),
+        Command::Fsck(args) => fsck::run(args),
     };
     match result {
         Ok(code) => code,

@@ -37,6 +37,9 @@ pub struct MountArgs {
     /// Read the passphrase from FILE (else $KMSFS_PASSPHRASE, else a prompt).
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
+    /// The embedded keystore, when it is not where kmsfs.conf says (a moved or copied directory).
+    #[arg(long, value_name = "PATH")]
+    keystore: Option<PathBuf>,
     /// Stay in the foreground, logging to stderr; Ctrl-C unmounts.
     #[arg(long, short = 'f')]
     foreground: bool,
@@ -73,7 +76,10 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
     if args.foreground {
         super::init_stderr_logging("info");
     }
-    let config = CipherConfig::load(&args.cipherdir)?;
+    let config = secret::with_keystore(
+        CipherConfig::load(&args.cipherdir)?,
+        args.keystore.as_deref(),
+    )?;
     let cipherdir = std::fs::canonicalize(&args.cipherdir)
         .map_err(|e| CliError::new(format!("cannot resolve {}: {e}", args.cipherdir.display())))?;
     let mountpoint = check_mountpoint(&args.mountpoint)?;

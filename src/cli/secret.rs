@@ -77,6 +77,24 @@ pub fn open_embedded(path: &Path, passphrase_file: Option<&Path>) -> CliResult<E
     Ok(EmbeddedKms::open(path, &pass)?)
 }
 
+/// `config` with its embedded keystore at `keystore`, when one is given: for a cipher directory
+/// moved or copied with its keystore, since `kmsfs.conf` keeps the keystore's absolute path. The
+/// keystore must still open with the passphrase and hold the directory's key.
+pub fn with_keystore(mut config: CipherConfig, keystore: Option<&Path>) -> CliResult<CipherConfig> {
+    let Some(path) = keystore else {
+        return Ok(config);
+    };
+    match &mut config.kms {
+        KmsConfig::Embedded { keystore } => {
+            *keystore = path.to_path_buf();
+            Ok(config)
+        }
+        KmsConfig::Remote { endpoint } => Err(CliError::new(format!(
+            "--keystore is for a directory with an embedded keystore; this one uses the remote KMS {endpoint}"
+        ))),
+    }
+}
+
 /// Opens the KMS the configuration of cipher directory `dir` names; a remote one only when its
 /// endpoint is the one recorded for the directory, or `named`, the endpoint the user gave with
 /// `--kms`, which must equal the directory's and then becomes the recorded one.

@@ -30,8 +30,8 @@ pub use names::{
     check_plain_name, is_internal, is_long, long_name, long_side_name, parse_dir_id, random_dir_id,
 };
 pub use size::{
-    BLOCK_CIPHER_LEN, BLOCK_OVERHEAD, BLOCK_PLAIN_LEN, block_cipher_offset, cipher_size,
-    plain_size, plain_size_lenient,
+    BLOCK_CIPHER_LEN, BLOCK_OVERHEAD, BLOCK_PLAIN_LEN, CipherExtent, block_cipher_offset,
+    cipher_size, plain_size, plain_size_lenient,
 };
 
 /// The bytes of hex `text`, for test vectors; panics on anything else.
@@ -89,4 +89,13 @@ pub enum FormatError {
     /// A block failed authentication.
     #[error("block {0} authentication failed")]
     BlockAuth(u64),
+    /// The file ends in a torn block: fewer bytes than the smallest block (29) after its
+    /// complete blocks.
+    #[error("block {index} is torn: {len} bytes, fewer than a block holds")]
+    TornBlock {
+        /// The block's index.
+        index: u64,
+        /// Its bytes on disk (1 to 28).
+        len: u64,
+    },
 }

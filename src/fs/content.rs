@@ -3,7 +3,7 @@
 //! the file's lock.
 
 use crate::format::{
-    self, BLOCK_CIPHER_LEN, BLOCK_OVERHEAD, BLOCK_PLAIN_LEN, FileCipher, FormatError,
+    BLOCK_CIPHER_LEN, BLOCK_OVERHEAD, BLOCK_PLAIN_LEN, CipherExtent, FileCipher, FormatError,
     block_cipher_offset, cipher_size,
 };
 use std::cell::RefCell;
@@ -79,12 +79,36 @@ pub fn make_empty(file: &File) -> io::Result<()> {
     result
 }
 
-/// The plaintext size of the open cipher file.
-pub fn plain_len(file: &File) -> Result<u64, ContentError> {
-    Ok(format::plain_size(file.metadata()?.len())?)
+/// The complete blocks of the open cipher file, and its torn tail if it has one.
+pub fn extent(file: &File) -> Result<CipherExtent, ContentError> {
+    Ok(CipherExtent::of(file.metadata()?.len())?)
 }
 
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), ContentError> {
+/// The plaintext size of the open cipher file, for a change of its content or size: a file
+/// with a torn tail is refused ([`FormatError::TornBlock`]) until [`cut_torn_tail`] cut it, so
+/// that no write leaves the torn bytes inside the file, where they would fail as a block.
+pub fn plain_len(file: &File) -> Result<u64, ContentError> {
+    let extent = extent(file)?;
+    match extent.torn_error() {
+        Some(torn) => Err(torn.into()),
+        None => Ok(extent.plain_size),
+    }
+}
+
+/// Cuts a torn tail off the open cipher file (the bytes after its complete blocks that make no
+/// block; they hold nothing that could ever be authenticated), so that it can be written again.
+/// Returns the extent the file had when it had a torn tail, `None` when it had none.
+pub fn cut_torn_tail(file: &File) -> Result<Option<CipherExtent>, ContentError> {
+    let extent = extent(file)?;
+    if extent.torn_len == 0 {
+        return Ok(None);
+    }
+    file.set_len(extent.complete_cipher_size())?;
+    Ok(Some(extent))
+}
+
+/// Reads `buf.len()` bytes at `offset`; a file shorter than that is corrupt.
+pub(super) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), ContentError> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64) {
@@ -116,6 +140,10 @@ fn read_block(
 
 /// Reads up to `size` plaintext bytes at `offset` into `buf` and returns the range of `buf`
 /// that holds them. `buf` is a reused buffer: it only ever grows.
+///
+/// A file with a torn tail reads as its complete blocks, and a read at or past their end
+/// answers the torn block's error ([`FormatError::TornBlock`]) where a whole file would answer
+/// the end of the file, so that a reader learns the file is cut short.
 pub fn read_into(
     file: &File,
     cipher: &FileCipher,
@@ -123,9 +151,16 @@ pub fn read_into(
     size: u32,
     buf: &mut Vec<u8>,
 ) -> Result<Range<usize>, ContentError> {
-    let plain = plain_len(file)?;
-    if offset >= plain || size == 0 {
+    let extent = extent(file)?;
+    let plain = extent.plain_size;
+    if size == 0 {
         return Ok(0..0);
+    }
+    if offset >= plain {
+        return match extent.torn_error() {
+            Some(torn) => Err(torn.into()),
+            None => Ok(0..0),
+        };
     }
     let end = plain.min(offset + u64::from(size));
     let first = offset / BLOCK_PLAIN_LEN;
@@ -277,12 +312,11 @@ pub fn write(
 /// short last block to its new length and leaves the rest as holes (sparse). `cipher` is needed
 /// whenever a block must be re-sealed; growing an empty file needs the header written first.
 pub fn truncate(file: &File, cipher: Option<&FileCipher>, new: u64) -> Result<(), ContentError> {
-    let cipher_len = file.metadata()?.len();
     if new == 0 {
         make_empty(file)?;
         return Ok(());
     }
-    let old = format::plain_size(cipher_len)?;
+    let old = plain_len(file)?;
     if new == old {
         return Ok(());
     }
@@ -370,20 +404,145 @@ pub fn block_is_hole(file: &File, index: u64, cipher_end: u64) -> Result<bool, C
     Ok(block[..len].iter().all(|&b| b == 0))
 }
 
-/// Authenticates every block of a cipher file; returns the indices of blocks that fail.
-pub fn check(file: &File, cipher: &FileCipher) -> Result<Vec<u64>, ContentError> {
-    let plain = plain_len(file)?;
-    let blocks = plain.div_ceil(BLOCK_PLAIN_LEN);
-    let mut damaged = Vec::new();
-    let mut buf = vec![0u8; BLOCK_CIPHER_LEN as usize];
-    for index in 0..blocks {
-        let len =
-            ((plain - index * BLOCK_PLAIN_LEN).min(BLOCK_PLAIN_LEN) + BLOCK_OVERHEAD) as usize;
-        let block = &mut buf[..len];
-        read_exact_at(file, block, block_cipher_offset(index))?;
-        if cipher.open_block_to_front(index, block, 0).is_err() {
-            damaged.push(index);
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::crypto::Key256;
+
+    /// A cipher file of `plain` pattern bytes (no header: blocks do not depend on it).
+    pub(crate) fn cipher_file(plain: &[u8]) -> (tempfile::TempDir, File, FileCipher) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .expect("create");
+        let cipher = FileCipher::new(&Key256::random(), [9; 16]);
+        file.set_len(512).expect("header room");
+        write(&file, &cipher, 0, plain, &mut Vec::new()).expect("write");
+        assert_eq!(
+            file.metadata().expect("stat").len(),
+            cipher_size(plain.len() as u64)
+        );
+        (dir, file, cipher)
+    }
+
+    pub(crate) fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
+    }
+
+    pub(crate) fn read(
+        file: &File,
+        cipher: &FileCipher,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, String> {
+        let mut buf = Vec::new();
+        read_into(file, cipher, offset, size, &mut buf)
+            .map(|range| buf[range].to_vec())
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    fn torn(index: u64, len: u64) -> String {
+        format!(
+            "{:?}",
+            ContentError::Corrupt(FormatError::TornBlock { index, len })
+        )
+    }
+
+    pub(crate) const FULL: usize = BLOCK_PLAIN_LEN as usize;
+
+    #[test]
+    fn a_torn_tail_reads_as_the_complete_blocks_then_eio() {
+        let plain = pattern(3 * FULL + 100);
+        for torn_len in [1, 13, 28] {
+            let (_dir, file, cipher) = cipher_file(&plain);
+            file.set_len(block_cipher_offset(3) + torn_len)
+                .expect("tear");
+            assert_eq!(
+                read(&file, &cipher, 0, 1 << 20).expect("complete blocks"),
+                plain[..3 * FULL]
+            );
+            assert_eq!(
+                read(&file, &cipher, FULL as u64 + 5, 10).expect("inside"),
+                plain[FULL + 5..FULL + 15]
+            );
+            // A read across the end of the complete blocks stops there, the next one fails.
+            assert_eq!(
+                read(&file, &cipher, 3 * FULL as u64 - 10, 100).expect("up to the tail"),
+                plain[3 * FULL - 10..3 * FULL]
+            );
+            for offset in [3 * FULL as u64, 3 * FULL as u64 + 1, 10 * FULL as u64] {
+                assert_eq!(read(&file, &cipher, offset, 4096), Err(torn(3, torn_len)));
+            }
+            assert_eq!(read(&file, &cipher, 3 * FULL as u64, 0), Ok(Vec::new()));
         }
     }
-    Ok(damaged)
+
+    #[test]
+    fn a_file_whose_only_block_is_torn_reads_eio_from_the_start() {
+        let (_dir, file, cipher) = cipher_file(&pattern(100));
+        file.set_len(512 + 20).expect("tear");
+        assert_eq!(read(&file, &cipher, 0, 4096), Err(torn(0, 20)));
+        assert_eq!(extent(&file).expect("extent").plain_size, 0);
+    }
+
+    #[test]
+    fn changes_are_refused_until_the_torn_tail_is_cut() {
+        let plain = pattern(2 * FULL + 1);
+        let (_dir, file, cipher) = cipher_file(&plain);
+        file.set_len(block_cipher_offset(2) + 5).expect("tear");
+        let refused = |r: Result<(), ContentError>| format!("{:?}", r.expect_err("refused"));
+        assert_eq!(
+            refused(write(
+                &file,
+                &cipher,
+                2 * FULL as u64,
+                b"x",
+                &mut Vec::new()
+            )),
+            torn(2, 5)
+        );
+        assert_eq!(
+            refused(truncate(&file, Some(&cipher), 5 * FULL as u64)),
+            torn(2, 5)
+        );
+        let sealed = {
+            let mut out = Vec::new();
+            seal_blocks(&cipher, 3, &[1u8; FULL], &mut out);
+            out
+        };
+        assert_eq!(
+            refused(write_sealed(&file, &cipher, 3, &sealed)),
+            torn(2, 5)
+        );
+        assert_eq!(
+            file.metadata().expect("stat").len(),
+            block_cipher_offset(2) + 5,
+            "nothing written"
+        );
+
+        let cut = cut_torn_tail(&file)
+            .expect("cut")
+            .expect("there was a tail");
+        assert_eq!((cut.plain_size, cut.torn_len), (2 * FULL as u64, 5));
+        assert_eq!(file.metadata().expect("stat").len(), block_cipher_offset(2));
+        assert_eq!(cut_torn_tail(&file).expect("cut"), None, "once");
+        // Now a file of its complete blocks: it grows, and every block authenticates.
+        write(
+            &file,
+            &cipher,
+            4 * FULL as u64,
+            b"after a hole",
+            &mut Vec::new(),
+        )
+        .expect("write");
+        let mut expected = plain[..2 * FULL].to_vec();
+        expected.resize(4 * FULL, 0);
+        expected.extend_from_slice(b"after a hole");
+        // Every block opens: no torn byte is left inside the file.
+        assert_eq!(read(&file, &cipher, 0, 1 << 20).expect("read"), expected);
+    }
 }

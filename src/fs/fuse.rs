@@ -4,7 +4,7 @@
 
 use super::attr::{Attr, Caller, FileKind, SetAttr, SetTime};
 use super::{CryptFs, FsError};
-use crate::fuse::abi::{FOPEN_KEEP_CACHE, WRITE_KILL_SUIDGID};
+use crate::fuse::abi::{FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, WRITE_KILL_SUIDGID};
 use crate::fuse::{
     DirEntries, Entry, Handler, MAX_WRITE, NodeAttr, Operation, Reply, Request, StatfsOut, TimeArg,
 };
@@ -22,6 +22,10 @@ const TTL: Duration = Duration::from_secs(1);
 /// the writeback cache the kernel trusts its own size and mtime of cached files, so
 /// `FUSE_AUTO_INVAL_DATA` would not help).
 const FILE_OPEN_FLAGS: u32 = FOPEN_KEEP_CACHE;
+
+/// Open flags of a file that ends in a torn block: reads bypass the page cache, so that a read
+/// at its end reaches the daemon and answers EIO rather than the end of the file.
+const TORN_FILE_OPEN_FLAGS: u32 = FOPEN_DIRECT_IO;
 
 /// What the daemon asks of the kernel at INIT (`fuser` mounts and runs the handshake).
 pub struct Negotiation {
@@ -267,7 +271,10 @@ impl Handler for FuseAdapter {
                 flags,
             } => empty(reply, fs.rename(ino, name, new_parent, new_name, flags)),
             Operation::Link { target, new_name } => entry(reply, fs.link(target, ino, new_name)),
-            Operation::Open { flags } => opened(reply, fs.open(ino, flags), FILE_OPEN_FLAGS),
+            Operation::Open { flags } => match fs.open_file(ino, flags) {
+                Ok(file) if file.torn => reply.opened(file.fh, TORN_FILE_OPEN_FLAGS),
+                result => opened(reply, result.map(|file| file.fh), FILE_OPEN_FLAGS),
+            },
             Operation::Read { fh, offset, size } => {
                 let mut reply = Some(reply);
                 let result = fs.read_with(fh, offset, size, |bytes| {

@@ -27,6 +27,18 @@ pub enum Handle {
     },
 }
 
+/// A regular file just opened: its handle, and what the kernel must know of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    /// The handle.
+    pub fh: u64,
+    /// The file ends in a torn block (see [`content::read_into`]). Its size leaves the torn
+    /// block out, and the kernel answers a read at the end of a file from its page cache
+    /// without asking the daemon: reads through this handle must bypass that cache
+    /// (`FOPEN_DIRECT_IO`) for a read there to answer EIO.
+    pub torn: bool,
+}
+
 /// An open regular file.
 pub struct OpenFile {
     /// Its inode (keeps the node alive while open).
@@ -97,6 +109,12 @@ impl CryptFs {
                 }
                 FsError(libc::EIO)
             }
+            ContentError::Corrupt(FormatError::TornBlock { index, len }) => {
+                if state.first_report(index) {
+                    tracing::error!(path = %inode.backing_path(), block = index, torn_bytes = len, "torn tail: the last block has fewer bytes than a block holds; reading it gives EIO, the blocks before it read");
+                }
+                FsError(libc::EIO)
+            }
             ContentError::Corrupt(e) => {
                 tracing::error!(path = %inode.backing_path(), "corrupt file: {e}");
                 FsError(libc::EIO)
@@ -141,7 +159,7 @@ impl CryptFs {
         Ok(())
     }
 
-    fn open_inode(&self, inode: Arc<Inode>, file: File, flags: i32) -> FsResult<u64> {
+    fn open_inode(&self, inode: Arc<Inode>, file: File, flags: i32) -> FsResult<Opened> {
         let state = inode.file_state();
         {
             let mut cipher = state.cipher.write().unwrap_or_else(PoisonError::into_inner);
@@ -154,6 +172,7 @@ impl CryptFs {
             }
             self.load_cipher(&inode, &file, &mut cipher)?;
         }
+        let torn = content::extent(&file).is_ok_and(|extent| extent.torn_len > 0);
         let quiet = flags & libc::O_NOATIME == 0;
         if quiet && flags & libc::O_ACCMODE != libc::O_WRONLY && flags & libc::O_TRUNC == 0 {
             // Opening to read counts as reading, for the access time: reads the kernel serves
@@ -161,16 +180,22 @@ impl CryptFs {
             // read. Best effort: a failure only leaves the access time where it is.
             let _ = touch_access_time(&file);
         }
-        Ok(self.add_handle(Handle::File(OpenFile {
+        let fh = self.add_handle(Handle::File(OpenFile {
             inode,
             file,
             state,
             quiet_until_read: AtomicBool::new(quiet),
-        })))
+        }));
+        Ok(Opened { fh, torn })
     }
 
     /// Opens regular file `ino` with open(2) `flags`; unwraps its DEK (cache, else KMS).
     pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        self.open_file(ino, flags).map(|opened| opened.fh)
+    }
+
+    /// Like [`CryptFs::open`], saying also whether the file ends in a torn block.
+    pub fn open_file(&self, ino: u64, flags: i32) -> FsResult<Opened> {
         let inode = self.inodes.get(ino)?;
         if !inode.is_file() {
             return Err(FsError(libc::EINVAL));
@@ -201,8 +226,8 @@ impl CryptFs {
         })?;
         let attr = self.made(&parent_inode, &disk.name, caller)?;
         let inode = self.inodes.get(attr.ino)?;
-        let fh = self.open_inode(inode, File::from(fd), flags)?;
-        Ok((attr, fh))
+        let opened = self.open_inode(inode, File::from(fd), flags)?;
+        Ok((attr, opened.fh))
     }
 
     /// Creates and opens a regular file with no name in directory `parent` (`O_TMPFILE`). A
@@ -222,8 +247,8 @@ impl CryptFs {
             sys::openat(dir.as_fd(), c".", tmp_flags, mode)
         })?;
         let (inode, attr) = self.made_unnamed(&parent_inode, fd.as_fd(), caller)?;
-        let fh = self.open_inode(inode, File::from(fd), flags)?;
-        Ok((attr, fh))
+        let opened = self.open_inode(inode, File::from(fd), flags)?;
+        Ok((attr, opened.fh))
     }
 
     /// Reads up to `size` bytes at `offset`.
@@ -318,6 +343,7 @@ impl CryptFs {
         if slot.is_some() && file.metadata()?.len() == 0 {
             *slot = None;
         }
+        self.cut_torn_tail(inode, file)?;
         self.load_cipher(inode, file, slot)?;
         if let Some(cipher) = slot {
             return Ok(cipher.clone());
@@ -328,6 +354,35 @@ impl CryptFs {
             .map_err(|e| self.key_error(inode, e))?;
         *slot = Some(cipher.clone());
         Ok(cipher)
+    }
+
+    /// Before a change of a file's content or size: cuts a torn tail off it, with one log line.
+    ///
+    /// Why cut rather than refuse: the torn bytes (1 to 28, after the complete blocks) hold
+    /// nothing that could ever be authenticated, and reads already show the file as its complete
+    /// blocks, which the cut keeps, so the cut loses nothing a reader could get. The file is
+    /// then a valid one of that size, and the change applies to it as the kernel sees it (an
+    /// append lands right after the complete blocks). Refusing would leave every writer of a
+    /// file cut short by a crash (a log, a database) failing with EIO until an unmount and a
+    /// `kmsfs fsck --repair`, which cuts exactly the same bytes. Called with the file's lock
+    /// held exclusively.
+    fn cut_torn_tail(&self, inode: &Inode, file: &File) -> FsResult<()> {
+        let cut = content::cut_torn_tail(file).map_err(|e| match e {
+            ContentError::Io(e) => FsError::from(e),
+            ContentError::Corrupt(e) => {
+                tracing::error!(path = %inode.backing_path(), "corrupt file: {e}");
+                FsError(libc::EIO)
+            }
+        })?;
+        if let Some(torn) = cut {
+            tracing::warn!(
+                path = %inode.backing_path(),
+                block = torn.plain_size / BLOCK_PLAIN_LEN,
+                torn_bytes = torn.torn_len,
+                "torn tail cut before a write: the file now ends with its last complete block"
+            );
+        }
+        Ok(())
     }
 
     /// Sets the size of regular file `inode`, through handle `fh` when given.
@@ -391,6 +446,7 @@ impl CryptFs {
         } = handle.as_file()?;
         let end = offset.checked_add(length).ok_or(FsError(libc::EFBIG))?;
         let mut slot = state.cipher.write().unwrap_or_else(PoisonError::into_inner);
+        self.cut_torn_tail(inode, file)?;
         let plain = content::plain_len(file).map_err(|e| self.content_error(inode, state, e))?;
         let grows = mode & KEEP == 0 && end > plain;
         if grows {
@@ -491,7 +547,9 @@ impl CryptFs {
             inode, file, state, ..
         } = handle.as_file()?;
         let _shared = state.cipher.read().unwrap_or_else(PoisonError::into_inner);
-        let plain = content::plain_len(file).map_err(|e| self.content_error(inode, state, e))?;
+        let plain = content::extent(file)
+            .map_err(|e| self.content_error(inode, state, e))?
+            .plain_size;
         if offset >= plain {
             return Err(FsError(libc::ENXIO));
         }

@@ -7,6 +7,7 @@
 //! cache and the KMS ([`keys`]).
 
 mod attr;
+mod check;
 mod content;
 mod creds;
 pub mod fuse;
@@ -19,7 +20,9 @@ mod rewrap;
 mod walk;
 
 pub use attr::{Attr, Caller, DirEntry, FileKind, SetAttr, Statfs};
+pub use check::{BlockCheck, Damage, FileCheck, Repair, TailCut, check_file, repair_file};
 pub use inode::ROOT_INO;
+pub use io::Opened;
 pub use naming::write_dir_id;
 pub use rewrap::{RewrapOutcome, RewrapTarget, rewrap_file};
 pub use walk::cipher_files;
@@ -153,50 +156,6 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
-}
-
-/// What `fsck` found in one cipher file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileCheck {
-    /// Every block authenticates.
-    Clean,
-    /// The file is damaged; the sentence says where (header, size or blocks).
-    Damaged(String),
-}
-
-/// Authenticates the header and every block of the cipher file at `path`. A KMS that cannot be
-/// reached is an error, not damage.
-pub fn check_file(path: &Path, keys: &KeyPath) -> Result<FileCheck, keys::KeyError> {
-    let file = std::fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    if len == 0 {
-        return Ok(FileCheck::Clean);
-    }
-    if let Err(e) = crate::format::plain_size(len) {
-        return Ok(FileCheck::Damaged(format!("size: {e}")));
-    }
-    let cipher = match keys.open_header(&file) {
-        Ok(cipher) => cipher,
-        Err(keys::KeyError::Corrupt(e)) => return Ok(FileCheck::Damaged(format!("header: {e}"))),
-        Err(e) => return Err(e),
-    };
-    match content::check(&file, &cipher) {
-        Ok(damaged) if damaged.is_empty() => Ok(FileCheck::Clean),
-        Ok(damaged) => {
-            let list: Vec<String> = damaged.iter().map(u64::to_string).collect();
-            let noun = if damaged.len() == 1 {
-                "block"
-            } else {
-                "blocks"
-            };
-            Ok(FileCheck::Damaged(format!(
-                "{noun} {} fail authentication",
-                list.join(", ")
-            )))
-        }
-        Err(content::ContentError::Io(e)) => Err(e.into()),
-        Err(content::ContentError::Corrupt(e)) => Ok(FileCheck::Damaged(e.to_string())),
-    }
 }
 
 #[cfg(test)]

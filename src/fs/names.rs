@@ -526,12 +526,17 @@ impl CryptFs {
             }
             result => result?,
         };
+        if !sealed {
+            // The backing call held it to `size` (with size 0 it only measured).
+            return Ok(if size == 0 {
+                vec![0; n]
+            } else {
+                buf.truncate(n);
+                buf
+            });
+        }
         buf.truncate(n);
-        let value = if sealed {
-            self.shown_xattr_value(&inode, name, &cname, &buf)?
-        } else {
-            buf
-        };
+        let value = self.shown_xattr_value(&inode, name, &cname, &buf)?;
         if size == 0 {
             return Ok(vec![0; value.len()]);
         }
@@ -582,12 +587,17 @@ impl CryptFs {
         let n = on_xattrs(&inode, &mut buf[..], |path, link, buf| {
             sys::listxattr(path, buf, link)
         })?;
+        if !whole {
+            // The backing call held it to `size` (with size 0 it only measured).
+            return Ok(if size == 0 {
+                vec![0; n]
+            } else {
+                buf.truncate(n);
+                buf
+            });
+        }
         buf.truncate(n);
-        let list = if whole {
-            self.shown_xattr_list(&inode, &buf)
-        } else {
-            buf
-        };
+        let list = self.shown_xattr_list(&inode, &buf);
         if size == 0 {
             return Ok(vec![0; list.len()]);
         }

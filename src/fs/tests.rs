@@ -590,3 +590,146 @@ fn an_unnamed_file_is_encrypted_and_named_by_a_link() {
     );
     fs.release(fh);
 }
+
+/// Cuts the backing file of `name` to `cipher_len` bytes, as a crash in a write may.
+fn tear(dir: &tempfile::TempDir, name: &str, cipher_len: u64) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("cipher").join(name))
+        .expect("open backing file");
+    file.set_len(cipher_len).expect("tear");
+}
+
+#[test]
+fn a_torn_file_opens_for_direct_reads_shows_its_complete_blocks_and_ends_in_eio() {
+    let (dir, fs) = setup();
+    let (ino, fh) = create(&fs, "t");
+    let data: Vec<u8> = (0..3 * 4096 + 700).map(|i| (i % 251) as u8).collect();
+    fs.write(fh, 0, &data).expect("write");
+    fs.release(fh);
+    tear(&dir, "t", crate::format::block_cipher_offset(3) + 17);
+    assert_eq!(
+        fs.getattr(ino).expect("attr").size,
+        3 * 4096,
+        "the torn block left out"
+    );
+    let opened = fs.open_file(ino, libc::O_RDONLY).expect("open");
+    assert!(
+        opened.torn,
+        "the kernel must be told to send reads at the end"
+    );
+    assert_eq!(
+        fs.read(opened.fh, 0, 1 << 20).expect("read"),
+        data[..3 * 4096]
+    );
+    assert_eq!(fs.read(opened.fh, 3 * 4096, 4096), Err(FsError(libc::EIO)));
+    fs.release(opened.fh);
+    let sound = create(&fs, "sound");
+    fs.write(sound.1, 0, b"fine").expect("write");
+    fs.release(sound.1);
+    let opened = fs.open_file(sound.0, libc::O_RDONLY).expect("open");
+    assert!(!opened.torn);
+    fs.release(opened.fh);
+}
+
+#[test]
+fn a_write_to_a_torn_file_cuts_the_tail_first() {
+    let (dir, fs) = setup();
+    let (ino, fh) = create(&fs, "log");
+    let data: Vec<u8> = (0..2 * 4096 + 10).map(|i| (i % 253) as u8).collect();
+    fs.write(fh, 0, &data).expect("write");
+    fs.release(fh);
+    let backing = dir.path().join("cipher/log");
+    for (i, change) in ["append", "truncate up", "aligned write past a hole"]
+        .into_iter()
+        .enumerate()
+    {
+        tear(
+            &dir,
+            "log",
+            crate::format::block_cipher_offset(2) + 1 + i as u64,
+        );
+        let fh = fs.open(ino, libc::O_RDWR).expect("open");
+        let mut expected = data[..2 * 4096].to_vec();
+        match change {
+            "append" => {
+                fs.write(fh, 2 * 4096, b"appended").expect("append");
+                expected.extend_from_slice(b"appended");
+            }
+            "truncate up" => {
+                fs.setattr(
+                    ino,
+                    SetAttr {
+                        size: Some(3 * 4096 + 5),
+                        ..SetAttr::default()
+                    },
+                    Some(fh),
+                    ME,
+                )
+                .expect("truncate");
+                expected.resize(3 * 4096 + 5, 0);
+            }
+            _ => {
+                fs.write(fh, 4 * 4096, &[7u8; 4096]).expect("write");
+                expected.resize(4 * 4096, 0);
+                expected.extend_from_slice(&[7u8; 4096]);
+            }
+        }
+        assert_eq!(fs.read(fh, 0, 1 << 20).expect("read"), expected, "{change}");
+        assert_eq!(
+            check_file(&backing, &fs.keys).expect("check"),
+            FileCheck::Clean,
+            "{change}: no torn byte left inside the file"
+        );
+        fs.release(fh);
+        // Back to the original content for the next change.
+        let fh = fs.open(ino, libc::O_RDWR | libc::O_TRUNC).expect("open");
+        fs.write(fh, 0, &data).expect("write");
+        fs.release(fh);
+    }
+}
+
+#[test]
+fn check_and_repair_name_the_torn_block_and_cut_only_the_tail() {
+    let (dir, fs) = setup();
+    let (_, fh) = create(&fs, "r");
+    let data: Vec<u8> = (0..5 * 4096).map(|i| (i % 241) as u8).collect();
+    fs.write(fh, 0, &data).expect("write");
+    fs.release(fh);
+    let backing = dir.path().join("cipher/r");
+    tear(&dir, "r", crate::format::block_cipher_offset(4) + 9);
+    let found = check_file(&backing, &fs.keys).expect("check");
+    assert_eq!(
+        found.to_string_or_clean(),
+        "torn tail: block 4 is torn: 9 bytes, fewer than a block holds"
+    );
+    let repair = repair_file(&backing, &fs.keys).expect("repair");
+    assert_eq!(repair.found, found);
+    assert_eq!(repair.left, None);
+    let cut = repair.cut.expect("cut");
+    assert_eq!(
+        (cut.old_cipher_size, cut.new_cipher_size),
+        (
+            crate::format::block_cipher_offset(4) + 9,
+            crate::format::block_cipher_offset(4)
+        )
+    );
+    assert_eq!(
+        check_file(&backing, &fs.keys).expect("check"),
+        FileCheck::Clean
+    );
+    let again = repair_file(&backing, &fs.keys).expect("repair");
+    assert_eq!(
+        (again.found, again.cut, again.left),
+        (FileCheck::Clean, None, None)
+    );
+}
+
+impl FileCheck {
+    fn to_string_or_clean(&self) -> String {
+        match self {
+            FileCheck::Clean => "clean".into(),
+            FileCheck::Damaged(damage) => damage.to_string(),
+        }
+    }
+}

@@ -72,6 +72,9 @@ pub const WRITE_KILL_SUIDGID: u32 = 1 << 2;
 /// `fuse_fsync_in.fsync_flags`: only data (`fdatasync`).
 pub const FSYNC_DATASYNC: u32 = 1;
 
+/// `fuse_open_out.open_flags`: reads and writes of this handle bypass the page cache.
+pub const FOPEN_DIRECT_IO: u32 = 1;
+
 /// `fuse_open_out.open_flags`: keep the page cache across opens.
 pub const FOPEN_KEEP_CACHE: u32 = 1 << 1;
 

@@ -142,12 +142,19 @@ impl Env {
 
     /// `kmsfs fsck` of the cipher directory with the environment's passphrase.
     pub fn fsck(&self) -> Output {
-        self.run(&[
+        self.fsck_with(&[])
+    }
+
+    /// `kmsfs fsck` with extra arguments (`--repair`).
+    pub fn fsck_with(&self, extra: &[&str]) -> Output {
+        let mut args = vec![
             "fsck",
             Self::s(&self.cipher),
             "--passphrase-file",
             Self::s(&self.passfile),
-        ])
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
     }
 
     /// The cipher path of every entry under the mount point, by its path relative to the

@@ -69,6 +69,9 @@ pub const OPEN_IS_A_READ: &str = "kmsfs counts opening a file to read as reading
 /// Why ctime moves when the kernel forgets an inode after a write, truncate or chmod.
 pub const CTIME_AT_WRITEBACK: &str = "with the writeback cache the kernel stamps a regular file's ctime itself (at write, truncate, chmod), the backing file gets its own stamp moments later when the daemon applies the change or writes the kernel's times back; stat shows the backing file's once the kernel forgets the inode, and ctime cannot be set";
 
+/// Why the largest user xattr value is smaller than on the backing filesystem.
+pub const SEALED_XATTR_OVERHEAD: &str = "a sealed user xattr takes 32 bytes more than its value (nonce and tag) and a longer name, so on ext4, which keeps all of a file's xattrs in one 4 KiB block, the largest value is about 100 bytes smaller";
+
 /// Why a directory's size differs: any scenario, any directory.
 pub const DIR_SIZE_OF_CIPHER_NAMES: &str = "encrypted names are longer than the names they hide, so a directory holding many of them takes more blocks of the backing filesystem";
 

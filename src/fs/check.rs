@@ -1,0 +1,352 @@
+//! `fsck`'s view of one cipher file: authenticate its header and every block, name the damage,
+//! and, on request, cut the damage at its end (a torn tail, a last block that fails
+//! authentication: what a write cut short leaves) back to the last authentic block.
+
+use super::content::{self, ContentError};
+use super::keys::{KeyError, KeyPath};
+use crate::format::{
+    BLOCK_CIPHER_LEN, BLOCK_OVERHEAD, BLOCK_PLAIN_LEN, CipherExtent, FileCipher, FormatError,
+    block_cipher_offset,
+};
+use std::fmt;
+use std::fs::File;
+use std::path::Path;
+
+/// What `fsck` found in one cipher file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileCheck {
+    /// Every block authenticates.
+    Clean,
+    /// The file is damaged.
+    Damaged(Damage),
+}
+
+/// What is wrong with a damaged cipher file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    /// The size fits no file (a partial header): nothing in the file can be read.
+    Size(FormatError),
+    /// The header does not parse or authenticate: nothing in the file can be read.
+    Header(FormatError),
+    /// Blocks fail authentication, or the file ends in a torn block; the others read.
+    Blocks(BlockCheck),
+    /// The file changed while it was read (it shrank under the check).
+    Changed(FormatError),
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Damage::Size(e) => write!(f, "size: {e}"),
+            Damage::Header(e) => write!(f, "header: {e}"),
+            Damage::Changed(e) => write!(f, "changed while checked: {e}"),
+            Damage::Blocks(found) => {
+                let mut parts = Vec::new();
+                if !found.failed.is_empty() {
+                    let list: Vec<String> = found.failed.iter().map(u64::to_string).collect();
+                    let (noun, verb) = if found.failed.len() == 1 {
+                        ("block", "fails")
+                    } else {
+                        ("blocks", "fail")
+                    };
+                    parts.push(format!("{noun} {} {verb} authentication", list.join(", ")));
+                }
+                if let Some(torn) = found.torn.as_ref().and_then(CipherExtent::torn_error) {
+                    parts.push(format!("torn tail: {torn}"));
+                }
+                write!(f, "{}", parts.join("; "))
+            }
+        }
+    }
+}
+
+/// What `fsck --repair` did to one cipher file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repair {
+    /// What the check found before the repair.
+    pub found: FileCheck,
+    /// What was cut off the end of the file, if anything.
+    pub cut: Option<TailCut>,
+    /// The damage a repair does not cut (before the last block, in the header, a partial
+    /// header): `None` when the file is sound now.
+    pub left: Option<Damage>,
+}
+
+/// Authenticates the header and every block of the cipher file at `path`. A KMS that cannot be
+/// reached is an error, not damage.
+pub fn check_file(path: &Path, keys: &KeyPath) -> Result<FileCheck, KeyError> {
+    check_open(&File::open(path)?, keys)
+}
+
+/// Checks the cipher file at `path`, then cuts the damage at its end back to its last
+/// authentic block: a torn tail, and a last block that fails authentication; never a block
+/// before it. The directory must not be mounted (a mount caches what it read and wrote).
+pub fn repair_file(path: &Path, keys: &KeyPath) -> Result<Repair, KeyError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let found = check_open(&file, keys)?;
+    let (cut, left) = match &found {
+        FileCheck::Clean => (None, None),
+        FileCheck::Damaged(Damage::Blocks(blocks)) => {
+            let cut = cut_damaged_tail(&file, blocks).map_err(content_to_key_error)?;
+            let middle = blocks.failed_in_the_middle();
+            let left = (!middle.is_empty()).then(|| {
+                Damage::Blocks(BlockCheck {
+                    blocks: blocks.blocks_to_keep(),
+                    failed: middle.to_vec(),
+                    torn: None,
+                })
+            });
+            (cut, left)
+        }
+        FileCheck::Damaged(other) => (None, Some(other.clone())),
+    };
+    Ok(Repair { found, cut, left })
+}
+
+fn content_to_key_error(e: ContentError) -> KeyError {
+    match e {
+        ContentError::Io(e) => KeyError::Io(e),
+        ContentError::Corrupt(e) => KeyError::Corrupt(e),
+    }
+}
+
+fn check_open(file: &File, keys: &KeyPath) -> Result<FileCheck, KeyError> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(FileCheck::Clean);
+    }
+    if let Err(e) = CipherExtent::of(len) {
+        return Ok(FileCheck::Damaged(Damage::Size(e)));
+    }
+    let cipher = match keys.open_header(file) {
+        Ok(cipher) => cipher,
+        Err(KeyError::Corrupt(e)) => return Ok(FileCheck::Damaged(Damage::Header(e))),
+        Err(e) => return Err(e),
+    };
+    match check(file, &cipher) {
+        Ok(found) if found.is_clean() => Ok(FileCheck::Clean),
+        Ok(found) => Ok(FileCheck::Damaged(Damage::Blocks(found))),
+        Err(ContentError::Io(e)) => Err(e.into()),
+        Err(ContentError::Corrupt(e)) => Ok(FileCheck::Damaged(Damage::Changed(e))),
+    }
+}
+
+/// What [`check`] found in the blocks of a cipher file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockCheck {
+    /// Complete blocks (a short last block counts).
+    pub blocks: u64,
+    /// Complete blocks that fail authentication, by index.
+    pub failed: Vec<u64>,
+    /// The file's extent when it ends in a torn block.
+    pub torn: Option<CipherExtent>,
+}
+
+impl BlockCheck {
+    /// True when every block authenticates and there is no torn tail.
+    pub fn is_clean(&self) -> bool {
+        self.failed.is_empty() && self.torn.is_none()
+    }
+
+    /// Blocks a repair keeps: all but a last block that fails authentication. The damage at
+    /// the end (a torn tail, a failed last block) is what a crash in the middle of a write
+    /// leaves; a failed block before the last is damage of another kind, never cut.
+    pub fn blocks_to_keep(&self) -> u64 {
+        match self.failed.last() {
+            Some(&last) if last + 1 == self.blocks => last,
+            _ => self.blocks,
+        }
+    }
+
+    /// The failed blocks a repair leaves, all before the last kept one.
+    pub fn failed_in_the_middle(&self) -> &[u64] {
+        let keep = self.blocks_to_keep();
+        let n = self.failed.iter().take_while(|&&i| i < keep).count();
+        &self.failed[..n]
+    }
+}
+
+/// Authenticates every complete block of a cipher file and notes a torn tail.
+pub fn check(file: &File, cipher: &FileCipher) -> Result<BlockCheck, ContentError> {
+    let extent = content::extent(file)?;
+    let plain = extent.plain_size;
+    let blocks = plain.div_ceil(BLOCK_PLAIN_LEN);
+    let mut failed = Vec::new();
+    let mut buf = vec![0u8; BLOCK_CIPHER_LEN as usize];
+    for index in 0..blocks {
+        let len =
+            ((plain - index * BLOCK_PLAIN_LEN).min(BLOCK_PLAIN_LEN) + BLOCK_OVERHEAD) as usize;
+        let block = &mut buf[..len];
+        content::read_exact_at(file, block, block_cipher_offset(index))?;
+        if cipher.open_block_to_front(index, block, 0).is_err() {
+            failed.push(index);
+        }
+    }
+    Ok(BlockCheck {
+        blocks,
+        failed,
+        torn: (extent.torn_len > 0).then_some(extent),
+    })
+}
+
+/// What [`cut_damaged_tail`] cut off a cipher file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TailCut {
+    /// Cipher size before the cut.
+    pub old_cipher_size: u64,
+    /// Cipher size after it.
+    pub new_cipher_size: u64,
+    /// Plaintext size (as `stat` showed it) before the cut.
+    pub old_plain_size: u64,
+    /// Plaintext size after it.
+    pub new_plain_size: u64,
+}
+
+/// Cuts the damage at the end of a cipher file found by `found` (a torn tail, a last block
+/// that fails authentication) back to its last authentic block; never further. Returns what it
+/// cut, `None` when the end of the file is sound.
+pub fn cut_damaged_tail(file: &File, found: &BlockCheck) -> Result<Option<TailCut>, ContentError> {
+    let old_cipher_size = file.metadata()?.len();
+    let extent = CipherExtent::of(old_cipher_size)?;
+    let keep = found.blocks_to_keep();
+    if keep == found.blocks && extent.torn_len == 0 {
+        return Ok(None);
+    }
+    let new_plain_size = if keep == found.blocks {
+        extent.plain_size
+    } else {
+        keep * BLOCK_PLAIN_LEN
+    };
+    let new_cipher_size = if keep == found.blocks {
+        extent.complete_cipher_size()
+    } else {
+        block_cipher_offset(keep)
+    };
+    file.set_len(new_cipher_size)?;
+    file.sync_all()?;
+    Ok(Some(TailCut {
+        old_cipher_size,
+        new_cipher_size,
+        old_plain_size: extent.plain_size,
+        new_plain_size,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::cipher_size;
+    use crate::fs::content::tests::{FULL, cipher_file, pattern, read};
+    use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn a_torn_complete_sized_last_block_fails_alone() {
+        let plain = pattern(3 * FULL + 100);
+        let (_dir, file, cipher) = cipher_file(&plain);
+        // 60 bytes of block 3 are left: a valid size (a 32-byte block) that fails.
+        file.set_len(block_cipher_offset(3) + 60).expect("tear");
+        assert_eq!(
+            read(&file, &cipher, 0, 3 * FULL as u32).expect("complete blocks"),
+            plain[..3 * FULL]
+        );
+        assert_eq!(
+            read(&file, &cipher, 3 * FULL as u64, 10),
+            Err(format!(
+                "{:?}",
+                ContentError::Corrupt(FormatError::BlockAuth(3))
+            ))
+        );
+        let found = check(&file, &cipher).expect("check");
+        assert_eq!(
+            (found.blocks, &found.failed[..], found.torn),
+            (4, &[3][..], None)
+        );
+        assert_eq!(found.blocks_to_keep(), 3);
+        let cut = cut_damaged_tail(&file, &found).expect("cut").expect("cut");
+        assert_eq!(
+            cut,
+            TailCut {
+                old_cipher_size: block_cipher_offset(3) + 60,
+                new_cipher_size: block_cipher_offset(3),
+                old_plain_size: 3 * BLOCK_PLAIN_LEN + 32,
+                new_plain_size: 3 * BLOCK_PLAIN_LEN,
+            }
+        );
+        assert!(check(&file, &cipher).expect("check").is_clean());
+    }
+
+    #[test]
+    fn a_repair_cuts_the_torn_tail_and_nothing_authentic() {
+        let plain = pattern(4 * FULL);
+        let (_dir, file, cipher) = cipher_file(&plain);
+        file.set_len(block_cipher_offset(3) + 28).expect("tear");
+        let found = check(&file, &cipher).expect("check");
+        assert_eq!(found.failed, Vec::<u64>::new());
+        assert_eq!(
+            found.torn.map(|t| (t.plain_size, t.torn_len)),
+            Some((3 * 4096, 28))
+        );
+        let cut = cut_damaged_tail(&file, &found).expect("cut").expect("cut");
+        assert_eq!(
+            (cut.new_cipher_size, cut.old_plain_size, cut.new_plain_size),
+            (
+                block_cipher_offset(3),
+                3 * BLOCK_PLAIN_LEN,
+                3 * BLOCK_PLAIN_LEN
+            )
+        );
+        assert_eq!(
+            read(&file, &cipher, 0, 1 << 20).expect("read"),
+            plain[..3 * FULL]
+        );
+        let found = check(&file, &cipher).expect("check");
+        assert!(found.is_clean());
+        assert_eq!(
+            cut_damaged_tail(&file, &found).expect("cut"),
+            None,
+            "a sound end stays"
+        );
+    }
+
+    #[test]
+    fn damage_before_the_last_block_is_never_cut() {
+        let plain = pattern(4 * FULL + 10);
+        let flip = |file: &File, index: u64| {
+            let mut byte = [0u8];
+            let at = block_cipher_offset(index) + 40;
+            file.read_exact_at(&mut byte, at).expect("read");
+            file.write_all_at(&[byte[0] ^ 1], at).expect("flip");
+        };
+        // A failed middle block alone: nothing is cut.
+        let (_dir, file, cipher) = cipher_file(&plain);
+        flip(&file, 1);
+        let found = check(&file, &cipher).expect("check");
+        assert_eq!((found.failed.clone(), found.blocks_to_keep()), (vec![1], 5));
+        assert_eq!(found.failed_in_the_middle(), &[1]);
+        assert_eq!(cut_damaged_tail(&file, &found).expect("cut"), None);
+        assert_eq!(
+            file.metadata().expect("stat").len(),
+            cipher_size(plain.len() as u64)
+        );
+
+        // A failed middle block, a failed last block and then a torn tail: the tail and the
+        // last block go, the middle one stays.
+        let (_dir, file, cipher) = cipher_file(&pattern(5 * FULL));
+        flip(&file, 1);
+        flip(&file, 3);
+        file.set_len(block_cipher_offset(4) + 3).expect("tear");
+        let found = check(&file, &cipher).expect("check");
+        assert_eq!((found.blocks, found.failed.clone()), (4, vec![1, 3]));
+        assert_eq!(found.failed_in_the_middle(), &[1]);
+        let cut = cut_damaged_tail(&file, &found).expect("cut").expect("cut");
+        assert_eq!(cut.new_cipher_size, block_cipher_offset(3));
+        assert_eq!(
+            check(&file, &cipher).expect("check").failed,
+            vec![1],
+            "the middle block is still there, still failing"
+        );
+    }
+}
