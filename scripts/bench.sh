@@ -9,13 +9,15 @@ repo="$PWD"
 
 usage() {
   cat <<TXT
-usage: scripts/bench.sh [--quick] [--backing DIR] [--json FILE] [--only TARGETS]
+usage: scripts/bench.sh [--quick] [--backing DIR] [--json FILE] [--only TARGETS] [--plaintext-names]
   --quick        small sizes (256 MiB sequential, 10 s random, a 2,000-file tree, 200 hot opens);
                  finishes in under 3 minutes once built
   --backing DIR  put every target's files under DIR (default: target/bench/run)
   --json FILE    also write every number as JSON to FILE
   --only TARGETS run only these of plain,kmsfs,gocryptfs (comma-separated), for quick A/B
                  comparisons of one target; the ratio column needs kmsfs and gocryptfs
+  --plaintext-names  make the kmsfs directory with plaintext names (default: encrypted, as
+                 kmsfs init does), to measure what encrypting names costs
 TXT
 }
 
@@ -23,12 +25,15 @@ quick=0
 backing=""
 json_out=""
 only="plain,kmsfs,gocryptfs"
+init_args=()
+names_mode=encrypted
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --backing) backing="${2:?--backing needs a directory}"; shift ;;
     --json) json_out="${2:?--json needs a file}"; shift ;;
     --only) only="${2:?--only needs targets}"; shift ;;
+    --plaintext-names) init_args+=(--plaintext-names); names_mode=plaintext ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -142,7 +147,7 @@ setup_targets() {
   (umask 077; head -c 24 /dev/urandom | base64 >"$work/passphrase")
   mounts=("$work/kmsfs/mnt" "$work/gocryptfs/mnt")
   "$kmsfs" init "$work/kmsfs/cipher" --keystore "$work/kmsfs/keystore" \
-    --passphrase-file "$work/passphrase" >/dev/null
+    --passphrase-file "$work/passphrase" "${init_args[@]}" >/dev/null
   if [ "$have_gocryptfs" -eq 1 ]; then
     mkdir -p "$work/gocryptfs/cipher"
     gocryptfs -q -init -passfile "$work/passphrase" "$work/gocryptfs/cipher" >/dev/null
@@ -405,10 +410,10 @@ tsv, json_out = sys.argv[1:3]
 mode = "$mode"
 host = {"cpu": "$cpu", "cores": $cores, "mem_gib": $mem_gib, "kernel": "$kernel",
         "backing_fs": "$backing_fs", "backing_dir": "$work", "load_at_start": $load_start,
-        "kmsfs_commit": "$commit", "gocryptfs": "$gocryptfs_version", "fio": "$(fio --version)"}
+        "kmsfs_commit": "$commit", "kmsfs_names": "$names_mode", "gocryptfs": "$gocryptfs_version", "fio": "$(fio --version)"}
 machine = (f"{host['cpu']}, {host['cores']} cores, {host['mem_gib']} GiB RAM, kernel {host['kernel']}, "
            f"backing {host['backing_fs']} ({host['backing_dir']}), load average at start {host['load_at_start']}; "
-           f"kmsfs {host['kmsfs_commit']}, {host['gocryptfs']}, {host['fio']}")
+           f"kmsfs {host['kmsfs_commit']} ({host['kmsfs_names']} names), {host['gocryptfs']}, {host['fio']}")
 values = {}
 failed = []
 for line in open(tsv):

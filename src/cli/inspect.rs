@@ -6,8 +6,11 @@ use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
-/// Prints the header of `path`.
+/// Prints the header of `path`: a cipher file, or a file under a live kmsfs mount (then the
+/// cipher file behind it).
 pub fn run(path: &Path) -> CliResult<ExitCode> {
+    let behind = cipher_file_behind(path)?;
+    let path = behind.as_deref().unwrap_or(path);
     let mut file = std::fs::File::open(path)
         .map_err(|e| CliError::new(format!("cannot open {}: {e}", path.display())))?;
     let cipher_size = file
@@ -55,4 +58,40 @@ pub fn run(path: &Path) -> CliResult<ExitCode> {
         serde_json::to_string_pretty(&out).expect("BUG: JSON value serializes")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// For a file under a live kmsfs mount: the cipher file behind it, found by inode number (a
+/// node's inode number is its backing inode's); `None` for any other path.
+fn cipher_file_behind(path: &Path) -> CliResult<Option<std::path::PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(None);
+    };
+    let device = format!("{}:{}", libc::major(meta.dev()), libc::minor(meta.dev()));
+    let Some(cipherdir) = super::mounts::mounts()
+        .into_iter()
+        .find(|m| m.device == device)
+        .and_then(|m| m.cipherdir())
+    else {
+        return Ok(None);
+    };
+    if !meta.is_file() {
+        return Err(CliError::new(format!(
+            "{} is not a regular file: only files have a header",
+            path.display()
+        )));
+    }
+    let files = crate::fs::cipher_files(&cipherdir)
+        .map_err(|e| CliError::new(format!("cannot read {}: {e}", cipherdir.display())))?;
+    files
+        .into_iter()
+        .find(|f| std::fs::symlink_metadata(f).is_ok_and(|m| m.ino() == meta.ino()))
+        .map(Some)
+        .ok_or_else(|| {
+            CliError::new(format!(
+                "no file of {} has the inode number of {}",
+                cipherdir.display(),
+                path.display()
+            ))
+        })
 }

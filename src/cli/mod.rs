@@ -10,6 +10,7 @@ mod kms;
 mod kms_bench;
 mod kms_serve;
 mod mount;
+mod mounts;
 mod rewrap;
 mod secret;
 
