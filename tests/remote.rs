@@ -311,3 +311,54 @@ fn kms_bench_runs_without_errors() {
         .ok(&["kms", "bench", "--kms", &world.endpoint, "--seconds", "1"]);
     assert!(text.contains("ops/s") && text.contains("p99"), "{text}");
 }
+
+/// Lines of the server's audit log once it has stopped growing (it is written in the
+/// background): one per API call.
+fn settled_audit_lines(world: &World) -> usize {
+    let path = world.server.data.join("audit.log");
+    let count = || {
+        std::fs::read_to_string(&path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let mut last = count();
+    loop {
+        std::thread::sleep(Duration::from_millis(700));
+        let now = count();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[test]
+fn listing_ten_thousand_encrypted_names_makes_no_kms_call() {
+    let world = World::new();
+    world.init();
+    let mount = world.env.mount();
+    let dir = world.env.plain.join("many");
+    std::fs::create_dir(&dir).expect("mkdir");
+    for i in 0..10_000 {
+        std::fs::File::create(dir.join(format!("file-with-a-longer-name-{i:05}"))).expect("create");
+    }
+    mount.unmount();
+    let _mount = world.env.mount();
+    let before = settled_audit_lines(&world);
+    // The log does count calls: the mount asked for its key and unwrapped the name key.
+    assert!(before >= 2, "{before} audit lines after a mount");
+    // ls -l: every name decrypted, every entry's attributes.
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("list") {
+        let entry = entry.expect("entry");
+        assert!(entry.file_name().to_string_lossy().starts_with("file-with"));
+        entry.metadata().expect("stat");
+        seen += 1;
+    }
+    assert_eq!(seen, 10_000);
+    assert_eq!(
+        settled_audit_lines(&world),
+        before,
+        "listing names asked the KMS nothing"
+    );
+}
