@@ -90,8 +90,10 @@ pub struct Entry {
     pub ttl: Duration,
 }
 
-/// Filesystem statistics (`statvfs`).
+/// Filesystem statistics as `fuse_kstatfs` carries them (the fields of `statvfs`, named as
+/// there: blocks in units of `frsize`, inodes in `files`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
 pub struct StatfsOut {
     pub blocks: u64,
     pub bfree: u64,
