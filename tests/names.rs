@@ -302,3 +302,34 @@ fn plaintext_names_keep_the_tree_as_it_is() {
     );
     assert!(!env.cipher.join("kmsfs.dirid").exists());
 }
+
+#[test]
+fn a_directory_id_lost_in_a_crash_comes_back_from_its_copy() {
+    let env = Env::new();
+    env.init();
+    let mount = env.mount();
+    fs::create_dir(env.plain.join("d")).expect("mkdir");
+    fs::write(env.plain.join("d/inside"), b"x").expect("write");
+    let cipher_dir = env.cipher_path("d");
+    mount.unmount();
+    // What a crash after mkdir can leave: the id file's bytes never written.
+    let id_file = cipher_dir.join("kmsfs.dirid");
+    let id = fs::read(&id_file).expect("id");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&id_file)
+        .expect("open")
+        .set_len(0)
+        .expect("empty it");
+    let _mount = env.mount();
+    let names: Vec<String> = fs::read_dir(env.plain.join("d"))
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["inside"]);
+    assert_eq!(
+        fs::read(&id_file).expect("id again"),
+        id,
+        "written again from the copy"
+    );
+}

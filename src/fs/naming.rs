@@ -15,7 +15,7 @@ use crate::format::{
     NameCipher,
 };
 use crate::sys;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
@@ -44,23 +44,50 @@ impl DiskName {
 /// Bytes of a directory id file.
 const DIR_ID_LEN: usize = std::mem::size_of::<DirId>();
 
-/// Reads the id of the directory open as `dir`; `None` when it has none.
+/// The extended attribute of a backing directory that holds a copy of its id. The id file is
+/// written without an fsync (one per `mkdir` made an untar several times slower); the attribute
+/// is metadata, journaled with the directory itself, so after a crash that lost the file's
+/// bytes the id is still there, and the file is written again from it. Copies of the cipher
+/// directory that drop extended attributes keep the file.
+const DIR_ID_XATTR: &CStr = c"user.kmsfs.dirid";
+
+/// Reads the id of the directory open as `dir` (an `O_PATH` descriptor): its id file, else the
+/// copy in its extended attribute (then the file is written again); `None` when it has none.
 fn read_dir_id(dir: BorrowedFd<'_>) -> FsResult<Option<DirId>> {
     let path = CString::new(DIR_ID_FILE).map_err(|_| FsError(libc::EINVAL))?;
-    let fd = match sys::openat(dir, &path, libc::O_RDONLY | libc::O_NOFOLLOW, 0) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
     let mut bytes = Vec::with_capacity(DIR_ID_LEN + 1);
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(std::fs::File::from(fd), DIR_ID_LEN as u64 + 1),
-        &mut bytes,
-    )?;
-    cipher_names::parse_dir_id(&bytes).map(Some).map_err(|e| {
-        tracing::error!("a directory id file is damaged: {e}");
-        FsError(libc::EIO)
-    })
+    match sys::openat(dir, &path, libc::O_RDONLY | libc::O_NOFOLLOW, 0) {
+        Ok(fd) => {
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(std::fs::File::from(fd), DIR_ID_LEN as u64 + 1),
+                &mut bytes,
+            )?;
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if let Ok(id) = cipher_names::parse_dir_id(&bytes) {
+        return Ok(Some(id));
+    }
+    let mut copy = [0u8; DIR_ID_LEN + 1];
+    let from_xattr = sys::getxattr(&sys::proc_fd_path(dir), DIR_ID_XATTR, &mut copy, false)
+        .ok()
+        .and_then(|n| cipher_names::parse_dir_id(&copy[..n]).ok());
+    match (from_xattr, bytes.is_empty()) {
+        (Some(id), _) => {
+            tracing::warn!(
+                "a directory's id file was lost or damaged; written again from its copy"
+            );
+            let _ = sys::unlinkat(dir, &path, 0);
+            write_dir_id_bytes(dir, &id)?;
+            Ok(Some(id))
+        }
+        (None, true) => Ok(None),
+        (None, false) => {
+            tracing::error!("a directory id file is damaged and has no copy");
+            Err(FsError(libc::EIO))
+        }
+    }
 }
 
 /// Gives the new directory open as `dir` a random id (encrypted names).
@@ -80,7 +107,10 @@ fn write_dir_id_bytes(dir: BorrowedFd<'_>, id: &DirId) -> FsResult<()> {
     )?;
     let file = std::fs::File::from(fd);
     std::io::Write::write_all(&mut &file, id)?;
-    file.sync_all()?;
+    // The copy (see DIR_ID_XATTR); a backing filesystem without user xattrs keeps the file only.
+    if let Err(e) = sys::setxattr(&sys::proc_fd_path(dir), DIR_ID_XATTR, id, 0, false) {
+        tracing::debug!("cannot keep a copy of a directory's id in an xattr: {e}");
+    }
     Ok(())
 }
 
@@ -473,7 +503,10 @@ impl CryptFs {
     /// decrypted; one that does not decrypt is left out (logged).
     pub(super) fn shown_xattr_list(&self, inode: &Inode, stored: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(stored.len());
-        for name in stored.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        for name in stored
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty() && *n != DIR_ID_XATTR.to_bytes())
+        {
             let Some(cipher) = self.xattr_cipher(name) else {
                 out.extend_from_slice(name);
                 out.push(0);
