@@ -184,7 +184,12 @@ fn files_cut_inside_their_last_block_read_up_to_it_and_repair_to_it() {
     for (n, cut) in cuts.iter().enumerate() {
         let line = report
             .lines()
-            .find(|l| l.starts_with(&format!("{}: ", cipher_path(n).display())))
+            .find(|l| {
+                l.starts_with(&format!(
+                    "{} (plaintext /cut-{n}): ",
+                    cipher_path(n).display()
+                ))
+            })
             .unwrap_or_else(|| panic!("fsck does not name cut-{n}:\n{report}"));
         let expected = if cut.torn_tail {
             format!("torn tail: block {} is torn", cut.complete_blocks)
@@ -201,7 +206,7 @@ fn files_cut_inside_their_last_block_read_up_to_it_and_repair_to_it() {
     for (n, cut) in cuts.iter().enumerate() {
         let kept = 512 + cut.complete_blocks * CIPHER_BLOCK;
         let expected = format!(
-            "{}: repaired: cut from {} to {kept} bytes on disk",
+            "{} (plaintext /cut-{n}): repaired: cut from {} to {kept} bytes on disk",
             cipher_path(n).display(),
             cut.cipher_len
         );

@@ -1,13 +1,17 @@
-//! `kmsfs fsck`: authenticate every header and block; one line per damaged file. With
-//! `--repair`, cut the damage at the end of a file (what a write cut short by a crash leaves)
-//! back to its last authentic block, on an unmounted directory only.
+//! `kmsfs fsck`: authenticate every header and block and, with encrypted names, read back
+//! every name; one line per damaged file, per name that does not read and per orphaned side
+//! file. With `--repair`, cut the damage at the end of a file (what a write cut short by a crash
+//! leaves) back to its last authentic block and delete orphaned side files, on an unmounted
+//! directory only.
 
 use super::secret;
-use super::{CliError, CliResult};
+use super::{CliError, CliResult, fs_key};
 use crate::cache::DekCache;
 use crate::config::CipherConfig;
 use crate::fs::keys::{KeyError, KeyPath};
-use crate::fs::{FileCheck, Repair, TailCut, check_file, repair_file};
+use crate::fs::{
+    FileCheck, Repair, TailCut, Tree, TreeFile, check_file, remove_orphan, repair_file, walk_tree,
+};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,8 +23,8 @@ pub struct FsckArgs {
     /// The cipher directory.
     cipherdir: PathBuf,
     /// Cut each file that ends in a torn or unauthentic block back to its last authentic
-    /// block (never a block before the last: damage there is reported, not cut). The
-    /// directory must not be mounted.
+    /// block (never a block before the last: damage there is reported, not cut), and delete
+    /// long-name side files whose name is gone. The directory must not be mounted.
     #[arg(long)]
     repair: bool,
     /// Read the passphrase from FILE (else $KMSFS_PASSPHRASE, else a prompt).
@@ -43,10 +47,12 @@ struct Tally {
     repaired: u64,
     left_damaged: u64,
     unreadable: u64,
+    orphans_deleted: u64,
 }
 
 /// Checks (and with `--repair`, repairs) the directory. Exit 0 when no damage is left (none
-/// found, or all of it cut by the repair), 1 otherwise.
+/// found, or all of it cut by the repair), 1 otherwise. Orphaned side files are harmless: they
+/// are reported (and deleted by a repair), not counted as damage.
 pub fn run(args: FsckArgs) -> CliResult<ExitCode> {
     super::init_stderr_logging("error");
     let config = secret::with_keystore(
@@ -63,37 +69,73 @@ pub fn run(args: FsckArgs) -> CliResult<ExitCode> {
         args.kms.as_deref(),
     )?;
     let fs_id = config.fs_id().map_err(CliError::new)?;
+    let names = fs_key::name_cipher(kms.as_ref(), &config)?;
     let keys = KeyPath::new(kms, DekCache::new(0, Duration::ZERO), fs_id, config.key_id);
-    let paths = crate::fs::cipher_files(&args.cipherdir)
+    let tree = walk_tree(&args.cipherdir, names.as_ref())
         .map_err(|e| CliError::new(format!("cannot read {}: {e}", args.cipherdir.display())))?;
+    for bad in &tree.bad_names {
+        println!("{bad}");
+    }
     let mut tally = Tally::default();
-    for path in &paths {
+    for orphan in &tree.orphans {
+        let what = format!("{}: orphaned long-name side file", orphan.display());
+        if !args.repair {
+            println!("{what}; safe to delete");
+            continue;
+        }
+        match remove_orphan(orphan) {
+            Ok(()) => {
+                tally.orphans_deleted += 1;
+                println!("{what}; deleted");
+            }
+            Err(e) => println!("{what}; not deleted: {e}"),
+        }
+    }
+    for file in &tree.files {
         tally.files += 1;
         let result = if args.repair {
-            repair_file(path, &keys).map(|repair| report_repair(path, &repair, &mut tally))
+            repair_file(&file.cipher, &keys).map(|repair| report_repair(file, &repair, &mut tally))
         } else {
-            check_file(path, &keys).map(|found| report_check(path, &found, &mut tally))
+            check_file(&file.cipher, &keys).map(|found| report_check(file, &found, &mut tally))
         };
         match result {
             Ok(()) => {}
             // One unreadable file does not stop the check of the others.
             Err(KeyError::Io(e)) => {
                 tally.unreadable += 1;
-                println!("{}: cannot be read: {e}", path.display());
+                println!("{file}: cannot be read: {e}");
             }
             Err(e) => {
                 return Err(CliError::new(format!(
                     "cannot check {}: {e}",
-                    path.display()
+                    file.cipher.display()
                 )));
             }
         }
     }
+    eprintln!("{}", summary(&tally, &tree, names.is_some(), args.repair));
+    let left = if args.repair {
+        tally.left_damaged
+    } else {
+        tally.damaged
+    };
+    Ok(
+        if left == 0 && tally.unreadable == 0 && tree.bad_names.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
+}
+
+/// "fsck: 1204 files checked, 1 damaged; 1310 names checked, 2 unreadable; 1 orphaned side
+/// file".
+fn summary(tally: &Tally, tree: &Tree, encrypted_names: bool, repair: bool) -> String {
     let mut summary = format!(
         "fsck: {} files checked, {} damaged",
         tally.files, tally.damaged
     );
-    if args.repair {
+    if repair {
         summary += &format!(
             ", {} repaired, {} still damaged",
             tally.repaired, tally.left_damaged
@@ -102,37 +144,39 @@ pub fn run(args: FsckArgs) -> CliResult<ExitCode> {
     if tally.unreadable > 0 {
         summary += &format!(", {} unreadable", tally.unreadable);
     }
-    eprintln!("{summary}");
-    let left = if args.repair {
-        tally.left_damaged
-    } else {
-        tally.damaged
-    };
-    Ok(if left == 0 && tally.unreadable == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    if encrypted_names {
+        summary += &format!(
+            "; {} names checked, {} unreadable",
+            tree.names, tree.unreadable_names
+        );
+    }
+    if !tree.orphans.is_empty() {
+        let plural = if tree.orphans.len() == 1 { "" } else { "s" };
+        summary += &format!("; {} orphaned side file{plural}", tree.orphans.len());
+        if repair {
+            summary += &format!(", {} deleted", tally.orphans_deleted);
+        }
+    }
+    summary
 }
 
-fn report_check(path: &Path, found: &FileCheck, tally: &mut Tally) {
+fn report_check(file: &TreeFile, found: &FileCheck, tally: &mut Tally) {
     if let FileCheck::Damaged(damage) = found {
         tally.damaged += 1;
-        println!("{}: {damage}", path.display());
+        println!("{file}: {damage}");
     }
 }
 
-fn report_repair(path: &Path, repair: &Repair, tally: &mut Tally) {
-    report_check(path, &repair.found, tally);
+fn report_repair(file: &TreeFile, repair: &Repair, tally: &mut Tally) {
+    report_check(file, &repair.found, tally);
     if let Some(cut) = &repair.cut {
-        println!("{}: repaired: {}", path.display(), describe_cut(cut));
+        println!("{file}: repaired: {}", describe_cut(cut));
     }
     match &repair.left {
         Some(left) => {
             tally.left_damaged += 1;
             println!(
-                "{}: not repaired: {left} (a repair only cuts damage at the end of a file)",
-                path.display()
+                "{file}: not repaired: {left} (a repair only cuts damage at the end of a file)"
             );
         }
         None if repair.found != FileCheck::Clean => tally.repaired += 1,

@@ -23,9 +23,11 @@ pub use attr::{Attr, Caller, DirEntry, FileKind, SetAttr, Statfs};
 pub use check::{BlockCheck, Damage, FileCheck, Repair, TailCut, check_file, repair_file};
 pub use inode::ROOT_INO;
 pub use io::Opened;
-pub use naming::write_dir_id;
+pub use naming::{NameFault, write_dir_id};
 pub use rewrap::{RewrapOutcome, RewrapTarget, rewrap_file};
-pub use walk::cipher_files;
+pub use walk::{
+    BadName, DirRef, NameDamage, PlainPath, Tree, TreeFile, cipher_files, remove_orphan, walk_tree,
+};
 
 use crate::config::CONF_NAME;
 use crate::sys;

@@ -12,9 +12,10 @@ use super::inode::{Inode, ROOT_INO};
 use super::{CryptFs, FsError, FsResult, HIDDEN_ROOT_NAMES};
 use crate::format::{
     self as cipher_names, DIR_ID_FILE, DirId, LONG_SIDE_SUFFIX, MAX_PLAIN_NAME, MAX_PLAIN_TARGET,
-    NameCipher,
+    NameCipher, NameError,
 };
 use crate::sys;
+use std::borrow::Cow;
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -44,6 +45,64 @@ impl DiskName {
 /// Bytes of a directory id file.
 const DIR_ID_LEN: usize = std::mem::size_of::<DirId>();
 
+/// The longest side file read back: a long cipher name is at most 362 characters.
+const SIDE_FILE_MAX: u64 = 4096;
+
+/// Why a name in a cipher directory does not read back as a plaintext name (encrypted names).
+#[derive(Debug, thiserror::Error)]
+pub enum NameFault {
+    /// The directory's id file does not parse.
+    #[error("its {DIR_ID_FILE} is damaged: {0}")]
+    DirId(NameError),
+    /// A long name without its side file.
+    #[error("its side file is missing")]
+    SideFileMissing,
+    /// A long name whose side file holds the full cipher name of another long name, given.
+    #[error("its side file holds the cipher name of {0}")]
+    SideFileOfAnother(String),
+    /// A long name whose side file holds no long cipher name at all.
+    #[error("its side file holds no long cipher name")]
+    SideFileNotAName,
+    /// The cipher name does not decrypt with its directory's id.
+    #[error("does not decrypt: {0}")]
+    Cipher(NameError),
+    /// Reading the id file or the side file failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<NameFault> for FsError {
+    fn from(fault: NameFault) -> Self {
+        match fault {
+            NameFault::Io(e) => e.into(),
+            _ => FsError(libc::EIO),
+        }
+    }
+}
+
+/// Reads the id file of the directory open as `dir`; `None` when it has none.
+///
+/// # Errors
+///
+/// [`NameFault::DirId`] when the id file does not parse, [`NameFault::Io`] when it cannot be
+/// read.
+fn read_dir_id_file(dir: BorrowedFd<'_>) -> Result<Option<DirId>, NameFault> {
+    let path = CString::new(DIR_ID_FILE).expect("BUG: a constant name has no NUL");
+    let fd = match sys::openat(dir, &path, libc::O_RDONLY | libc::O_NOFOLLOW, 0) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut bytes = Vec::with_capacity(DIR_ID_LEN + 1);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::from(fd), DIR_ID_LEN as u64 + 1),
+        &mut bytes,
+    )?;
+    cipher_names::parse_dir_id(&bytes)
+        .map(Some)
+        .map_err(NameFault::DirId)
+}
+
 /// The extended attribute of a backing directory that holds a copy of its id. The id file is
 /// written without an fsync (one per `mkdir` made an untar several times slower); the attribute
 /// is metadata, journaled with the directory itself, so after a crash that lost the file's
@@ -51,43 +110,97 @@ const DIR_ID_LEN: usize = std::mem::size_of::<DirId>();
 /// directory that drop extended attributes keep the file.
 const DIR_ID_XATTR: &CStr = c"user.kmsfs.dirid";
 
-/// Reads the id of the directory open as `dir` (an `O_PATH` descriptor): its id file, else the
-/// copy in its extended attribute (then the file is written again); `None` when it has none.
-fn read_dir_id(dir: BorrowedFd<'_>) -> FsResult<Option<DirId>> {
-    let path = CString::new(DIR_ID_FILE).map_err(|_| FsError(libc::EINVAL))?;
-    let mut bytes = Vec::with_capacity(DIR_ID_LEN + 1);
-    match sys::openat(dir, &path, libc::O_RDONLY | libc::O_NOFOLLOW, 0) {
-        Ok(fd) => {
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(std::fs::File::from(fd), DIR_ID_LEN as u64 + 1),
-                &mut bytes,
-            )?;
-        }
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-        Err(e) => return Err(e.into()),
+/// The copy of the id of the directory open as `dir` (any descriptor, `O_PATH` included).
+fn dir_id_copy(dir: BorrowedFd<'_>) -> Option<DirId> {
+    let mut copy = [0u8; DIR_ID_LEN + 1];
+    let n = sys::getxattr(&sys::proc_fd_path(dir), DIR_ID_XATTR, &mut copy, false).ok()?;
+    cipher_names::parse_dir_id(&copy[..n]).ok()
+}
+
+/// Reads the id of the directory open as `dir`: its id file, else the copy in its extended
+/// attribute; `None` when it has neither.
+///
+/// # Errors
+///
+/// As [`read_dir_id_file`], when there is no copy either.
+pub(super) fn read_dir_id(dir: BorrowedFd<'_>) -> Result<Option<DirId>, NameFault> {
+    match read_dir_id_file(dir) {
+        Ok(Some(id)) => Ok(Some(id)),
+        file => dir_id_copy(dir).map_or(file, |id| Ok(Some(id))),
     }
-    if let Ok(id) = cipher_names::parse_dir_id(&bytes) {
+}
+
+/// [`read_dir_id`] for the filesystem: an id file lost or damaged while its copy is intact is
+/// written again from the copy; a damaged one without a copy is logged and reads as EIO.
+fn dir_id_or_eio(dir: BorrowedFd<'_>) -> FsResult<Option<DirId>> {
+    let file = match read_dir_id_file(dir) {
+        Ok(Some(id)) => return Ok(Some(id)),
+        file => file,
+    };
+    if let Some(id) = dir_id_copy(dir) {
+        tracing::warn!("a directory's id file was lost or damaged; written again from its copy");
+        let path = CString::new(DIR_ID_FILE).map_err(|_| FsError(libc::EINVAL))?;
+        let _ = sys::unlinkat(dir, &path, 0);
+        write_dir_id_bytes(dir, &id)?;
         return Ok(Some(id));
     }
-    let mut copy = [0u8; DIR_ID_LEN + 1];
-    let from_xattr = sys::getxattr(&sys::proc_fd_path(dir), DIR_ID_XATTR, &mut copy, false)
-        .ok()
-        .and_then(|n| cipher_names::parse_dir_id(&copy[..n]).ok());
-    match (from_xattr, bytes.is_empty()) {
-        (Some(id), _) => {
-            tracing::warn!(
-                "a directory's id file was lost or damaged; written again from its copy"
-            );
-            let _ = sys::unlinkat(dir, &path, 0);
-            write_dir_id_bytes(dir, &id)?;
-            Ok(Some(id))
+    file.map_err(|fault| {
+        if let NameFault::DirId(e) = &fault {
+            tracing::error!("a directory id file is damaged: {e}");
         }
-        (None, true) => Ok(None),
-        (None, false) => {
-            tracing::error!("a directory id file is damaged and has no copy");
-            Err(FsError(libc::EIO))
-        }
+        fault.into()
+    })
+}
+
+/// The full cipher name of entry `disk` of the directory open as `dir`: `disk` itself, or for a
+/// long name the content of its side file, which must be this short name's.
+///
+/// # Errors
+///
+/// For a long name: [`NameFault::SideFileMissing`], [`NameFault::SideFileOfAnother`] or
+/// [`NameFault::SideFileNotAName`] when the side file is not this name's, [`NameFault::Io`]
+/// when it cannot be read.
+pub(super) fn full_cipher_name<'a>(
+    dir: BorrowedFd<'_>,
+    disk: &'a [u8],
+) -> Result<Cow<'a, [u8]>, NameFault> {
+    if !cipher_names::is_long(disk) {
+        return Ok(Cow::Borrowed(disk));
     }
+    let mut side = disk.to_vec();
+    side.extend_from_slice(LONG_SIDE_SUFFIX.as_bytes());
+    let side = CString::new(side).map_err(|_| NameFault::SideFileNotAName)?;
+    let fd = match sys::openat(dir, &side, libc::O_RDONLY | libc::O_NOFOLLOW, 0) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            return Err(NameFault::SideFileMissing);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut full = Vec::with_capacity(512);
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::from(fd), SIDE_FILE_MAX),
+        &mut full,
+    )?;
+    // The side file must be the one of this short name.
+    match std::str::from_utf8(&full)
+        .ok()
+        .and_then(cipher_names::long_name)
+    {
+        Some(short) if short.as_bytes() == disk => Ok(Cow::Owned(full)),
+        Some(short) => Err(NameFault::SideFileOfAnother(short)),
+        None => Err(NameFault::SideFileNotAName),
+    }
+}
+
+/// The short name a side file `side` belongs to (`kmsfs.long.<hash>` for
+/// `kmsfs.long.<hash>.name`), or `None` when `side` is no side file's name.
+pub(super) fn side_file_owner(side: &[u8]) -> Option<&[u8]> {
+    if !cipher_names::is_internal(side) {
+        return None;
+    }
+    // The directory id file is internal too, and has no such suffix.
+    side.strip_suffix(LONG_SIDE_SUFFIX.as_bytes())
 }
 
 /// Gives the new directory open as `dir` a random id (encrypted names).
@@ -146,12 +259,14 @@ impl CryptFs {
             return Ok(*id);
         }
         let fd = dir.fd()?;
-        let id = match read_dir_id(fd.as_fd())? {
+        let id = match dir_id_or_eio(fd.as_fd())? {
             Some(id) => id,
             None if holds_nothing(fd.as_fd())? => match write_dir_id(fd.as_fd()) {
                 Ok(id) => id,
                 // Made by another thread meanwhile.
-                Err(FsError(libc::EEXIST)) => read_dir_id(fd.as_fd())?.ok_or(FsError(libc::EIO))?,
+                Err(FsError(libc::EEXIST)) => {
+                    dir_id_or_eio(fd.as_fd())?.ok_or(FsError(libc::EIO))?
+                }
                 Err(e) => return Err(e),
             },
             None => {
@@ -286,28 +401,12 @@ impl CryptFs {
         {
             return None;
         }
-        let decrypted = self.dir_id(dir).and_then(|id| {
-            if cipher_names::is_long(disk) {
-                let mut side = disk.to_vec();
-                side.extend_from_slice(LONG_SIDE_SUFFIX.as_bytes());
-                let full = read_side_file(dir_fd, side)?;
-                // The side file must be the one of this short name.
-                let matches = std::str::from_utf8(&full)
-                    .ok()
-                    .and_then(cipher_names::long_name)
-                    .is_some_and(|short| short.as_bytes() == disk);
-                if !matches {
-                    return Err(FsError(libc::EIO));
-                }
-                cipher
-                    .decrypt_name(&id, &full)
-                    .map_err(|_| FsError(libc::EIO))
-            } else {
-                cipher
-                    .decrypt_name(&id, disk)
-                    .map_err(|_| FsError(libc::EIO))
-            }
-        });
+        let decrypted = match self.dir_id(dir) {
+            Ok(id) => full_cipher_name(dir_fd, disk)
+                .and_then(|full| cipher.decrypt_name(&id, &full).map_err(NameFault::Cipher))
+                .map_err(|fault| fault.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         match decrypted {
             Ok(plain) => Some(OsString::from_vec(plain)),
             Err(e) => {
@@ -379,7 +478,7 @@ impl CryptFs {
             // The backing rename fails as it should (ENOTEMPTY, or EISDIR for a file).
             return Ok(None);
         }
-        let Some(id) = read_dir_id(dir.as_fd())? else {
+        let Some(id) = dir_id_or_eio(dir.as_fd())? else {
             return Ok(None);
         };
         let id_path = CString::new(DIR_ID_FILE).map_err(|_| FsError(libc::EINVAL))?;
@@ -414,7 +513,7 @@ impl CryptFs {
         if !holds_nothing(dir.as_fd())? {
             return Err(FsError(libc::ENOTEMPTY));
         }
-        let id = read_dir_id(dir.as_fd())?;
+        let id = dir_id_or_eio(dir.as_fd())?;
         let id_path = CString::new(DIR_ID_FILE).map_err(|_| FsError(libc::EINVAL))?;
         if id.is_some() {
             sys::unlinkat(dir.as_fd(), &id_path, 0)?;
@@ -526,16 +625,4 @@ impl CryptFs {
         }
         out
     }
-}
-
-/// The full cipher name in side file `side` of directory `dir_fd`.
-fn read_side_file(dir_fd: BorrowedFd<'_>, side: Vec<u8>) -> FsResult<Vec<u8>> {
-    let side = CString::new(side).map_err(|_| FsError(libc::EINVAL))?;
-    let fd = sys::openat(dir_fd, &side, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
-    let mut full = Vec::with_capacity(512);
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(std::fs::File::from(fd), 4096),
-        &mut full,
-    )?;
-    Ok(full)
 }

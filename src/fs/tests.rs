@@ -11,7 +11,7 @@ use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-const ME: Caller = Caller {
+pub(super) const ME: Caller = Caller {
     uid: 0,
     gid: 0,
     pid: 0,
@@ -21,7 +21,7 @@ fn setup() -> (tempfile::TempDir, CryptFs) {
     setup_with(CryptFs::new)
 }
 
-fn setup_with(
+pub(super) fn setup_with(
     make: impl FnOnce(&std::path::Path, KeyPath) -> FsResult<CryptFs>,
 ) -> (tempfile::TempDir, CryptFs) {
     let dir = tempfile::tempdir().expect("tempdir");
