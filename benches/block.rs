@@ -3,14 +3,14 @@
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kmsfs::crypto::Key256;
-use kmsfs::format::{BLOCK_OVERHEAD, FileCipher};
+use kmsfs::format::{BLOCK_OVERHEAD, FileCipher, HeaderVersion};
 use std::hint::black_box;
 
 /// Plaintext sizes: a full block and two partial ones (a short tail, a 1 KiB write).
 const SIZES: [usize; 3] = [4096, 1024, 100];
 
 fn cipher() -> FileCipher {
-    FileCipher::new(&Key256::random(), [7; 16])
+    FileCipher::new(&Key256::random(), [7; 16], HeaderVersion::V2)
 }
 
 fn seal(c: &mut Criterion) {
@@ -56,7 +56,7 @@ fn open(c: &mut Criterion) {
 fn cipher_new(c: &mut Criterion) {
     let dek = Key256::random();
     c.bench_function("file_cipher_new", |b| {
-        b.iter(|| FileCipher::new(black_box(&dek), black_box([7; 16])));
+        b.iter(|| FileCipher::new(black_box(&dek), black_box([7; 16]), HeaderVersion::V2));
     });
 }
 

@@ -2,15 +2,16 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kmsfs::crypto::Key256;
-use kmsfs::format::{FileCipher, FileHeader};
+use kmsfs::format::{FileCipher, FileHeader, HeaderVersion};
 use std::hint::black_box;
 
 /// A header shaped like the embedded KMS's: its wrapped DEK blob is 81 bytes (format, key id,
 /// version, nonce, 32-byte ciphertext, tag; see docs/KMS.md).
 fn header() -> (FileHeader, FileCipher) {
     let file_id = [9; 16];
-    let cipher = FileCipher::new(&Key256::random(), file_id);
+    let cipher = FileCipher::new(&Key256::random(), file_id, HeaderVersion::V2);
     let header = FileHeader {
+        version: HeaderVersion::V2,
         file_id,
         key_id: uuid::Uuid::from_bytes([4; 16]),
         wrapped_dek: vec![0xa5; 81],

@@ -1,10 +1,14 @@
-//! The DEK cache: unwrapped file keys by (file id, wrapped DEK), bounded in entries and age.
+//! The DEK cache: unwrapped file keys by the SHA-256 of the whole 512-byte header they were
+//! authenticated with, bounded in entries and age.
 //!
-//! A hit saves a KMS call on open. The TTL bounds how long a key the KMS would now refuse
+//! A hit saves a KMS call on open. It is found only for the very header bytes that were
+//! authenticated when the entry was made (the KMS unwrapped the DEK under the header's context,
+//! the tag matched): a header changed in any byte, the key id included, misses and goes to the
+//! KMS, which refuses it. The TTL bounds how long a key the KMS would now refuse
 //! (disabled, deleted) keeps opening files. Evicted entries are dropped, which zeroizes the
 //! derived key bytes we own (see docs/SECURITY.md for what `ring` keeps).
 
-use crate::format::{FileCipher, FileId};
+use crate::format::{FileCipher, HEADER_LEN};
 use lru::LruCache;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,7 +27,12 @@ pub struct CacheStats {
     pub expirations: u64,
 }
 
-type CacheKey = (FileId, Vec<u8>);
+/// SHA-256 of the encoded header.
+type CacheKey = [u8; 32];
+
+fn key_of(header: &[u8; HEADER_LEN]) -> CacheKey {
+    crate::crypto::sha256(header)
+}
 
 struct Entry {
     cipher: Arc<FileCipher>,
@@ -58,15 +67,16 @@ impl DekCache {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The cached cipher of this file and wrapped DEK, if present and younger than the TTL.
-    pub fn get(&self, file_id: &FileId, wrapped_dek: &[u8]) -> Option<Arc<FileCipher>> {
+    /// The cached cipher of the file whose encoded header is `header`, if present and younger
+    /// than the TTL.
+    pub fn get(&self, header: &[u8; HEADER_LEN]) -> Option<Arc<FileCipher>> {
+        let key = key_of(header);
         let mut inner = self.lock();
         let Inner { entries, stats } = &mut *inner;
         let Some(entries) = entries else {
             stats.misses += 1;
             return None;
         };
-        let key = (*file_id, wrapped_dek.to_vec());
         match entries.get(&key) {
             Some(entry) if entry.inserted.elapsed() <= self.ttl => {
                 stats.hits += 1;
@@ -85,8 +95,10 @@ impl DekCache {
         }
     }
 
-    /// Caches `cipher` for this file and wrapped DEK.
-    pub fn insert(&self, file_id: &FileId, wrapped_dek: &[u8], cipher: Arc<FileCipher>) {
+    /// Caches `cipher` for the file whose encoded header is `header`: call it only once the
+    /// header is authenticated.
+    pub fn insert(&self, header: &[u8; HEADER_LEN], cipher: Arc<FileCipher>) {
+        let key = key_of(header);
         let mut inner = self.lock();
         let Inner { entries, stats } = &mut *inner;
         let Some(entries) = entries else { return };
@@ -94,8 +106,8 @@ impl DekCache {
             cipher,
             inserted: Instant::now(),
         };
-        if let Some((old_key, _)) = entries.push((*file_id, wrapped_dek.to_vec()), entry)
-            && (old_key.0 != *file_id || old_key.1 != wrapped_dek)
+        if let Some((old_key, _)) = entries.push(key, entry)
+            && old_key != key
         {
             stats.evictions += 1;
         }
@@ -128,21 +140,31 @@ impl DekCache {
 mod tests {
     use super::*;
     use crate::crypto::Key256;
+    use crate::format::HeaderVersion;
 
     fn cipher(id: u8) -> Arc<FileCipher> {
-        Arc::new(FileCipher::new(&Key256::random(), [id; 16]))
+        Arc::new(FileCipher::new(
+            &Key256::random(),
+            [id; 16],
+            HeaderVersion::V2,
+        ))
+    }
+
+    /// Header bytes standing for file `id` (the cache never parses them).
+    fn header(id: u8) -> [u8; HEADER_LEN] {
+        [id; HEADER_LEN]
     }
 
     #[test]
     fn hit_miss_and_eviction_counts() {
         let cache = DekCache::new(2, Duration::from_secs(60));
-        assert!(cache.get(&[1; 16], b"w1").is_none());
-        cache.insert(&[1; 16], b"w1", cipher(1));
-        cache.insert(&[2; 16], b"w2", cipher(2));
-        assert!(cache.get(&[1; 16], b"w1").is_some());
-        cache.insert(&[3; 16], b"w3", cipher(3)); // evicts 2, the least recently used
-        assert!(cache.get(&[2; 16], b"w2").is_none());
-        assert!(cache.get(&[3; 16], b"w3").is_some());
+        assert!(cache.get(&header(1)).is_none());
+        cache.insert(&header(1), cipher(1));
+        cache.insert(&header(2), cipher(2));
+        assert!(cache.get(&header(1)).is_some());
+        cache.insert(&header(3), cipher(3)); // evicts 2, the least recently used
+        assert!(cache.get(&header(2)).is_none());
+        assert!(cache.get(&header(3)).is_some());
         assert_eq!(
             cache.stats(),
             CacheStats {
@@ -155,18 +177,36 @@ mod tests {
     }
 
     #[test]
-    fn wrapped_dek_is_part_of_the_key() {
+    fn every_header_byte_is_part_of_the_key() {
         let cache = DekCache::new(4, Duration::from_secs(60));
-        cache.insert(&[1; 16], b"old", cipher(1));
-        assert!(cache.get(&[1; 16], b"new").is_none());
+        let good = header(1);
+        cache.insert(&good, cipher(1));
+        for i in 0..HEADER_LEN {
+            let mut changed = good;
+            changed[i] ^= 0x01;
+            assert!(cache.get(&changed).is_none(), "byte {i} changed, yet a hit");
+        }
+        assert!(cache.get(&good).is_some());
+        assert_eq!(cache.stats().misses, HEADER_LEN as u64);
+    }
+
+    #[test]
+    fn reinserting_a_header_replaces_its_entry_without_an_eviction() {
+        let cache = DekCache::new(2, Duration::from_secs(60));
+        cache.insert(&header(1), cipher(1));
+        let newer = cipher(9);
+        cache.insert(&header(1), newer.clone());
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.stats().evictions, 0);
+        assert!(Arc::ptr_eq(&cache.get(&header(1)).expect("hit"), &newer));
     }
 
     #[test]
     fn entries_expire_after_ttl() {
         let cache = DekCache::new(4, Duration::from_millis(0));
-        cache.insert(&[1; 16], b"w", cipher(1));
+        cache.insert(&header(1), cipher(1));
         std::thread::sleep(Duration::from_millis(2));
-        assert!(cache.get(&[1; 16], b"w").is_none());
+        assert!(cache.get(&header(1)).is_none());
         assert_eq!(cache.stats().expirations, 1);
         assert!(cache.is_empty());
     }
@@ -174,8 +214,8 @@ mod tests {
     #[test]
     fn zero_capacity_disables() {
         let cache = DekCache::new(0, Duration::from_secs(60));
-        cache.insert(&[1; 16], b"w", cipher(1));
-        assert!(cache.get(&[1; 16], b"w").is_none());
+        cache.insert(&header(1), cipher(1));
+        assert!(cache.get(&header(1)).is_none());
         assert_eq!(cache.len(), 0);
     }
 }

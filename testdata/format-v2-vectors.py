@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
-"""Computes the kmsfs format v2 name test vectors, independently of the Rust code.
+"""Computes the kmsfs format v2 test vectors (names and the version 2 header), independently of
+the Rust code.
 
     python3 testdata/format-v2-vectors.py > testdata/format-v2-vectors.json
 
-Uses only Python's `cryptography` package (AES-SIV as RFC 5297 defines it, HKDF-SHA256) and the
-standard library. docs/FORMAT.md ("Version 2: names") describes every step; the Rust side checks
-the output in src/format/names/tests/vectors.rs (`format_v2_vectors`).
+Uses only Python's `cryptography` package (AES-SIV as RFC 5297 defines it, HKDF-SHA256,
+HMAC-SHA256) and the standard library. docs/FORMAT.md ("Version 2: names", "Version 2: header")
+describes every step; the Rust side checks the output in src/format/names/tests/vectors.rs
+(`format_v2_vectors`) and src/format/header/vector_tests.rs (`header_v2_test_vector`).
 """
 
 import base64
 import hashlib
 import json
+import struct
+import uuid
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -75,6 +79,102 @@ def failure(label, note, cipher, expect, dir_id=DIR_ID):
     return {"name": label, "note": note, "dir_id": dir_id.hex(), "cipher": cipher, "expect": expect}
 
 
+# The version 2 header vector: the DEK and file id of the version 1 header vector, a fixed
+# filesystem id, and an 81-byte wrapped DEK (the length of the embedded KMS's blobs).
+HEADER_DEK = bytes(range(32))
+HEADER_FILE_ID = bytes(range(0xF0, 0x100))
+HEADER_FS_ID = bytes(range(0xE0, 0xF0))
+HEADER_KEY_ID = uuid.UUID("6f1c3c1e-9b2a-4d5e-8f7a-6b5c4d3e2f10")
+HEADER_WRAPPED = bytes((0x30 + i) % 256 for i in range(81))
+HEADER_LEN = 512
+TAG_OFFSET = 496
+
+
+def length_prefixed(*fields):
+    return b"".join(struct.pack(">I", len(f)) + f for f in fields)
+
+
+def dek_context_v2(fs_id, file_id, key_id):
+    return length_prefixed(b"kmsfs-dek-v2", fs_id, file_id, key_id.bytes)
+
+
+def header_v2(dek, file_id, key_id, wrapped):
+    """magic, version 2, flags 0, reserved 0, file id, key id, length, wrapped DEK, zero padding,
+    then HMAC-SHA256(HKDF-SHA256(DEK, salt = file id, info = "kmsfs-header-v2"), bytes 0..28)[:16]."""
+    fixed = b"KMSFS\0" + struct.pack(">HHH", 2, 0, 0) + file_id
+    slot = key_id.bytes + struct.pack(">H", len(wrapped)) + wrapped
+    body = (fixed + slot).ljust(TAG_OFFSET, b"\0")
+    header_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=file_id, info=b"kmsfs-header-v2").derive(dek)
+    mac = hmac.HMAC(header_key, hashes.SHA256())
+    mac.update(body[:28])
+    tag = mac.finalize()[:16]
+    out = body + tag
+    assert len(out) == HEADER_LEN
+    return out, tag
+
+
+def mutation(label, note, offset, new, expect):
+    return {"name": label, "note": note, "offset": offset, "bytes": new.hex(), "expect": expect}
+
+
+def header_vector():
+    header, tag = header_v2(HEADER_DEK, HEADER_FILE_ID, HEADER_KEY_ID, HEADER_WRAPPED)
+    flip = lambda offset, bit: bytes([header[offset] ^ bit])  # noqa: E731
+    # What catches each change, in the order a reader checks: the parse ("magic", "version",
+    # "flags", "reserved", "wrapped-len", "padding"), else the KMS ("kms": the context or the
+    # wrapped DEK it is asked to unwrap differs, so the unwrap fails) and the tag ("tag").
+    mutations = [
+        mutation("magic", "A flipped bit in the magic.", 0, flip(0, 0x01), "magic"),
+        mutation("version-3", "Version 3: unknown to this build.", 6, struct.pack(">H", 3), "version"),
+        mutation(
+            "version-1",
+            "Version 1: the context loses the key id and the label changes, the tag key changes.",
+            6,
+            struct.pack(">H", 1),
+            "kms+tag",
+        ),
+        mutation("flags", "A flag set.", 9, flip(9, 0x01), "flags"),
+        mutation("reserved", "A reserved bit set.", 10, flip(10, 0x80), "reserved"),
+        mutation("file-id", "A flipped bit in the file id: in the context and under the tag.", 12, flip(12, 0x01), "kms+tag"),
+        mutation("key-id-first", "A flipped bit in the key id's first byte: in the context only.", 28, flip(28, 0x01), "kms"),
+        mutation("key-id-last", "A flipped bit in the key id's last byte.", 43, flip(43, 0x80), "kms"),
+        mutation("wrapped-len-zero", "A wrapped DEK length of 0.", 44, struct.pack(">H", 0), "wrapped-len"),
+        mutation("wrapped-len-451", "A wrapped DEK length past the slot.", 44, struct.pack(">H", 451), "wrapped-len"),
+        mutation("wrapped-len-shorter", "81 -> 80: the last wrapped byte becomes padding, and is not zero.", 45, flip(45, 0x01), "padding"),
+        mutation(
+            "wrapped-len-longer",
+            "81 -> 337: zero padding becomes part of the wrapped DEK, which the KMS refuses.",
+            44,
+            flip(44, 0x01),
+            "kms",
+        ),
+        mutation("wrapped-dek", "A flipped bit in the wrapped DEK.", 46, flip(46, 0x01), "kms"),
+        mutation("wrapped-dek-last", "A flipped bit in the wrapped DEK's last byte.", 46 + 80, flip(126, 0x80), "kms"),
+        mutation("padding-first", "The first padding byte not zero.", 46 + 81, flip(127, 0x01), "padding"),
+        mutation("padding-last", "The last padding byte not zero.", 495, flip(495, 0x01), "padding"),
+        mutation("tag-first", "A flipped bit in the tag.", 496, flip(496, 0x01), "tag"),
+        mutation("tag-last", "A flipped bit in the tag's last byte.", 511, flip(511, 0x80), "tag"),
+    ]
+    return {
+        "note": (
+            "A version 2 header: DEK and file id of the version 1 header vector, key id "
+            "6f1c3c1e-9b2a-4d5e-8f7a-6b5c4d3e2f10, an 81-byte wrapped DEK 30 31 32 ... 80. The DEK is "
+            "wrapped under dek_context (label kmsfs-dek-v2, fs id, file id, key id); the tag is "
+            "HMAC-SHA256(HKDF-SHA256(ikm=DEK, salt=file id, info='kmsfs-header-v2'), bytes 0..28), first "
+            "16 bytes. Each mutation replaces the bytes at its offset and must be caught by 'expect'."
+        ),
+        "dek": HEADER_DEK.hex(),
+        "fs_id": HEADER_FS_ID.hex(),
+        "file_id": HEADER_FILE_ID.hex(),
+        "key_id": str(HEADER_KEY_ID),
+        "wrapped_dek": HEADER_WRAPPED.hex(),
+        "dek_context": dek_context_v2(HEADER_FS_ID, HEADER_FILE_ID, HEADER_KEY_ID).hex(),
+        "tag": tag.hex(),
+        "header": header.hex(),
+        "mutations": mutations,
+    }
+
+
 def main():
     utf8 = "Grüße, 世界 🌍.md".encode("utf-8")
     names = [
@@ -132,11 +232,13 @@ def main():
 
     out = {
         "comment": (
-            "kmsfs format v2 name test vectors: a fixed filesystem key and directory id give exactly "
-            "these cipher names, symlink target and xattr. Computed by testdata/format-v2-vectors.py "
+            "kmsfs format v2 test vectors: a fixed filesystem key and directory id give exactly "
+            "these cipher names, symlink target and xattr; a fixed DEK, ids and wrapped DEK give exactly "
+            "this version 2 header and DEK context. Computed by testdata/format-v2-vectors.py "
             "with Python's cryptography package; checked by src/format/names/tests/vectors.rs "
-            "(format_v2_vectors); described in docs/FORMAT.md. Every 'failures' entry must be "
-            "rejected with the error kind in 'expect'."
+            "(format_v2_vectors) and src/format/header/vector_tests.rs (header_v2_test_vector); "
+            "described in docs/FORMAT.md. Every 'failures' entry must be rejected with the error "
+            "kind in 'expect', every header mutation caught as its 'expect' says."
         ),
         "fs_key": FS_KEY.hex(),
         "dir_id": DIR_ID.hex(),
@@ -162,6 +264,7 @@ def main():
             "value_plaintext": xattr_value.hex(),
             "value_sealed": sealed.hex(),
         },
+        "header": header_vector(),
     }
     print(json.dumps(out, indent=2))
 

@@ -236,7 +236,10 @@ fn key_commands_and_inspect_show_rotation_in_new_files() {
     assert_eq!(before["key-material-version"], 1, "{before}");
     assert_eq!(after["key-material-version"], 2, "{after}");
     assert_eq!(before["key-id"], id.as_str());
-    assert_eq!(before["format-version"], 1);
+    assert_eq!(
+        before["header-version"], 2,
+        "new files get header version 2"
+    );
     assert_eq!(before["plain-size"], 12);
     assert_eq!(before["file-id"].as_str().expect("file id").len(), 32);
     assert!(before["wrapped-dek-length"].as_u64().expect("length") > 32);

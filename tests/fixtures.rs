@@ -131,3 +131,102 @@ fn the_fixture_needs_its_keystore_named_since_kmsfs_conf_names_another_path() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("there is no keystore at"), "{stderr}");
 }
+
+/// The version 1 fixture with its kmsfs.conf naming the copied keystore, for the commands that
+/// take no `--keystore` (`rewrap`).
+fn copy_of_v1_with_its_keystore() -> Env {
+    let env = copy_of("v1-fixture");
+    let conf_path = env.cipher.join("kmsfs.conf");
+    let mut conf: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&conf_path).expect("kmsfs.conf")).expect("json");
+    conf["kms"]["keystore"] = Env::s(&env.keystore).into();
+    fs::write(
+        &conf_path,
+        serde_json::to_string_pretty(&conf).expect("serializes"),
+    )
+    .expect("write kmsfs.conf");
+    env
+}
+
+fn header_of(path: &Path) -> Vec<u8> {
+    fs::read(path).expect("read cipher file")[..512].to_vec()
+}
+
+#[test]
+fn version_1_files_stay_version_1_when_rewrapped_and_new_files_get_version_2() {
+    let env = copy_of_v1_with_its_keystore();
+    let files: Vec<(&str, usize, u64)> = V1_FILES.into_iter().filter(|f| f.1 > 0).collect();
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|(path, ..)| header_of(&env.cipher.join(path)))
+        .collect();
+    let new_key = uuid::Uuid::parse_str(&env.create_key("destination")).expect("uuid");
+    env.ok(&[
+        "rewrap",
+        Env::s(&env.cipher),
+        "--passphrase-file",
+        Env::s(&env.passfile),
+        "--to-key",
+        &new_key.to_string(),
+    ]);
+    for ((path, ..), old) in files.iter().zip(&before) {
+        let new = header_of(&env.cipher.join(path));
+        assert_eq!(&old[..8], b"KMSFS\0\0\x01", "{path}: version 1 before");
+        assert_eq!(
+            new[..28],
+            old[..28],
+            "{path}: still version 1, same file id"
+        );
+        assert_eq!(&new[28..44], new_key.as_bytes(), "{path}: the new key id");
+    }
+    let out = env.fsck();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mount = env.mount();
+    for (path, len, seed) in &files {
+        assert!(
+            fs::read(env.plain.join(path)).expect("read") == pattern(*len, *seed),
+            "{path}"
+        );
+    }
+    fs::write(env.plain.join("new-file"), b"made by this build").expect("write");
+    mount.unmount();
+    let shown = |path: &str| -> serde_json::Value {
+        serde_json::from_str(&env.ok(&["inspect", Env::s(&env.cipher.join(path))])).expect("json")
+    };
+    assert_eq!(shown("new-file")["header-version"], 2);
+    assert_eq!(shown("block")["header-version"], 1);
+}
+
+#[test]
+fn a_version_1_file_whose_key_id_changed_reads_as_eio_and_fsck_names_it() {
+    let env = copy_of_v1_with_its_keystore();
+    let cipher = env.cipher.join("block");
+    let mut header = header_of(&cipher);
+    header[28] ^= 0x01;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(&cipher)
+        .expect("open");
+    std::os::unix::fs::FileExt::write_all_at(&f, &header[28..29], 28).expect("change key id");
+    drop(f);
+    let out = env.fsck();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert_eq!(report.lines().count(), 1, "{report}");
+    assert!(
+        report.starts_with(&format!(
+            "{}: header: the KMS refuses key",
+            cipher.display()
+        )),
+        "{report}"
+    );
+    let _mount = env.mount();
+    let err = fs::read(env.plain.join("block")).expect_err("a changed key id");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(fs::read(env.plain.join("one-byte")).expect("the others read") == pattern(1, 1));
+}

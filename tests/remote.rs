@@ -362,3 +362,54 @@ fn listing_ten_thousand_encrypted_names_makes_no_kms_call() {
         "listing names asked the KMS nothing"
     );
 }
+
+#[test]
+fn fsck_names_a_file_whose_key_id_the_kms_refuses_and_stops_when_the_kms_is_down() {
+    let mut world = World::new();
+    world.init();
+    let mount = world.env.mount();
+    for name in ["a", "b", "c"] {
+        std::fs::write(world.env.plain.join(name), name.repeat(5000)).expect("write");
+    }
+    let changed = world.env.cipher_path("b");
+    mount.unmount();
+    // Key id of "b" → a key the server does not have: "Key Not Found", about this file only.
+    let no_such_key = uuid::Uuid::parse_str(NO_SUCH_KEY).expect("uuid");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&changed)
+        .expect("open");
+    f.write_all_at(no_such_key.as_bytes(), 28)
+        .expect("change the key id");
+    drop(f);
+    let out = world.env.fsck();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert_eq!(report.lines().count(), 1, "{report}");
+    let expected = format!(
+        "{} (plaintext /b): header: the KMS refuses key {no_such_key}, the key the header names: Key Not Found",
+        changed.display()
+    );
+    assert!(report.starts_with(&expected), "{report}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("3 files checked, 1 damaged"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A KMS that cannot be reached is no damage of any file: one sentence, nothing checked.
+    world.server.kill_9();
+    let out = world.env.fsck();
+    let err = one_sentence(&out);
+    // With encrypted names the first call is the name key's unwrap; either way one sentence.
+    assert!(
+        (err.contains("cannot check") || err.contains("cannot unwrap the directory's name key"))
+            && err.contains("unreachable"),
+        "{err}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "",
+        "no file is called damaged"
+    );
+}

@@ -260,3 +260,107 @@ fn rewrap_on_a_mounted_directory_with_a_file_held_open() {
     fs::write(env.plain.join("new"), b"new").expect("write");
     assert_eq!(version_of(&env, &env.cipher_path("new")), 2);
 }
+
+#[test]
+fn rewrap_to_another_key_moves_version_2_files_and_everything_reads() {
+    let env = Env::new();
+    env.init();
+    let (names, cipher) = populate(&env, 200);
+    let before = snapshot(&cipher);
+    let non_empty = before.iter().filter(|(h, _)| !h.is_empty()).count();
+    let old = uuid::Uuid::parse_str(&key_id(&env)).expect("uuid");
+
+    // A key that does not exist: refused before any header is touched.
+    let nowhere = uuid::Uuid::from_bytes([0x5a; 16]).to_string();
+    let out = env.run(&[
+        "rewrap",
+        Env::s(&env.cipher),
+        "--passphrase-file",
+        Env::s(&env.passfile),
+        "--to-key",
+        &nowhere,
+    ]);
+    assert!(!out.status.success(), "rewrap to a key that does not exist");
+    assert_eq!(
+        snapshot(&cipher),
+        before,
+        "a refused rewrap changes nothing"
+    );
+
+    let new = uuid::Uuid::parse_str(&env.create_key("destination")).expect("uuid");
+    let summary = rewrap(&env, &["--to-key", &new.to_string()]);
+    assert!(
+        summary.contains(&format!("{non_empty} rewrapped, 0 failed")),
+        "{summary}"
+    );
+    let after = snapshot(&cipher);
+    for (i, ((h0, c0), (h1, c1))) in before.iter().zip(&after).enumerate() {
+        assert_eq!(c0, c1, "{}: content bytes changed", names[i]);
+        if h0.is_empty() {
+            continue;
+        }
+        assert_eq!(&h0[..8], b"KMSFS\0\0\x02", "{}: version 2 before", names[i]);
+        assert_eq!(
+            h0[..28],
+            h1[..28],
+            "{}: magic, version and file id stay",
+            names[i]
+        );
+        assert_eq!(&h0[28..44], old.as_bytes(), "{}", names[i]);
+        assert_eq!(&h1[28..44], new.as_bytes(), "{}: the new key id", names[i]);
+    }
+    let shown: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", Env::s(&cipher[3])])).expect("json");
+    assert_eq!(
+        (shown["header-version"].as_u64(), shown["key-id"].as_str()),
+        (Some(2), Some(new.to_string().as_str())),
+        "{shown}"
+    );
+    let again = rewrap(&env, &["--to-key", &new.to_string()]);
+    assert!(
+        again.contains(&format!("{non_empty} already current, 0 rewrapped")),
+        "{again}"
+    );
+    fsck_clean(&env);
+    {
+        let _mount = env.mount();
+        for (i, name) in names.iter().enumerate() {
+            let len = fs::metadata(env.plain.join(name)).expect("stat").len() as usize;
+            assert_eq!(
+                fs::read(env.plain.join(name)).expect("read"),
+                pattern(len, i as u64),
+                "{name}"
+            );
+        }
+    }
+
+    // The moved DEK is bound to its new key id: a header whose key id is put back to the old
+    // key does not open, and fsck names the file.
+    let (index, moved_back) = cipher
+        .iter()
+        .enumerate()
+        .find(|(_, p)| fs::metadata(p).expect("stat").len() > 0)
+        .expect("a non-empty file");
+    let f = OpenOptions::new()
+        .write(true)
+        .open(moved_back)
+        .expect("open");
+    f.write_all_at(old.as_bytes(), 28)
+        .expect("put the old key id back");
+    drop(f);
+    let out = env.fsck();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert_eq!(report.lines().count(), 1, "{report}");
+    assert!(
+        report.starts_with(&format!(
+            "{} (plaintext /{}): header: ",
+            moved_back.display(),
+            names[index]
+        )),
+        "{report}"
+    );
+    let _mount = env.mount();
+    let err = fs::read(env.plain.join(&names[index])).expect_err("the old key id");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+}

@@ -256,3 +256,198 @@ fn fsck_of_a_clean_directory_exits_zero_and_a_corrupt_size_is_reported() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// A change to bytes of a header.
+enum Change {
+    /// One byte, with these bits flipped.
+    Xor(u8),
+    /// These bytes written instead.
+    Set(Vec<u8>),
+}
+
+/// Waits until no process holds `cipher` open but through an `O_PATH` descriptor (the daemon
+/// keeps one per inode): the daemon then has no open handle of the file, and its next open
+/// reads the header again. The release of a closed file reaches the daemon asynchronously.
+fn wait_until_no_handle(cipher: &Path) {
+    const O_PATH: u32 = 0o10_000_000;
+    let held = || {
+        let Ok(procs) = fs::read_dir("/proc") else {
+            return false;
+        };
+        procs.flatten().any(|proc| {
+            let Ok(fds) = fs::read_dir(proc.path().join("fd")) else {
+                return false;
+            };
+            fds.flatten().any(|fd| {
+                let flags = fs::read_to_string(proc.path().join("fdinfo").join(fd.file_name()))
+                    .ok()
+                    .and_then(|info| {
+                        let line = info.lines().find(|l| l.starts_with("flags:"))?;
+                        u32::from_str_radix(line["flags:".len()..].trim(), 8).ok()
+                    });
+                fs::read_link(fd.path()).is_ok_and(|target| target == cipher)
+                    && flags.is_some_and(|f| f & O_PATH == 0)
+            })
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while held() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} is still open",
+            cipher.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_changed_v2_header_field_reads_as_eio_with_the_dek_cached_or_not_and_fsck_names_it() {
+    let env = Env::new();
+    env.init();
+    let other_key = env.create_key("other");
+    let mount = env.mount();
+    let size = 3 * BLOCK as usize + 100;
+    // One file per change of one header field: (file, offset, change, what fsck says).
+    let auth = "header: header authentication failed";
+    let other_key_bytes = uuid::Uuid::parse_str(&other_key)
+        .expect("uuid")
+        .as_bytes()
+        .to_vec();
+    let changes: Vec<(&str, u64, Change, &str)> = vec![
+        ("magic", 0, Change::Xor(0x01), "header: not a kmsfs file"),
+        (
+            "version-3",
+            6,
+            Change::Set(vec![0, 3]),
+            "header: unsupported header version 3",
+        ),
+        ("version-1", 6, Change::Set(vec![0, 1]), auth),
+        (
+            "flags",
+            9,
+            Change::Xor(0x01),
+            "header: header field flags must be zero",
+        ),
+        (
+            "reserved",
+            10,
+            Change::Xor(0x80),
+            "header: header field reserved must be zero",
+        ),
+        ("file-id", 20, Change::Xor(0x01), auth),
+        (
+            "key-id",
+            28,
+            Change::Xor(0x01),
+            "header: the KMS refuses key",
+        ),
+        ("key-id-other-key", 28, Change::Set(other_key_bytes), auth),
+        ("wrapped-len", 44, Change::Xor(0x01), auth),
+        ("wrapped-dek", 60, Change::Xor(0x40), auth),
+        (
+            "padding",
+            300,
+            Change::Xor(0x01),
+            "header: header padding is not zero",
+        ),
+        ("tag", 500, Change::Xor(0x01), auth),
+    ];
+    let mut names: Vec<&str> = changes.iter().map(|c| c.0).collect();
+    names.push("intact");
+    for (i, name) in names.iter().enumerate() {
+        fs::write(env.plain.join(name), pattern(size, i as u64)).expect("write");
+    }
+    // Each file's DEK is in the daemon's cache from its create; read back once.
+    for (i, name) in names.iter().enumerate() {
+        assert!(fs::read(env.plain.join(name)).expect("read") == pattern(size, i as u64));
+    }
+    let cipher = env.cipher_map();
+    let c = |name: &str| cipher[Path::new(name)].clone();
+    let p = |name: &str| env.plain.join(name);
+    for (name, offset, change, _) in &changes {
+        let path = c(name);
+        let header = read_range(&path, 0, 512).expect("header");
+        assert_eq!(&header[..8], b"KMSFS\0\0\x02", "{name}: a version 2 header");
+        wait_until_no_handle(&path);
+        let new = match change {
+            Change::Xor(bit) => vec![header[*offset as usize] ^ bit],
+            Change::Set(bytes) => bytes.clone(),
+        };
+        assert_ne!(
+            header[*offset as usize..*offset as usize + new.len()],
+            new[..]
+        );
+        rewrite(&path, *offset, &new);
+    }
+
+    // With the DEK cached, the mount still live: the open reads the header again and fails.
+    for (name, ..) in &changes {
+        assert_eio(&p(name), 0, 100, &format!("{name}, DEK cached"));
+    }
+    assert!(fs::read(p("intact")).expect("intact") == pattern(size, changes.len() as u64));
+    let log = env.log_text();
+    let lines = |log: &str, name: &str| {
+        let path = c(name);
+        log.lines()
+            .filter(|l| l.contains(path.to_str().expect("utf-8")))
+            .filter(|l| l.contains("header rejected"))
+            .count()
+    };
+    for (name, ..) in &changes {
+        assert_eq!(lines(&log, name), 1, "{name}: one log line:\n{log}");
+    }
+    mount.unmount();
+    // Every changed header that parses missed the cache, and nothing else did (one that does
+    // not parse is refused before the lookup).
+    let parsing = changes
+        .iter()
+        .filter(|(.., says)| *says == auth || says.contains("the KMS refuses"))
+        .count();
+    let log = env.log_text();
+    let counters = log
+        .lines()
+        .find(|l| l.contains("DEK cache counters"))
+        .unwrap_or_else(|| panic!("no cache counters at unmount:\n{log}"));
+    assert!(
+        counters.contains(&format!("misses={parsing} ")),
+        "{counters}"
+    );
+
+    let out = env.fsck();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "fsck exits 1 on damage: {report}"
+    );
+    for (name, _, _, says) in &changes {
+        let prefix = format!("{} (plaintext /{name}): ", c(name).display());
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("fsck does not name {name}:\n{report}"));
+        assert!(line.contains(says), "{name}: {line}");
+    }
+    assert_eq!(report.lines().count(), changes.len(), "{report}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "{} files checked, {} damaged",
+            names.len(),
+            changes.len()
+        )),
+        "fsck goes on past each damaged file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Not cached: a fresh mount.
+    let _mount = env.mount();
+    for (name, ..) in &changes {
+        assert_eio(&p(name), 0, 100, &format!("{name}, fresh mount"));
+    }
+    assert!(fs::read(p("intact")).expect("intact") == pattern(size, changes.len() as u64));
+    let log = env.log_text();
+    for (name, ..) in &changes {
+        assert_eq!(lines(&log, name), 2, "{name}: one more log line:\n{log}");
+    }
+}

@@ -1,4 +1,5 @@
-//! `kmsfs inspect`: a cipher file's header as JSON, without a KMS call.
+//! `kmsfs inspect`: a cipher file's header as JSON (its version, file id, key id, wrapped DEK
+//! length and material version), without a KMS call.
 
 use super::{CliError, CliResult};
 use crate::format::{self, FileHeader, HEADER_LEN};
@@ -45,7 +46,7 @@ pub fn run(path: &Path) -> CliResult<ExitCode> {
         .map(|(_, version)| version);
     let out = serde_json::json!({
         "path": path.display().to_string(),
-        "format-version": 1,
+        "header-version": header.version.number(),
         "file-id": format::hex(&header.file_id),
         "key-id": header.key_id.to_string(),
         "wrapped-dek-length": header.wrapped_dek.len(),

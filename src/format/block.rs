@@ -5,11 +5,12 @@
 //! moved between files. A block of all zero bytes is a hole and reads as zeros.
 
 use super::header::{AUTHENTICATED_PREFIX, FileHeader, HEADER_LEN};
-use super::{BLOCK_OVERHEAD, FileId, FormatError};
+use super::{BLOCK_OVERHEAD, FileId, FormatError, HeaderVersion};
 use crate::crypto::{self, AeadKey, Key256, NONCE_LEN, TAG_LEN};
 
 const BLOCK_AAD_LABEL: &[u8; 14] = b"kmsfs-block-v1";
-const HEADER_KEY_INFO: &[u8] = b"kmsfs-header-v1";
+const HEADER_KEY_INFO_V1: &[u8] = b"kmsfs-header-v1";
+const HEADER_KEY_INFO_V2: &[u8] = b"kmsfs-header-v2";
 const HEADER_TAG_LEN: usize = 16;
 
 /// The AAD of block `index` of file `file_id`.
@@ -22,9 +23,10 @@ pub fn block_aad(file_id: &FileId, index: u64) -> [u8; 38] {
 }
 
 /// Everything needed to read and write one file's content: its AES-256-GCM key (the DEK,
-/// expanded once) and its header key.
+/// expanded once) and its header key, for the file's header version.
 pub struct FileCipher {
     file_id: FileId,
+    header_version: HeaderVersion,
     aead: AeadKey,
     header_key: Key256,
 }
@@ -33,6 +35,7 @@ impl std::fmt::Debug for FileCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileCipher")
             .field("file_id", &hex(&self.file_id))
+            .field("header_version", &self.header_version)
             .field("keys", &"[redacted]")
             .finish()
     }
@@ -44,18 +47,29 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 impl FileCipher {
-    /// The cipher of file `file_id` whose DEK is `dek`.
-    pub fn new(dek: &Key256, file_id: FileId) -> Self {
+    /// The cipher of file `file_id` whose DEK is `dek` and whose header is of `header_version`
+    /// (the header key depends on it; the blocks do not).
+    pub fn new(dek: &Key256, file_id: FileId, header_version: HeaderVersion) -> Self {
+        let info = match header_version {
+            HeaderVersion::V1 => HEADER_KEY_INFO_V1,
+            HeaderVersion::V2 => HEADER_KEY_INFO_V2,
+        };
         FileCipher {
             file_id,
+            header_version,
             aead: AeadKey::new(dek),
-            header_key: crypto::hkdf_sha256(dek.expose_secret(), &file_id, HEADER_KEY_INFO),
+            header_key: crypto::hkdf_sha256(dek.expose_secret(), &file_id, info),
         }
     }
 
     /// The file id this cipher binds into every block.
     pub fn file_id(&self) -> &FileId {
         &self.file_id
+    }
+
+    /// The version of the header this cipher writes and verifies.
+    pub fn header_version(&self) -> HeaderVersion {
+        self.header_version
     }
 
     pub(super) fn header_tag(&self, prefix: &[u8]) -> [u8; HEADER_TAG_LEN] {
@@ -65,11 +79,13 @@ impl FileCipher {
         tag
     }
 
-    /// Checks an encoded header: its structure, that it names this file, and its tag.
+    /// Checks an encoded header: its structure, that it names this file and this cipher's
+    /// header version, and its tag.
     pub fn verify_header(&self, bytes: &[u8; HEADER_LEN]) -> Result<(), FormatError> {
         let parsed = FileHeader::parse(bytes)?;
         let tag = self.header_tag(&bytes[..AUTHENTICATED_PREFIX]);
         if parsed.file_id != self.file_id
+            || parsed.version != self.header_version
             || !crypto::constant_time_eq(&tag, FileHeader::stored_tag(bytes))
         {
             return Err(FormatError::HeaderAuth);
@@ -170,7 +186,7 @@ mod tests {
     use super::*;
 
     fn cipher() -> FileCipher {
-        FileCipher::new(&Key256::random(), [5; 16])
+        FileCipher::new(&Key256::random(), [5; 16], HeaderVersion::V2)
     }
 
     fn seal(c: &FileCipher, index: u64, plain: &[u8]) -> Vec<u8> {
@@ -228,7 +244,7 @@ mod tests {
             c.open_block_in_place(2, &mut block.clone()),
             Err(FormatError::BlockAuth(2))
         );
-        let other = FileCipher::new(&Key256::random(), [5; 16]);
+        let other = FileCipher::new(&Key256::random(), [5; 16], HeaderVersion::V2);
         assert!(other.open_block_in_place(1, &mut block.clone()).is_err());
         for i in 0..block.len() {
             let mut bad = block.clone();
@@ -268,7 +284,7 @@ mod tests {
             nonce.copy_from_slice(&field("nonce"));
             let index = v["block_index"].as_u64().expect("index");
             let plain = field("plaintext");
-            let c = FileCipher::new(&dek, file_id);
+            let c = FileCipher::new(&dek, file_id, HeaderVersion::V1);
             let mut out = vec![0u8; plain.len() + 28];
             c.seal_block_with_nonce(index, nonce, &plain, &mut out);
             let expected = v["ciphertext"].as_str().expect("ciphertext");

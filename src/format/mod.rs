@@ -1,5 +1,6 @@
-//! The on-disk format of a cipher file, version 1: header encode/decode, block seal/open, and the
-//! plaintext ⇄ ciphertext offset and size math. Pure: no file I/O, no FUSE, no HTTP.
+//! The on-disk format of a cipher file: header encode/decode (header versions 1 and 2), block
+//! seal/open, and the plaintext ⇄ ciphertext offset and size math. Pure: no file I/O, no FUSE,
+//! no HTTP.
 //!
 //! ```text
 //! [ header: 512 bytes ][ block 0 ][ block 1 ] ... [ last block, may be short ]
@@ -9,10 +10,11 @@
 //!
 //! Format version 2 adds encrypted names, symlink targets and `user.*` xattrs (`names`: AES-SIV
 //! under keys derived from a filesystem key, long names, the internal files of a cipher
-//! directory).
+//! directory), and header version 2 (`header`, `context`: the KMS key id bound into the DEK's
+//! encryption context). The header version is per file: version 1 files stay version 1.
 //!
 //! `docs/FORMAT.md` is the normative description; its test vectors are checked by
-//! `block::tests` and `names::tests`.
+//! `block::tests`, `header::vector_tests` and `names::tests`.
 
 mod block;
 mod context;
@@ -22,7 +24,7 @@ mod size;
 
 pub use block::{FileCipher, block_aad, hex};
 pub use context::{dek_context, fs_key_context};
-pub use header::{FileHeader, HEADER_LEN, MAX_WRAPPED_LEN};
+pub use header::{FileHeader, HEADER_LEN, HeaderVersion, MAX_WRAPPED_LEN};
 pub use names::{
     DIR_ID_FILE, DirId, FsKey, LONG_PREFIX, LONG_SIDE_SUFFIX, MAX_CIPHER_NAME, MAX_CIPHER_TARGET,
     MAX_CIPHER_XATTR_NAME, MAX_PLAIN_NAME, MAX_PLAIN_SHORT_NAME, MAX_PLAIN_TARGET,
@@ -60,10 +62,10 @@ pub enum FormatError {
         /// What was found.
         found: [u8; 6],
     },
-    /// A format version this build does not read.
-    #[error("unsupported format version {0} (this build reads version 1)")]
+    /// A header version this build does not read.
+    #[error("unsupported header version {0} (this build reads versions 1 and 2)")]
     UnsupportedVersion(u16),
-    /// Flags or reserved bytes that version 1 leaves zero are set.
+    /// Flags or reserved bytes that versions 1 and 2 leave zero are set.
     #[error("header field {field} must be zero, found {found:#x}")]
     NonZeroReserved {
         /// Which field.

@@ -3,7 +3,7 @@
 //! authentication: what a write cut short leaves) back to the last authentic block.
 
 use super::content::{self, ContentError};
-use super::keys::{KeyError, KeyPath};
+use super::keys::{KeyError, KeyPath, KeyRefusal};
 use crate::format::{
     BLOCK_CIPHER_LEN, BLOCK_OVERHEAD, BLOCK_PLAIN_LEN, CipherExtent, FileCipher, FormatError,
     block_cipher_offset,
@@ -28,6 +28,9 @@ pub enum Damage {
     Size(FormatError),
     /// The header does not parse or authenticate: nothing in the file can be read.
     Header(FormatError),
+    /// The KMS refuses the key the header names (a changed key id, or a key that is gone or
+    /// disabled): nothing in the file can be read.
+    HeaderKey(KeyRefusal),
     /// Blocks fail authentication, or the file ends in a torn block; the others read.
     Blocks(BlockCheck),
     /// The file changed while it was read (it shrank under the check).
@@ -39,6 +42,7 @@ impl fmt::Display for Damage {
         match self {
             Damage::Size(e) => write!(f, "size: {e}"),
             Damage::Header(e) => write!(f, "header: {e}"),
+            Damage::HeaderKey(refusal) => write!(f, "header: {refusal}"),
             Damage::Changed(e) => write!(f, "changed while checked: {e}"),
             Damage::Blocks(found) => {
                 let mut parts = Vec::new();
@@ -72,8 +76,10 @@ pub struct Repair {
     pub left: Option<Damage>,
 }
 
-/// Authenticates the header and every block of the cipher file at `path`. A KMS that cannot be
-/// reached is an error, not damage.
+/// Authenticates the header and every block of the cipher file at `path`. A KMS that refuses
+/// this file's header (its key id names no key it will use, its wrapped DEK does not unwrap) is
+/// damage of this file; a KMS that cannot be reached or refuses the credentials is an error,
+/// since no file can be checked then.
 pub fn check_file(path: &Path, keys: &KeyPath) -> Result<FileCheck, KeyError> {
     check_open(&File::open(path)?, keys)
 }
@@ -124,6 +130,9 @@ fn check_open(file: &File, keys: &KeyPath) -> Result<FileCheck, KeyError> {
     let cipher = match keys.open_header(file) {
         Ok(cipher) => cipher,
         Err(KeyError::Corrupt(e)) => return Ok(FileCheck::Damaged(Damage::Header(e))),
+        Err(KeyError::Refused(refusal)) => {
+            return Ok(FileCheck::Damaged(Damage::HeaderKey(refusal)));
+        }
         Err(e) => return Err(e),
     };
     match check(file, &cipher) {

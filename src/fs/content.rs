@@ -419,7 +419,7 @@ pub(super) mod tests {
             .truncate(true)
             .open(dir.path().join("f"))
             .expect("create");
-        let cipher = FileCipher::new(&Key256::random(), [9; 16]);
+        let cipher = FileCipher::new(&Key256::random(), [9; 16], crate::format::HeaderVersion::V2);
         file.set_len(512).expect("header room");
         write(&file, &cipher, 0, plain, &mut Vec::new()).expect("write");
         assert_eq!(

@@ -125,7 +125,7 @@ impl CryptFs {
     fn key_error(&self, inode: &Inode, err: KeyError) -> FsError {
         match err {
             KeyError::Io(e) => FsError::from(e),
-            KeyError::Corrupt(e) => {
+            e @ (KeyError::Corrupt(_) | KeyError::Refused(_)) => {
                 tracing::error!(path = %inode.backing_path(), block = "header", "header rejected: {e}");
                 FsError(libc::EIO)
             }

@@ -5,8 +5,8 @@ mod pool;
 
 use crate::cache::DekCache;
 use crate::crypto::Key256;
-use crate::format::{self, FileCipher, FileHeader, FormatError, FsId, HEADER_LEN};
-use crate::kms::{DataKeySpec, KeyService, KmsError};
+use crate::format::{self, FileCipher, FileHeader, FormatError, FsId, HEADER_LEN, HeaderVersion};
+use crate::kms::{DataKeySpec, KeyService, KmsError, Refusal};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -18,12 +18,29 @@ pub enum KeyError {
     /// The header is damaged or belongs elsewhere.
     #[error("{0}")]
     Corrupt(#[from] FormatError),
-    /// The KMS refused or could not be reached.
+    /// The KMS refused to unwrap this file's DEK under the key its header names.
+    #[error("{0}")]
+    Refused(KeyRefusal),
+    /// The KMS could not be reached or failed (or, making a new file's key, refused).
     #[error("{0}")]
     Kms(#[from] KmsError),
     /// Reading or writing the header failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The KMS's refusal to unwrap a file's DEK under the key its header names (no such key, a
+/// disabled key, a request it finds malformed): the header was changed, or the key is gone or
+/// disabled. About this one file, unlike a KMS that cannot be reached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the KMS refuses key {key_id}, the key the header names: {}: {detail}", refusal.title())]
+pub struct KeyRefusal {
+    /// The key id the header names.
+    pub key_id: Uuid,
+    /// The KMS's rule.
+    pub refusal: Refusal,
+    /// The KMS's detail sentence.
+    pub detail: String,
 }
 
 /// Where file keys come from: the cache, else the KMS.
@@ -43,10 +60,11 @@ impl Drop for KeyPath {
     }
 }
 
-/// Makes a DEK and file id for a new file of filesystem `fs_id`, wrapped by `key_id`.
+/// Makes a DEK and file id for a new file of filesystem `fs_id` (its header of the newest
+/// version), wrapped by `key_id`.
 fn make_fresh(kms: &dyn KeyService, fs_id: &FsId, key_id: Uuid) -> Result<pool::Fresh, KmsError> {
     let file_id: format::FileId = crate::crypto::random_array();
-    let context = format::dek_context(fs_id, &file_id);
+    let context = format::dek_context(HeaderVersion::NEWEST, fs_id, &file_id, &key_id);
     let data_key = kms.generate_data_key(key_id, DataKeySpec::Aes256, Some(&context))?;
     let dek =
         Key256::from_slice(data_key.plaintext.expose_secret()).ok_or_else(|| KmsError::Other {
@@ -57,7 +75,7 @@ fn make_fresh(kms: &dyn KeyService, fs_id: &FsId, key_id: Uuid) -> Result<pool::
                 data_key.plaintext.len()
             ),
         })?;
-    let cipher = Arc::new(FileCipher::new(&dek, file_id));
+    let cipher = Arc::new(FileCipher::new(&dek, file_id, HeaderVersion::NEWEST));
     Ok(pool::Fresh::new(file_id, cipher, data_key.ciphertext))
 }
 
@@ -106,14 +124,15 @@ impl KeyPath {
         self.cipher_for(&bytes)
     }
 
-    /// The cipher of an encoded header: cache hit, or KMS unwrap then header authentication.
+    /// The cipher of an encoded header: a cache hit (these very 512 bytes were authenticated
+    /// before), or a KMS unwrap under the header's context then the header's tag.
     pub fn cipher_for(&self, bytes: &[u8; HEADER_LEN]) -> Result<Arc<FileCipher>, KeyError> {
         let header = FileHeader::parse(bytes)?;
-        if let Some(cipher) = self.cache.get(&header.file_id, &header.wrapped_dek) {
+        if let Some(cipher) = self.cache.get(bytes) {
             cipher.verify_header(bytes)?;
             return Ok(cipher);
         }
-        let context = format::dek_context(&self.fs_id, &header.file_id);
+        let context = header.dek_context(&self.fs_id);
         let dek = match self
             .kms
             .decrypt(header.key_id, &header.wrapped_dek, Some(&context))
@@ -122,12 +141,18 @@ impl KeyPath {
                 Key256::from_slice(plain.expose_secret()).ok_or(FormatError::HeaderAuth)?
             }
             Err(KmsError::InvalidCiphertext) => return Err(FormatError::HeaderAuth.into()),
+            Err(KmsError::Refused { refusal, detail }) => {
+                return Err(KeyError::Refused(KeyRefusal {
+                    key_id: header.key_id,
+                    refusal,
+                    detail,
+                }));
+            }
             Err(e) => return Err(e.into()),
         };
-        let cipher = Arc::new(FileCipher::new(&dek, header.file_id));
+        let cipher = Arc::new(FileCipher::new(&dek, header.file_id, header.version));
         cipher.verify_header(bytes)?;
-        self.cache
-            .insert(&header.file_id, &header.wrapped_dek, cipher.clone());
+        self.cache.insert(bytes, cipher.clone());
         Ok(cipher)
     }
 
@@ -140,6 +165,7 @@ impl KeyPath {
         };
         let (file_id, cipher) = (fresh.file_id, fresh.cipher);
         let header = FileHeader {
+            version: cipher.header_version(),
             file_id,
             key_id: self.key_id,
             wrapped_dek: fresh.wrapped,
@@ -151,8 +177,10 @@ impl KeyPath {
         let written = file.write_all_at(&bytes, 0);
         file.unlock()?;
         written?;
-        self.cache
-            .insert(&file_id, &header.wrapped_dek, cipher.clone());
+        self.cache.insert(&bytes, cipher.clone());
         Ok(cipher)
     }
 }
+
+#[cfg(test)]
+mod tests;

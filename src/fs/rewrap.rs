@@ -1,6 +1,7 @@
-//! Re-wrapping one file's DEK after a key rotation: `re-encrypt` in the KMS, then the
-//! 512-byte header rewritten in place with one write and one fdatasync. Content bytes are
-//! never read or written, and the DEK never leaves the KMS.
+//! Re-wrapping one file's DEK after a key rotation, or to another key: `re-encrypt` in the KMS,
+//! then the 512-byte header rewritten in place with one write and one fdatasync. Content bytes
+//! are never read or written, and the DEK never leaves the KMS. A file keeps its header version;
+//! in version 2 the destination context names the destination key.
 
 use super::keys::KeyError;
 use crate::format::{self, FileHeader, FormatError, FsId, HEADER_LEN};
@@ -66,13 +67,15 @@ pub fn rewrap_file(path: &Path, target: &RewrapTarget<'_>) -> Result<RewrapOutco
     if target.dry_run {
         return Ok(RewrapOutcome::WouldRewrap);
     }
-    let context = format::dek_context(&target.fs_id, &header.file_id);
+    // In version 2 the context names the key: the destination's names the destination key.
+    let destination_context =
+        format::dek_context(header.version, &target.fs_id, &header.file_id, &key);
     let wrapped = target.kms.re_encrypt(
         header.key_id,
         &header.wrapped_dek,
-        Some(&context),
+        Some(&header.dek_context(&target.fs_id)),
         key,
-        Some(&context),
+        Some(&destination_context),
     )?;
     let new = FileHeader::rewrap(&old, key, &wrapped)?;
     // The daemon takes the same lock when it writes or removes a header: write only if the

@@ -200,6 +200,22 @@ impl Env {
             .unwrap_or_else(|| panic!("{rel} is not under the mount point"))
     }
 
+    /// `kmsfs key create NAME` in the environment's keystore; returns the new key's id.
+    pub fn create_key(&self, name: &str) -> String {
+        let out = self.ok(&[
+            "key",
+            "create",
+            name,
+            "--keystore",
+            Self::s(&self.keystore),
+            "--passphrase-file",
+            Self::s(&self.passfile),
+            "--json",
+        ]);
+        let key: serde_json::Value = serde_json::from_str(&out).expect("key JSON");
+        key["id"].as_str().expect("key id").to_string()
+    }
+
     /// The daemon log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

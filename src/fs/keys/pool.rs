@@ -199,7 +199,11 @@ mod tests {
         let id: FileId = crate::crypto::random_array();
         Fresh::new(
             id,
-            Arc::new(FileCipher::new(&Key256::random(), id)),
+            Arc::new(FileCipher::new(
+                &Key256::random(),
+                id,
+                crate::format::HeaderVersion::V2,
+            )),
             vec![1; 8],
         )
     }
