@@ -5,7 +5,7 @@
 //! directory only.
 
 use super::secret;
-use super::{CliError, CliResult, fs_key};
+use super::{CliError, CliResult, fs_key, mounts};
 use crate::cache::DekCache;
 use crate::config::CipherConfig;
 use crate::fs::keys::{KeyError, KeyPath};
@@ -220,44 +220,15 @@ fn refuse_if_mounted(cipherdir: &Path) -> CliResult<()> {
 /// The mount point of the kmsfs mount of `cipherdir` in mountinfo text `info` (its source is
 /// `kmsfs:CIPHERDIR`, as `kmsfs mount` names it), if there is one.
 fn kmsfs_mount_of(info: &str, cipherdir: &Path) -> Option<String> {
-    let source = format!("kmsfs:{}", cipherdir.display());
-    info.lines().find_map(|line| {
-        // "ID PARENT DEV ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER-OPTIONS"
-        let (mount, fs) = line.split_once(" - ")?;
-        let mut fs = fs.split(' ');
-        let fstype = fs.next()?;
-        let found = unescape(fs.next()?);
-        let mountpoint = mount.split(' ').nth(4)?;
-        (fstype.starts_with("fuse") && found == source).then(|| unescape(mountpoint))
-    })
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, `\134` for a backslash, ...).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
-            let text = std::str::from_utf8(digits).ok()?;
-            u8::from_str_radix(text, 8).ok()
-        });
-        match (bytes[i], octal) {
-            (b'\\', Some(byte)) => {
-                out.push(byte);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    mounts::parse(info)
+        .into_iter()
+        .find(|m| m.cipherdir().as_deref() == Some(cipherdir))
+        .map(|m| m.mountpoint.display().to_string())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::mounts::unescape;
     use super::*;
 
     const INFO: &str = "\

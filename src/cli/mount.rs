@@ -421,12 +421,10 @@ pub fn is_mounted(path: &Path) -> bool {
 /// The `major:minor` device of the filesystem mounted at `path` (per /proc/self/mountinfo;
 /// the last one mounted there).
 fn mount_device(path: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let target = path.to_string_lossy().replace(' ', "\\040");
-    info.lines()
-        .map(|line| line.split(' ').collect::<Vec<_>>())
-        .filter(|fields| fields.get(4) == Some(&target.as_str()))
-        .filter_map(|fields| fields.get(2).map(|dev| dev.to_string()))
+    super::mounts::mounts()
+        .into_iter()
+        .filter(|m| m.mountpoint == path)
+        .map(|m| m.device)
         .next_back()
 }
 

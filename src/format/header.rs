@@ -207,6 +207,3 @@ impl FileHeader {
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod vector_tests;

@@ -14,7 +14,7 @@
 //! encryption context). The header version is per file: version 1 files stay version 1.
 //!
 //! `docs/FORMAT.md` is the normative description; its test vectors are checked by
-//! `block::tests`, `header::vector_tests` and `names::tests`.
+//! `block::tests`, `header::tests::vectors` and `names::tests`.
 
 mod block;
 mod context;

@@ -202,7 +202,7 @@ impl CryptFs {
                 sys::mkdirat(dir.as_fd(), &disk.name, mode)
             })
         })?;
-        if self.encrypts_names() {
+        let id = if self.encrypts_names() {
             // Its id, before any name is made in it; a crash before this leaves an empty
             // directory without one, which gets one when first used.
             let made = sys::openat(
@@ -211,9 +211,18 @@ impl CryptFs {
                 libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
                 0,
             )?;
-            super::naming::write_dir_id(made.as_fd())?;
+            Some(super::naming::write_dir_id(made.as_fd())?)
+        } else {
+            None
+        };
+        let attr = self.made(&parent, &disk.name, caller)?;
+        // The first name made in it needs the id: no need to read it back.
+        if let Some(id) = id
+            && let Ok(inode) = self.inodes.get(attr.ino)
+        {
+            let _ = inode.dir_id.set(id);
         }
-        self.made(&parent, &disk.name, caller)
+        Ok(attr)
     }
 
     /// Makes a symlink.

@@ -238,3 +238,5 @@ fn encoding_with_the_cipher_of_another_version_is_a_bug() {
     header.version = HeaderVersion::V1;
     let _ = header.encode(&cipher);
 }
+
+mod vectors;

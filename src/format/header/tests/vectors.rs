@@ -2,8 +2,8 @@
 //! version 1 in `testdata/format-v1-vectors.json`, version 2 (with its DEK context and the
 //! change at each field that a reader must catch) in `testdata/format-v2-vectors.json`.
 
-use super::super::{hex, unhex};
-use super::*;
+use super::super::super::{hex, unhex};
+use super::super::*;
 use crate::crypto::Key256;
 
 fn field(v: &serde_json::Value, name: &str) -> Vec<u8> {
@@ -29,13 +29,13 @@ fn header_of(v: &serde_json::Value, version: HeaderVersion) -> (FileHeader, File
 #[test]
 fn header_test_vector() {
     let vectors: serde_json::Value =
-        serde_json::from_str(include_str!("../../../testdata/format-v1-vectors.json"))
+        serde_json::from_str(include_str!("../../../../testdata/format-v1-vectors.json"))
             .expect("vector file is JSON");
     let v = &vectors["header"];
     let (header, cipher) = header_of(v, HeaderVersion::V1);
     let encoded = header.encode(&cipher).expect("fits");
     assert_eq!(encoded.to_vec(), field(v, "header"));
-    let doc = include_str!("../../../docs/FORMAT.md");
+    let doc = include_str!("../../../../docs/FORMAT.md");
     assert!(
         doc.contains(v["tag"].as_str().expect("tag")),
         "docs/FORMAT.md lacks the header tag"
@@ -47,7 +47,7 @@ fn header_test_vector() {
 #[test]
 fn header_v2_test_vector() {
     let vectors: serde_json::Value =
-        serde_json::from_str(include_str!("../../../testdata/format-v2-vectors.json"))
+        serde_json::from_str(include_str!("../../../../testdata/format-v2-vectors.json"))
             .expect("vector file is JSON");
     let v = &vectors["header"];
     let (header, cipher) = header_of(v, HeaderVersion::V2);
@@ -60,7 +60,7 @@ fn header_v2_test_vector() {
     assert_eq!(hex(&encoded), hex(&field(v, "header")));
     assert_eq!(FileHeader::parse(&encoded), Ok(header.clone()));
     assert_eq!(cipher.verify_header(&encoded), Ok(()));
-    let doc = include_str!("../../../docs/FORMAT.md");
+    let doc = include_str!("../../../../docs/FORMAT.md");
     for name in ["tag", "dek_context"] {
         assert!(
             doc.contains(v[name].as_str().expect("hex")),
