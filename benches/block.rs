@@ -3,7 +3,7 @@
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kmsfs::crypto::Key256;
-use kmsfs::format::{BLOCK_OVERHEAD, FileCipher, HeaderVersion};
+use kmsfs::format::{BLOCK_OVERHEAD, FileCipher, HeaderVersion, Place};
 use std::hint::black_box;
 
 /// Plaintext sizes: a full block and two partial ones (a short tail, a 1 KiB write).
@@ -21,7 +21,7 @@ fn seal(c: &mut Criterion) {
         let mut out = vec![0u8; size + BLOCK_OVERHEAD as usize];
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::from_parameter(size), &plain, |b, plain| {
-            b.iter(|| cipher.seal_block(black_box(3), black_box(plain), &mut out));
+            b.iter(|| cipher.seal_block(black_box(3), Place::Inner, black_box(plain), &mut out));
         });
     }
     group.finish();
@@ -33,7 +33,7 @@ fn open(c: &mut Criterion) {
     for size in SIZES {
         let plain = vec![0x5a_u8; size];
         let mut sealed = vec![0u8; size + BLOCK_OVERHEAD as usize];
-        cipher.seal_block(3, &plain, &mut sealed);
+        cipher.seal_block(3, Place::Inner, &plain, &mut sealed);
         group.throughput(Throughput::Bytes(size as u64));
         // Opening works in place, so every iteration gets a fresh copy (not timed).
         group.bench_with_input(BenchmarkId::from_parameter(size), &sealed, |b, sealed| {
@@ -41,7 +41,7 @@ fn open(c: &mut Criterion) {
                 || sealed.clone(),
                 |block| {
                     cipher
-                        .open_block_to_front(black_box(3), block, 0)
+                        .open_block_to_front(black_box(3), Place::Inner, block, 0)
                         .expect("BUG: a block sealed here opens")
                 },
                 BatchSize::SmallInput,

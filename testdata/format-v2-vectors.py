@@ -7,7 +7,8 @@ the Rust code.
 Uses only Python's `cryptography` package (AES-SIV as RFC 5297 defines it, HKDF-SHA256,
 HMAC-SHA256) and the standard library. docs/FORMAT.md ("Version 2: names", "Version 2: header")
 describes every step; the Rust side checks the output in src/format/names/tests/vectors.rs
-(`format_v2_vectors`) and src/format/header/vector_tests.rs (`header_v2_test_vector`).
+(`format_v2_vectors`), src/format/header/tests/vectors.rs and src/format/block.rs
+(`format_test_vectors`, the "blocks").
 """
 
 import base64
@@ -17,7 +18,7 @@ import struct
 import uuid
 
 from cryptography.hazmat.primitives import hashes, hmac
-from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 FS_KEY = bytes(range(32))
@@ -175,6 +176,59 @@ def header_vector():
     }
 
 
+def block_v2(dek, file_id, index, last, nonce, plain):
+    """nonce || AES-256-GCM(plain) || tag, AAD "kmsfs-block-v2" || file id || index || last."""
+    aad = b"kmsfs-block-v2" + file_id + struct.pack(">Q", index) + bytes([1 if last else 0])
+    return nonce + AESGCM(dek).encrypt(nonce, plain, aad)
+
+
+def block_vector(label, note, index, last, nonce, plain):
+    sealed = block_v2(HEADER_DEK, HEADER_FILE_ID, index, last, nonce, plain)
+    out = {
+        "name": label,
+        "note": note,
+        "dek": HEADER_DEK.hex(),
+        "file_id": HEADER_FILE_ID.hex(),
+        "block_index": index,
+        "last": last,
+        "nonce": nonce.hex(),
+        "plaintext": plain.hex(),
+        "ciphertext": sealed.hex(),
+    }
+    if len(sealed) > 64:
+        out["ciphertext_sha256"] = hashlib.sha256(sealed).hexdigest()
+    return out
+
+
+def block_vectors():
+    return [
+        block_vector(
+            "last-block",
+            "A 13-byte file: its only block, sealed as the last (last = 1).",
+            0,
+            True,
+            bytes([1] * 12),
+            b"hello, kmsfs\n",
+        ),
+        block_vector(
+            "inner-block",
+            "Block 0 of a 4,109-byte file: a whole block, sealed as an inner one (last = 0).",
+            0,
+            False,
+            bytes(range(12)),
+            bytes(i % 251 for i in range(4096)),
+        ),
+        block_vector(
+            "last-of-two",
+            "Block 1, the last, of the same 4,109-byte file.",
+            1,
+            True,
+            bytes(range(12, 24)),
+            b"the 13 bytes.",
+        ),
+    ]
+
+
 def main():
     utf8 = "Grüße, 世界 🌍.md".encode("utf-8")
     names = [
@@ -265,6 +319,7 @@ def main():
             "value_sealed": sealed.hex(),
         },
         "header": header_vector(),
+        "blocks": block_vectors(),
     }
     print(json.dumps(out, indent=2))
 

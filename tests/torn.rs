@@ -1,7 +1,8 @@
 //! Files cut short the way a daemon killed in the middle of a large write leaves them: at a page
 //! boundary inside the last block, or 1 to 28 bytes past the last complete block (a torn tail).
 //! Every complete block reads, the end reads EIO, fsck names the file, and `fsck --repair` cuts
-//! it back to its last authentic block.
+//! it back to its last authentic block and re-seals that block as the last. Also files cut at a
+//! block boundary and blocks added after the end, which version 2 headers catch.
 
 mod common;
 
@@ -214,6 +215,18 @@ fn files_cut_inside_their_last_block_read_up_to_it_and_repair_to_it() {
             repaired.lines().any(|l| l.starts_with(&expected)),
             "cut-{n}: {expected}\n{repaired}"
         );
+        if cut.complete_blocks > 0 {
+            // The block the file now ends with was an inner one: sealed again as the last.
+            let resealed = format!(
+                "{} (plaintext /cut-{n}): repaired: block {} re-sealed as the file's last block",
+                cipher_path(n).display(),
+                cut.complete_blocks - 1
+            );
+            assert!(
+                repaired.lines().any(|l| l == resealed),
+                "cut-{n}: {resealed}\n{repaired}"
+            );
+        }
         assert_eq!(fs::metadata(cipher_path(n)).expect("stat").len(), kept);
     }
     let out = env.fsck();
@@ -274,5 +287,140 @@ fn appending_to_a_file_with_a_torn_tail_cuts_the_tail_first() {
             .count(),
         1,
         "{text}"
+    );
+}
+
+/// The cipher file of `name` in the mount, by inode number.
+fn cipher_of(env: &Env, inode: u64) -> PathBuf {
+    cipher_files_by_inode(&env.cipher)[&inode].clone()
+}
+
+#[test]
+fn a_file_cut_at_a_block_boundary_or_grown_by_another_copys_block_is_caught() {
+    let env = Env::new();
+    env.init();
+    let original = pattern(5 * BLOCK as usize + 10, 9);
+    let mount = env.mount();
+    let mut inodes = HashMap::new();
+    for name in ["cut-1", "cut-3", "cut-5", "added"] {
+        let path = env.plain.join(name);
+        fs::write(&path, &original).expect("write");
+        inodes.insert(name, fs::metadata(&path).expect("stat").ino());
+    }
+    mount.unmount();
+    // Cut at block boundaries: 1, 3 and 5 blocks kept.
+    for keep in [1u64, 3, 5] {
+        let f = OpenOptions::new()
+            .write(true)
+            .open(cipher_of(&env, inodes[format!("cut-{keep}").as_str()]))
+            .expect("open");
+        f.set_len(512 + keep * CIPHER_BLOCK).expect("cut");
+    }
+    // "added": an older copy of the cipher file kept 5 blocks and 10 bytes; the file is then
+    // cut to 5 blocks through the mount, and the old copy's last block added after its end.
+    let added = cipher_of(&env, inodes["added"]);
+    let old_last = read_range(&added, 512 + 5 * CIPHER_BLOCK, 10 + 28).expect("old last block");
+    let mount = env.mount();
+    let f = OpenOptions::new()
+        .write(true)
+        .open(env.plain.join("added"))
+        .expect("open");
+    f.set_len(5 * BLOCK).expect("truncate through the mount");
+    drop(f);
+    mount.unmount();
+    OpenOptions::new()
+        .append(true)
+        .open(&added)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &old_last))
+        .expect("add the old copy's block");
+
+    let mount = env.mount();
+    for keep in [1u64, 3, 5] {
+        let plain = env.plain.join(format!("cut-{keep}"));
+        let good = ((keep - 1) * BLOCK) as usize;
+        assert_eq!(fs::metadata(&plain).expect("stat").len(), keep * BLOCK);
+        assert!(read_range(&plain, 0, good).expect("inner blocks") == original[..good]);
+        assert_eq!(
+            read_range(&plain, good as u64, 1)
+                .expect_err("the block that ends the file")
+                .raw_os_error(),
+            Some(libc::EIO),
+            "cut-{keep}"
+        );
+    }
+    let plain = env.plain.join("added");
+    assert_eq!(
+        fs::metadata(&plain).expect("stat").len(),
+        5 * BLOCK + 10,
+        "the added block counts in the size"
+    );
+    assert_eq!(
+        read_range(&plain, 4 * BLOCK, 1)
+            .expect_err("the old last block, no longer last")
+            .raw_os_error(),
+        Some(libc::EIO)
+    );
+    assert!(
+        read_range(&plain, 0, 4 * BLOCK as usize).expect("blocks 0..4")
+            == original[..4 * BLOCK as usize]
+    );
+    let log = env.log_text();
+    assert!(
+        log.contains("block 4 is sealed as the last block but more follow it"),
+        "{log}"
+    );
+    mount.unmount();
+
+    let out = env.fsck();
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = |name: &str| {
+        let prefix = format!(
+            "{} (plaintext /{name}): ",
+            cipher_of(&env, inodes[name]).display()
+        );
+        report
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("fsck does not name {name}:\n{report}"))
+            .to_string()
+    };
+    for keep in [1u64, 3, 5] {
+        assert!(
+            line(&format!("cut-{keep}")).ends_with(&format!(
+                "block {} ends the file but is not sealed as its last block: the file was cut short",
+                keep - 1
+            )),
+            "{report}"
+        );
+    }
+    assert!(
+        line("added").ends_with(
+            "block 4 is sealed as the last block but more follow it: blocks were added after the file's end"
+        ),
+        "{report}"
+    );
+
+    // The repair re-seals the cut files' ends and leaves the added block alone.
+    let repair = env.fsck_with(&["--repair"]);
+    let repaired = String::from_utf8_lossy(&repair.stdout).into_owned();
+    assert_eq!(repair.status.code(), Some(1), "{repaired}");
+    assert!(
+        repaired.contains("(plaintext /added): not repaired"),
+        "{repaired}"
+    );
+    let _mount = env.mount();
+    for keep in [1u64, 3, 5] {
+        let n = (keep * BLOCK) as usize;
+        assert!(
+            fs::read(env.plain.join(format!("cut-{keep}"))).expect("repaired") == original[..n],
+            "cut-{keep}"
+        );
+    }
+    assert_eq!(
+        fs::read(env.plain.join("added"))
+            .expect_err("still damaged")
+            .raw_os_error(),
+        Some(libc::EIO)
     );
 }

@@ -172,6 +172,9 @@ fn report_repair(file: &TreeFile, repair: &Repair, tally: &mut Tally) {
     if let Some(cut) = &repair.cut {
         println!("{file}: repaired: {}", describe_cut(cut));
     }
+    if let Some(block) = repair.resealed {
+        println!("{file}: repaired: block {block} re-sealed as the file's last block");
+    }
     match &repair.left {
         Some(left) => {
             tally.left_damaged += 1;

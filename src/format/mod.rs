@@ -5,7 +5,8 @@
 //! ```text
 //! [ header: 512 bytes ][ block 0 ][ block 1 ] ... [ last block, may be short ]
 //! block i = nonce (12) || AES-256-GCM(plaintext [i*4096, (i+1)*4096)) || tag (16)
-//! AAD of block i = "kmsfs-block-v1" || file_id (16) || i as u64 big-endian
+//! AAD of block i = "kmsfs-block-v1" || file_id (16) || i as u64 big-endian          (header v1)
+//! AAD of block i = "kmsfs-block-v2" || file_id (16) || i as u64 big-endian || last  (header v2)
 //! ```
 //!
 //! Format version 2 adds encrypted names, symlink targets and `user.*` xattrs (`names`: AES-SIV
@@ -22,7 +23,7 @@ mod header;
 mod names;
 mod size;
 
-pub use block::{FileCipher, block_aad, hex};
+pub use block::{BlockAad, FileCipher, Place, block_aad, hex};
 pub use context::{dek_context, fs_key_context};
 pub use header::{FileHeader, HEADER_LEN, HeaderVersion, MAX_WRAPPED_LEN};
 pub use names::{
@@ -91,6 +92,16 @@ pub enum FormatError {
     /// A block failed authentication.
     #[error("block {0} authentication failed")]
     BlockAuth(u64),
+    /// Header version 2: the file ends with block `.0`, which is whole but not sealed as the
+    /// last block (or is a hole): the file was cut short after it.
+    #[error("block {0} ends the file but is not sealed as its last block: the file was cut short")]
+    EndNotSealedLast(u64),
+    /// Header version 2: block `.0` is sealed as the file's last block but more blocks follow
+    /// it: blocks were added after the end.
+    #[error(
+        "block {0} is sealed as the last block but more follow it: blocks were added after the file's end"
+    )]
+    LastBlockInside(u64),
     /// The file ends in a torn block: fewer bytes than the smallest block (29) after its
     /// complete blocks.
     #[error("block {index} is torn: {len} bytes, fewer than a block holds")]

@@ -1,12 +1,13 @@
 //! `fsck`'s view of one cipher file: authenticate its header and every block, name the damage,
-//! and, on request, cut the damage at its end (a torn tail, a last block that fails
-//! authentication: what a write cut short leaves) back to the last authentic block.
+//! and, on request, mend the damage at its end (a torn tail, a last block that fails
+//! authentication, in header version 2 a last block sealed as an inner one: what a write cut
+//! short leaves): cut back to the last authentic block and re-seal that block as the last.
 
 use super::content::{self, ContentError};
 use super::keys::{KeyError, KeyPath, KeyRefusal};
 use crate::format::{
     BLOCK_CIPHER_LEN, BLOCK_OVERHEAD, BLOCK_PLAIN_LEN, CipherExtent, FileCipher, FormatError,
-    block_cipher_offset,
+    Place, block_cipher_offset,
 };
 use std::fmt;
 use std::fs::File;
@@ -55,6 +56,7 @@ impl fmt::Display for Damage {
                     };
                     parts.push(format!("{noun} {} {verb} authentication", list.join(", ")));
                 }
+                parts.extend(found.misplaced.iter().map(FormatError::to_string));
                 if let Some(torn) = found.torn.as_ref().and_then(CipherExtent::torn_error) {
                     parts.push(format!("torn tail: {torn}"));
                 }
@@ -71,8 +73,10 @@ pub struct Repair {
     pub found: FileCheck,
     /// What was cut off the end of the file, if anything.
     pub cut: Option<TailCut>,
-    /// The damage a repair does not cut (before the last block, in the header, a partial
-    /// header): `None` when the file is sound now.
+    /// The block re-sealed as the file's last one (header version 2), if any.
+    pub resealed: Option<u64>,
+    /// The damage a repair does not mend (before the last block, in the header, a partial
+    /// header, blocks added after the end): `None` when the file is sound now.
     pub left: Option<Damage>,
 }
 
@@ -84,32 +88,41 @@ pub fn check_file(path: &Path, keys: &KeyPath) -> Result<FileCheck, KeyError> {
     check_open(&File::open(path)?, keys)
 }
 
-/// Checks the cipher file at `path`, then cuts the damage at its end back to its last
-/// authentic block: a torn tail, and a last block that fails authentication; never a block
-/// before it. The directory must not be mounted (a mount caches what it read and wrote).
+/// Checks the cipher file at `path`, then mends the damage at its end: cuts a torn tail and a
+/// last block that fails authentication, never a block before it, and (header version 2)
+/// re-seals the block the file then ends with as the last one. The directory must not be
+/// mounted (a mount caches what it read and wrote).
 pub fn repair_file(path: &Path, keys: &KeyPath) -> Result<Repair, KeyError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)?;
     let found = check_open(&file, keys)?;
-    let (cut, left) = match &found {
-        FileCheck::Clean => (None, None),
-        FileCheck::Damaged(Damage::Blocks(blocks)) => {
-            let cut = cut_damaged_tail(&file, blocks).map_err(content_to_key_error)?;
-            let middle = blocks.failed_in_the_middle();
-            let left = (!middle.is_empty()).then(|| {
-                Damage::Blocks(BlockCheck {
-                    blocks: blocks.blocks_to_keep(),
-                    failed: middle.to_vec(),
-                    torn: None,
-                })
-            });
-            (cut, left)
-        }
-        FileCheck::Damaged(other) => (None, Some(other.clone())),
+    let FileCheck::Damaged(Damage::Blocks(blocks)) = &found else {
+        let left = match &found {
+            FileCheck::Clean => None,
+            FileCheck::Damaged(other) => Some(other.clone()),
+        };
+        return Ok(Repair {
+            found,
+            cut: None,
+            resealed: None,
+            left,
+        });
     };
-    Ok(Repair { found, cut, left })
+    let cipher = keys.open_header(&file)?;
+    let (cut, resealed) = mend_tail(&file, &cipher, blocks).map_err(content_to_key_error)?;
+    file.sync_all()?;
+    let left = match check_open(&file, keys)? {
+        FileCheck::Clean => None,
+        FileCheck::Damaged(damage) => Some(damage),
+    };
+    Ok(Repair {
+        found,
+        cut,
+        resealed,
+        left,
+    })
 }
 
 fn content_to_key_error(e: ContentError) -> KeyError {
@@ -150,14 +163,18 @@ pub struct BlockCheck {
     pub blocks: u64,
     /// Complete blocks that fail authentication, by index.
     pub failed: Vec<u64>,
+    /// Header version 2: whole blocks in the wrong place, as
+    /// [`FormatError::EndNotSealedLast`] (the file was cut short after it) or
+    /// [`FormatError::LastBlockInside`] (blocks were added after it).
+    pub misplaced: Vec<FormatError>,
     /// The file's extent when it ends in a torn block.
     pub torn: Option<CipherExtent>,
 }
 
 impl BlockCheck {
-    /// True when every block authenticates and there is no torn tail.
+    /// True when every block authenticates at its place and there is no torn tail.
     pub fn is_clean(&self) -> bool {
-        self.failed.is_empty() && self.torn.is_none()
+        self.failed.is_empty() && self.misplaced.is_empty() && self.torn.is_none()
     }
 
     /// Blocks a repair keeps: all but a last block that fails authentication. The damage at
@@ -178,27 +195,62 @@ impl BlockCheck {
     }
 }
 
-/// Authenticates every complete block of a cipher file and notes a torn tail.
+/// Authenticates every complete block of a cipher file at its place and notes a torn tail.
 pub fn check(file: &File, cipher: &FileCipher) -> Result<BlockCheck, ContentError> {
     let extent = content::extent(file)?;
     let plain = extent.plain_size;
     let blocks = plain.div_ceil(BLOCK_PLAIN_LEN);
     let mut failed = Vec::new();
+    let mut misplaced = Vec::new();
     let mut buf = vec![0u8; BLOCK_CIPHER_LEN as usize];
     for index in 0..blocks {
         let len =
             ((plain - index * BLOCK_PLAIN_LEN).min(BLOCK_PLAIN_LEN) + BLOCK_OVERHEAD) as usize;
+        // With a torn tail, the torn block was the last: every complete block is an inner one.
+        let place = if extent.torn_len > 0 {
+            Place::Inner
+        } else {
+            Place::of(index, plain)
+        };
         let block = &mut buf[..len];
         content::read_exact_at(file, block, block_cipher_offset(index))?;
-        if cipher.open_block_to_front(index, block, 0).is_err() {
-            failed.push(index);
+        let error = match cipher.open_block_to_front(index, place, block, 0) {
+            Ok(_) => continue,
+            Err(FormatError::BlockAuth(_)) => {
+                match content::diagnosed(file, cipher, index, place, len) {
+                    ContentError::Corrupt(e) => e,
+                    ContentError::Io(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => e,
+        };
+        match error {
+            FormatError::EndNotSealedLast(_) | FormatError::LastBlockInside(_) => {
+                misplaced.push(error)
+            }
+            _ => failed.push(index),
         }
     }
     Ok(BlockCheck {
         blocks,
         failed,
+        misplaced,
         torn: (extent.torn_len > 0).then_some(extent),
     })
+}
+
+/// Mends the damage at the end of a cipher file that [`check`] found: cuts it back to its last
+/// authentic block ([`cut_damaged_tail`]), then (header version 2) re-seals the block the file
+/// ends with as the last one when it is sealed as an inner one. Returns what was cut and which
+/// block was re-sealed.
+pub fn mend_tail(
+    file: &File,
+    cipher: &FileCipher,
+    found: &BlockCheck,
+) -> Result<(Option<TailCut>, Option<u64>), ContentError> {
+    let cut = cut_damaged_tail(file, found)?;
+    let mended = content::mend_end(file, cipher, true)?;
+    Ok((cut, mended.resealed))
 }
 
 /// What [`cut_damaged_tail`] cut off a cipher file.
@@ -235,7 +287,6 @@ pub fn cut_damaged_tail(file: &File, found: &BlockCheck) -> Result<Option<TailCu
         block_cipher_offset(keep)
     };
     file.set_len(new_cipher_size)?;
-    file.sync_all()?;
     Ok(Some(TailCut {
         old_cipher_size,
         new_cipher_size,
@@ -274,16 +325,17 @@ mod tests {
             (4, &[3][..], None)
         );
         assert_eq!(found.blocks_to_keep(), 3);
-        let cut = cut_damaged_tail(&file, &found).expect("cut").expect("cut");
+        let (cut, resealed) = mend_tail(&file, &cipher, &found).expect("mend");
         assert_eq!(
             cut,
-            TailCut {
+            Some(TailCut {
                 old_cipher_size: block_cipher_offset(3) + 60,
                 new_cipher_size: block_cipher_offset(3),
                 old_plain_size: 3 * BLOCK_PLAIN_LEN + 32,
                 new_plain_size: 3 * BLOCK_PLAIN_LEN,
-            }
+            })
         );
+        assert_eq!(resealed, Some(2), "block 2 ends the file now");
         assert!(check(&file, &cipher).expect("check").is_clean());
     }
 
@@ -298,7 +350,9 @@ mod tests {
             found.torn.map(|t| (t.plain_size, t.torn_len)),
             Some((3 * 4096, 28))
         );
-        let cut = cut_damaged_tail(&file, &found).expect("cut").expect("cut");
+        let (cut, resealed) = mend_tail(&file, &cipher, &found).expect("mend");
+        let cut = cut.expect("cut");
+        assert_eq!(resealed, Some(2));
         assert_eq!(
             (cut.new_cipher_size, cut.old_plain_size, cut.new_plain_size),
             (
@@ -314,8 +368,8 @@ mod tests {
         let found = check(&file, &cipher).expect("check");
         assert!(found.is_clean());
         assert_eq!(
-            cut_damaged_tail(&file, &found).expect("cut"),
-            None,
+            mend_tail(&file, &cipher, &found).expect("mend"),
+            (None, None),
             "a sound end stays"
         );
     }
@@ -350,12 +404,95 @@ mod tests {
         let found = check(&file, &cipher).expect("check");
         assert_eq!((found.blocks, found.failed.clone()), (4, vec![1, 3]));
         assert_eq!(found.failed_in_the_middle(), &[1]);
-        let cut = cut_damaged_tail(&file, &found).expect("cut").expect("cut");
-        assert_eq!(cut.new_cipher_size, block_cipher_offset(3));
+        let (cut, resealed) = mend_tail(&file, &cipher, &found).expect("mend");
+        assert_eq!(cut.expect("cut").new_cipher_size, block_cipher_offset(3));
+        assert_eq!(resealed, Some(2));
         assert_eq!(
             check(&file, &cipher).expect("check").failed,
             vec![1],
             "the middle block is still there, still failing"
         );
+    }
+
+    /// Block indexes and sizes of a version 2 file of `n` plaintext bytes cut at a block
+    /// boundary: every cut ends the file in an inner block, which fails as the end until a
+    /// repair re-seals it.
+    #[test]
+    fn a_cut_at_every_block_boundary_is_named_and_repaired() {
+        let plain = pattern(6 * FULL + 123);
+        for keep in 1..=6u64 {
+            let (_dir, file, cipher) = cipher_file(&plain);
+            file.set_len(block_cipher_offset(keep)).expect("cut");
+            let end = keep * BLOCK_PLAIN_LEN;
+            // Every block before the cut reads; the one that now ends the file gives EIO.
+            assert_eq!(
+                read(&file, &cipher, 0, ((keep - 1) * BLOCK_PLAIN_LEN) as u32)
+                    .expect("inner blocks"),
+                plain[..((keep - 1) * BLOCK_PLAIN_LEN) as usize]
+            );
+            assert_eq!(
+                read(&file, &cipher, end - 10, 10),
+                Err(format!(
+                    "{:?}",
+                    ContentError::Corrupt(FormatError::EndNotSealedLast(keep - 1))
+                ))
+            );
+            let found = check(&file, &cipher).expect("check");
+            assert_eq!(
+                found.misplaced,
+                vec![FormatError::EndNotSealedLast(keep - 1)]
+            );
+            assert_eq!(
+                Damage::Blocks(found.clone()).to_string(),
+                format!(
+                    "block {} ends the file but is not sealed as its last block: the file was cut short",
+                    keep - 1
+                )
+            );
+            assert_eq!(
+                mend_tail(&file, &cipher, &found).expect("mend"),
+                (None, Some(keep - 1))
+            );
+            assert!(check(&file, &cipher).expect("check").is_clean());
+            assert_eq!(
+                read(&file, &cipher, 0, 1 << 20).expect("read"),
+                plain[..end as usize]
+            );
+        }
+    }
+
+    #[test]
+    fn blocks_added_after_the_end_are_named_and_left() {
+        // Two copies of one file (same DEK and file id): the shorter ends at block 2, the
+        // longer goes on. The longer copy's block 3 appended to the shorter one.
+        let long = pattern(4 * FULL + 50);
+        let (_dir, file, cipher) = cipher_file(&long);
+        let mut block3 = vec![0u8; 50 + BLOCK_OVERHEAD as usize];
+        file.read_exact_at(&mut block3, block_cipher_offset(4))
+            .expect("read the other copy's last block");
+        crate::fs::content::truncate(&file, &cipher, 4 * BLOCK_PLAIN_LEN).expect("shorter copy");
+        assert!(check(&file, &cipher).expect("check").is_clean());
+        file.write_all_at(&block3, block_cipher_offset(4))
+            .expect("append");
+        assert_eq!(
+            read(&file, &cipher, 3 * FULL as u64, 10),
+            Err(format!(
+                "{:?}",
+                ContentError::Corrupt(FormatError::LastBlockInside(3))
+            ))
+        );
+        assert_eq!(
+            read(&file, &cipher, 4 * FULL as u64, 50).expect("the added block opens"),
+            long[4 * FULL..]
+        );
+        let found = check(&file, &cipher).expect("check");
+        assert_eq!(found.misplaced, vec![FormatError::LastBlockInside(3)]);
+        assert!(found.failed.is_empty());
+        // Nothing at the end to mend: the added block authenticates as a last block.
+        assert_eq!(
+            mend_tail(&file, &cipher, &found).expect("mend"),
+            (None, None)
+        );
+        assert!(!check(&file, &cipher).expect("check").is_clean());
     }
 }

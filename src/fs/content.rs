@@ -4,7 +4,7 @@
 
 use crate::format::{
     BLOCK_CIPHER_LEN, BLOCK_OVERHEAD, BLOCK_PLAIN_LEN, CipherExtent, FileCipher, FormatError,
-    block_cipher_offset, cipher_size,
+    Place, block_cipher_offset, cipher_size,
 };
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -37,9 +37,20 @@ pub struct FileState {
     /// Damaged blocks already logged while the file is open: the kernel retries a failed read
     /// (readahead, then page by page), and one damaged block deserves one log line.
     reported: Mutex<HashSet<u64>>,
+    /// Set once the end of the file was checked before a first change ([`mend_end`]): damage
+    /// at the end comes from before the mount, and the mount's own writes keep the end sound.
+    end_checked: std::sync::atomic::AtomicBool,
 }
 
 impl FileState {
+    /// True the first time it is asked while the file is loaded: whether a change must check
+    /// the end of the file first.
+    pub fn first_change(&self) -> bool {
+        !self
+            .end_checked
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// True the first time `block` is reported while this file is open.
     pub fn first_report(&self, block: u64) -> bool {
         self.reported
@@ -107,6 +118,51 @@ pub fn cut_torn_tail(file: &File) -> Result<Option<CipherExtent>, ContentError> 
     Ok(Some(extent))
 }
 
+/// What [`mend_end`] mended at the end of a cipher file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mended {
+    /// The file's extent when it ended in a torn block, now cut off.
+    pub torn: Option<CipherExtent>,
+    /// The last block, re-sealed as the last one: it was whole but sealed as an inner block
+    /// (or was a hole), as a crash between the two writes of an append or a truncate leaves it.
+    pub resealed: Option<u64>,
+}
+
+/// Mends the damage a crash leaves at the end of a cipher file so that the file can be written
+/// again, losing nothing a reader could get: cuts a torn tail, then (header version 2, when
+/// `check_last` or when a tail was cut) re-seals the last block as the last one when it is whole
+/// but sealed as an inner block. A block that does not authenticate is left alone.
+pub fn mend_end(
+    file: &File,
+    cipher: &FileCipher,
+    check_last: bool,
+) -> Result<Mended, ContentError> {
+    let torn = cut_torn_tail(file)?;
+    let mut mended = Mended {
+        torn,
+        resealed: None,
+    };
+    if !cipher.marks_last() || !(check_last || torn.is_some()) {
+        return Ok(mended);
+    }
+    let plain = plain_len(file)?;
+    if plain == 0 {
+        return Ok(mended);
+    }
+    let index = (plain - 1) / BLOCK_PLAIN_LEN;
+    let len = (plain - index * BLOCK_PLAIN_LEN) as usize;
+    match read_block(file, cipher, index, Place::Last, len) {
+        Ok(_) | Err(ContentError::Corrupt(FormatError::BlockAuth(_))) => {}
+        Err(ContentError::Corrupt(FormatError::EndNotSealedLast(_))) => {
+            let block = read_block(file, cipher, index, Place::Inner, len)?;
+            seal_and_write(file, cipher, index, Place::Last, &block)?;
+            mended.resealed = Some(index);
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(mended)
+}
+
 /// Reads `buf.len()` bytes at `offset`; a file shorter than that is corrupt.
 pub(super) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), ContentError> {
     let mut done = 0;
@@ -124,18 +180,54 @@ pub(super) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<
     Ok(())
 }
 
-/// Reads and opens block `index` holding `plain_len` bytes; returns its plaintext.
+/// Why block `index` (`cipher_len` bytes on disk), which failed to open at `place`, failed:
+/// read again and told apart ([`FileCipher::diagnose`]).
+pub(super) fn diagnosed(
+    file: &File,
+    cipher: &FileCipher,
+    index: u64,
+    place: Place,
+    cipher_len: usize,
+) -> ContentError {
+    let mut block = vec![0u8; cipher_len];
+    match read_exact_at(file, &mut block, block_cipher_offset(index)) {
+        Ok(()) => cipher.diagnose(index, place, &mut block).into(),
+        Err(e) => e,
+    }
+}
+
+/// Reads and opens block `index` at `place`, holding `plain_len` bytes; returns its plaintext.
 fn read_block(
     file: &File,
     cipher: &FileCipher,
     index: u64,
+    place: Place,
     plain_len: usize,
 ) -> Result<Vec<u8>, ContentError> {
     let mut block = vec![0u8; plain_len + BLOCK_OVERHEAD as usize];
     read_exact_at(file, &mut block, block_cipher_offset(index))?;
-    let n = cipher.open_block_to_front(index, &mut block, 0)?;
-    block.truncate(n);
-    Ok(block)
+    match cipher.open_block_to_front(index, place, &mut block, 0) {
+        Ok(n) => {
+            block.truncate(n);
+            Ok(block)
+        }
+        Err(FormatError::BlockAuth(_)) => Err(diagnosed(file, cipher, index, place, block.len())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Seals `plain` as block `index` at `place` and writes it.
+fn seal_and_write(
+    file: &File,
+    cipher: &FileCipher,
+    index: u64,
+    place: Place,
+    plain: &[u8],
+) -> Result<(), ContentError> {
+    let mut out = vec![0u8; plain.len() + BLOCK_OVERHEAD as usize];
+    cipher.seal_block(index, place, plain, &mut out);
+    file.write_all_at(&out, block_cipher_offset(index))?;
+    Ok(())
 }
 
 /// Reads up to `size` plaintext bytes at `offset` into `buf` and returns the range of `buf`
@@ -143,7 +235,8 @@ fn read_block(
 ///
 /// A file with a torn tail reads as its complete blocks, and a read at or past their end
 /// answers the torn block's error ([`FormatError::TornBlock`]) where a whole file would answer
-/// the end of the file, so that a reader learns the file is cut short.
+/// the end of the file, so that a reader learns the file is cut short. (Its complete blocks
+/// are then all inner ones: the torn block was the last.)
 pub fn read_into(
     file: &File,
     cipher: &FileCipher,
@@ -173,85 +266,130 @@ pub fn read_into(
     }
     let buf = &mut buf[..len];
     read_exact_at(file, buf, cipher_start)?;
+    let place = |index| {
+        if extent.torn_len > 0 {
+            Place::Inner
+        } else {
+            Place::of(index, plain)
+        }
+    };
     // Each block is opened towards the front of the buffer, right behind the plaintext of the
     // block before it.
     let (mut src, mut dst) = (0, 0);
     for index in first..=last {
         let block_len = (len - src).min(BLOCK_CIPHER_LEN as usize);
-        dst += cipher.open_block_to_front(index, &mut buf[dst..src + block_len], src - dst)?;
+        match cipher.open_block_to_front(
+            index,
+            place(index),
+            &mut buf[dst..src + block_len],
+            src - dst,
+        ) {
+            Ok(n) => dst += n,
+            Err(FormatError::BlockAuth(_)) => {
+                return Err(diagnosed(file, cipher, index, place(index), block_len));
+            }
+            Err(e) => return Err(e.into()),
+        }
         src += block_len;
     }
     let skip = (offset - first * BLOCK_PLAIN_LEN) as usize;
     Ok(skip..skip + (end - offset) as usize)
 }
 
-/// Re-seals the last block of a file of `plain` bytes zero-extended to `new_len` bytes (used
-/// before the file grows past it, so that only the last block is ever short).
-fn extend_last_block(
-    file: &File,
-    cipher: &FileCipher,
-    plain: u64,
-    new_len: usize,
-) -> Result<(), ContentError> {
-    let index = plain / BLOCK_PLAIN_LEN;
-    let old_len = (plain % BLOCK_PLAIN_LEN) as usize;
-    if old_len == 0 {
-        return Ok(());
-    }
-    let mut block = read_block(file, cipher, index, old_len)?;
-    block.resize(new_len, 0);
-    let mut out = vec![0u8; new_len + BLOCK_OVERHEAD as usize];
-    cipher.seal_block(index, &block, &mut out);
-    file.write_all_at(&out, block_cipher_offset(index))?;
-    Ok(())
-}
-
-/// Before a write at `offset`, past the block that holds the end of a file of `old` bytes:
-/// re-seals that block whole, so that only the last block is ever short.
-fn complete_last_block_before(
+/// Before blocks from `first` on are written to a file of `old` bytes that then holds `new`:
+/// the old last block, when the write does not cover it and the file grows past it, is
+/// re-sealed whole (zero-extended when short) as an inner block. When it sits right before
+/// `first` it is appended to `out`, so that one write covers it and the new blocks, and its
+/// index is returned; otherwise it is written at once and `first` is returned.
+///
+/// Of the two writes a growing file gets, the old last block goes first: a crash between them
+/// leaves a file that ends in an inner block, which [`mend_end`] and `fsck --repair` re-seal,
+/// never a last block in the middle.
+fn reseal_passed_end(
     file: &File,
     cipher: &FileCipher,
     old: u64,
-    offset: u64,
-) -> Result<(), ContentError> {
-    if offset > old && old / BLOCK_PLAIN_LEN < offset / BLOCK_PLAIN_LEN {
-        extend_last_block(file, cipher, old, BLOCK_PLAIN_LEN as usize)?;
+    new: u64,
+    first: u64,
+    out: &mut Vec<u8>,
+) -> Result<u64, ContentError> {
+    if old == 0 {
+        return Ok(first);
     }
-    Ok(())
+    let index = (old - 1) / BLOCK_PLAIN_LEN;
+    let len = (old - index * BLOCK_PLAIN_LEN) as usize;
+    let passed = index < first && new > old && (new - 1) / BLOCK_PLAIN_LEN > index;
+    let short = len < BLOCK_PLAIN_LEN as usize;
+    if !passed || !(short || cipher.marks_last()) {
+        return Ok(first);
+    }
+    let mut block = read_block(file, cipher, index, Place::Last, len)?;
+    block.resize(BLOCK_PLAIN_LEN as usize, 0);
+    if index + 1 == first {
+        cipher.seal_block_append(index, Place::Inner, &block, out);
+        return Ok(index);
+    }
+    seal_and_write(file, cipher, index, Place::Inner, &block)?;
+    Ok(first)
 }
 
-/// Seals `data`, whole blocks starting at block `first`, and appends them to `out`. This part of
-/// a block-aligned write depends on nothing in the file, so it runs before the file's lock is
-/// taken, and the sealing of several requests proceeds in parallel.
+/// Seals the whole blocks of `data` for a block-aligned write at block `first`, all but the
+/// last, into `out`, after room for one block: this part depends on nothing in the file, so it
+/// runs before the file's lock is taken, and the sealing of several requests proceeds in
+/// parallel. [`write_sealed`] finishes the write under the lock.
 pub fn seal_blocks(cipher: &FileCipher, first: u64, data: &[u8], out: &mut Vec<u8>) {
+    out.clear();
     out.reserve(
-        data.len().div_ceil(BLOCK_PLAIN_LEN as usize) * BLOCK_OVERHEAD as usize + data.len(),
+        (data.len().div_ceil(BLOCK_PLAIN_LEN as usize) + 1) * BLOCK_OVERHEAD as usize
+            + data.len()
+            + BLOCK_PLAIN_LEN as usize,
     );
-    for (i, plain) in data.chunks(BLOCK_PLAIN_LEN as usize).enumerate() {
-        cipher.seal_block_append(first + i as u64, plain, out);
+    out.resize(BLOCK_CIPHER_LEN as usize, 0);
+    let blocks = data.len().div_ceil(BLOCK_PLAIN_LEN as usize);
+    let inner = &data[..(blocks.saturating_sub(1) * BLOCK_PLAIN_LEN as usize)];
+    for (i, plain) in inner.chunks(BLOCK_PLAIN_LEN as usize).enumerate() {
+        cipher.seal_block_append(first + i as u64, Place::Inner, plain, out);
     }
 }
 
-/// Writes whole blocks sealed by [`seal_blocks`] at block `first`, first re-sealing a short
-/// last block it would leave behind.
+/// Finishes a block-aligned write of `data` at block `first` whose blocks [`seal_blocks`]
+/// sealed into `sealed`: seals the request's last block at its place in the file, re-seals the
+/// old last block when the file grows past it, and writes.
 pub fn write_sealed(
     file: &File,
     cipher: &FileCipher,
     first: u64,
-    sealed: &[u8],
+    data: &[u8],
+    sealed: &mut Vec<u8>,
 ) -> Result<(), ContentError> {
-    if sealed.is_empty() {
+    if data.is_empty() {
         return Ok(());
     }
     let old = plain_len(file)?;
-    complete_last_block_before(file, cipher, old, first * BLOCK_PLAIN_LEN)?;
-    file.write_all_at(sealed, block_cipher_offset(first))?;
-    if sealed.len() >= WRITE_BEHIND_MIN {
+    let blocks = data.len().div_ceil(BLOCK_PLAIN_LEN as usize) as u64;
+    let last = first + blocks - 1;
+    let new = old.max(first * BLOCK_PLAIN_LEN + data.len() as u64);
+    let tail = &data[((blocks - 1) * BLOCK_PLAIN_LEN) as usize..];
+    cipher.seal_block_append(last, Place::of(last, new), tail, sealed);
+    // The room before the sealed blocks takes the old last block when it must be re-sealed
+    // right before them.
+    let mut before = Vec::new();
+    let start = reseal_passed_end(file, cipher, old, new, first, &mut before)?;
+    let from = if start < first {
+        let at = BLOCK_CIPHER_LEN as usize - before.len();
+        sealed[at..BLOCK_CIPHER_LEN as usize].copy_from_slice(&before);
+        at
+    } else {
+        BLOCK_CIPHER_LEN as usize
+    };
+    let bytes = &sealed[from..];
+    file.write_all_at(bytes, block_cipher_offset(start))?;
+    if bytes.len() >= WRITE_BEHIND_MIN {
         // Best effort: failing to start writeback early loses nothing.
         let _ = crate::sys::start_writeback(
             std::os::fd::AsFd::as_fd(file),
-            block_cipher_offset(first),
-            sealed.len() as u64,
+            block_cipher_offset(start),
+            bytes.len() as u64,
         );
     }
     Ok(())
@@ -275,10 +413,11 @@ pub fn write(
     }
     let old = plain_len(file)?;
     let end = offset + data.len() as u64;
+    let new = old.max(end);
     let first = offset / BLOCK_PLAIN_LEN;
     let last = (end - 1) / BLOCK_PLAIN_LEN;
-    complete_last_block_before(file, cipher, old, offset)?;
     out.clear();
+    let start = reseal_passed_end(file, cipher, old, new, first, out)?;
     let mut plain_block = Vec::with_capacity(BLOCK_PLAIN_LEN as usize);
     for index in first..=last {
         let block_start = index * BLOCK_PLAIN_LEN;
@@ -291,27 +430,30 @@ pub fn write(
         } else {
             0
         };
+        let place = Place::of(index, new);
         if from == 0 && to >= existing {
             // Covered from its start to at least its old end: nothing of it to keep.
-            cipher.seal_block_append(index, src, out);
+            cipher.seal_block_append(index, place, src, out);
             continue;
         }
         plain_block.clear();
         if existing > 0 {
-            plain_block.extend_from_slice(&read_block(file, cipher, index, existing)?);
+            let old_place = Place::of(index, old);
+            plain_block.extend_from_slice(&read_block(file, cipher, index, old_place, existing)?);
         }
         plain_block.resize(existing.max(to), 0);
         plain_block[from..to].copy_from_slice(src);
-        cipher.seal_block_append(index, &plain_block, out);
+        cipher.seal_block_append(index, place, &plain_block, out);
     }
-    file.write_all_at(out, block_cipher_offset(first))?;
+    file.write_all_at(out, block_cipher_offset(start))?;
     Ok(())
 }
 
-/// Sets the plaintext size to `new`. Shrinking re-seals a cut last block; growing re-seals a
-/// short last block to its new length and leaves the rest as holes (sparse). `cipher` is needed
-/// whenever a block must be re-sealed; growing an empty file needs the header written first.
-pub fn truncate(file: &File, cipher: Option<&FileCipher>, new: u64) -> Result<(), ContentError> {
+/// Sets the plaintext size to `new` (not 0: [`make_empty`] empties a file). Shrinking re-seals
+/// the new last block; growing re-seals the old last block to its new length (and place) and,
+/// in header version 2, writes the new last block as sealed zeros; the blocks between are left
+/// as holes (sparse).
+pub fn truncate(file: &File, cipher: &FileCipher, new: u64) -> Result<(), ContentError> {
     if new == 0 {
         make_empty(file)?;
         return Ok(());
@@ -320,24 +462,45 @@ pub fn truncate(file: &File, cipher: Option<&FileCipher>, new: u64) -> Result<()
     if new == old {
         return Ok(());
     }
-    let needs_cipher = || ContentError::Corrupt(FormatError::HeaderAuth);
+    let new_last = (new - 1) / BLOCK_PLAIN_LEN;
+    let new_last_len = (new - new_last * BLOCK_PLAIN_LEN) as usize;
     if new < old {
-        let cut = (new % BLOCK_PLAIN_LEN) as usize;
-        if cut != 0 {
-            let cipher = cipher.ok_or_else(needs_cipher)?;
-            let index = new / BLOCK_PLAIN_LEN;
-            let existing = ((old - index * BLOCK_PLAIN_LEN).min(BLOCK_PLAIN_LEN)) as usize;
-            let mut block = read_block(file, cipher, index, existing)?;
-            block.truncate(cut);
-            let mut out = vec![0u8; cut + BLOCK_OVERHEAD as usize];
-            cipher.seal_block(index, &block, &mut out);
-            file.write_all_at(&out, block_cipher_offset(index))?;
+        let cut_inside = new_last_len < BLOCK_PLAIN_LEN as usize;
+        if !cut_inside && !cipher.marks_last() {
+            file.set_len(cipher_size(new))?;
+            return Ok(());
         }
-    } else if old % BLOCK_PLAIN_LEN != 0 {
-        let cipher = cipher.ok_or_else(needs_cipher)?;
-        let last_start = (old / BLOCK_PLAIN_LEN) * BLOCK_PLAIN_LEN;
-        let new_len = (new - last_start).min(BLOCK_PLAIN_LEN) as usize;
-        extend_last_block(file, cipher, old, new_len)?;
+        let existing = ((old - new_last * BLOCK_PLAIN_LEN).min(BLOCK_PLAIN_LEN)) as usize;
+        let mut block = read_block(file, cipher, new_last, Place::of(new_last, old), existing)?;
+        block.truncate(new_last_len);
+        // Cut first: a crash in between leaves damage at the end only.
+        file.set_len(cipher_size(new))?;
+        return seal_and_write(file, cipher, new_last, Place::Last, &block);
+    }
+    if old > 0 {
+        let index = (old - 1) / BLOCK_PLAIN_LEN;
+        let len = (old - index * BLOCK_PLAIN_LEN) as usize;
+        let stays_last = index == new_last;
+        if stays_last || len < BLOCK_PLAIN_LEN as usize || cipher.marks_last() {
+            let mut block = read_block(file, cipher, index, Place::Last, len)?;
+            let (new_len, place) = if stays_last {
+                (new_last_len, Place::Last)
+            } else {
+                (BLOCK_PLAIN_LEN as usize, Place::Inner)
+            };
+            block.resize(new_len, 0);
+            seal_and_write(file, cipher, index, place, &block)?;
+        }
+    }
+    let made_new_last = old == 0 || new_last > (old - 1) / BLOCK_PLAIN_LEN;
+    if cipher.marks_last() && made_new_last {
+        seal_and_write(
+            file,
+            cipher,
+            new_last,
+            Place::Last,
+            &vec![0u8; new_last_len],
+        )?;
     }
     file.set_len(cipher_size(new))?;
     Ok(())
@@ -346,7 +509,8 @@ pub fn truncate(file: &File, cipher: Option<&FileCipher>, new: u64) -> Result<()
 /// Makes plaintext `[from, to)` of a file read as zeros (`to` at most its size): whole blocks
 /// through `clear(cipher_offset, cipher_len)`, which leaves them all-zero on disk (a punched
 /// hole or zeroed range: a hole, which reads as zeros), the partly covered blocks at the two
-/// ends re-sealed with zeros in their part of the range.
+/// ends re-sealed with zeros in their part of the range. In header version 2 the last block is
+/// never made a hole: it is re-sealed with zeros.
 pub fn zero_range(
     file: &File,
     cipher: &FileCipher,
@@ -359,9 +523,12 @@ pub fn zero_range(
     }
     let plain = plain_len(file)?;
     let whole_from = from.div_ceil(BLOCK_PLAIN_LEN);
-    // The last block counts as whole when the range reaches the end of the file.
-    let whole_to = if to >= plain {
+    // The last block counts as whole when the range reaches the end of the file (unless it must
+    // stay sealed as the last).
+    let whole_to = if to >= plain && !cipher.marks_last() {
         plain.div_ceil(BLOCK_PLAIN_LEN)
+    } else if to >= plain {
+        (plain - 1) / BLOCK_PLAIN_LEN
     } else {
         to / BLOCK_PLAIN_LEN
     };
@@ -392,6 +559,19 @@ pub fn zero_range(
     let end = block_cipher_offset(whole_to).min(cipher_size(plain));
     clear(start, end - start)?;
     Ok(())
+}
+
+/// Whether the last block of a file of `plain` bytes (not 0) opens to all zeros: a version 2
+/// file's last block is sealed zeros where a version 1 file would have a hole.
+pub fn last_block_is_zeros(
+    file: &File,
+    cipher: &FileCipher,
+    plain: u64,
+) -> Result<bool, ContentError> {
+    let index = (plain - 1) / BLOCK_PLAIN_LEN;
+    let len = (plain - index * BLOCK_PLAIN_LEN) as usize;
+    let block = read_block(file, cipher, index, Place::Last, len)?;
+    Ok(block.iter().all(|&b| b == 0))
 }
 
 /// Whether cipher block `index` of a file whose cipher size is `cipher_end` is a hole (all its
@@ -506,16 +686,14 @@ pub(super) mod tests {
             torn(2, 5)
         );
         assert_eq!(
-            refused(truncate(&file, Some(&cipher), 5 * FULL as u64)),
+            refused(truncate(&file, &cipher, 5 * FULL as u64)),
             torn(2, 5)
         );
-        let sealed = {
-            let mut out = Vec::new();
-            seal_blocks(&cipher, 3, &[1u8; FULL], &mut out);
-            out
-        };
+        let data = [1u8; FULL];
+        let mut sealed = Vec::new();
+        seal_blocks(&cipher, 3, &data, &mut sealed);
         assert_eq!(
-            refused(write_sealed(&file, &cipher, 3, &sealed)),
+            refused(write_sealed(&file, &cipher, 3, &data, &mut sealed)),
             torn(2, 5)
         );
         assert_eq!(
@@ -524,12 +702,17 @@ pub(super) mod tests {
             "nothing written"
         );
 
-        let cut = cut_torn_tail(&file)
-            .expect("cut")
-            .expect("there was a tail");
+        let mended = mend_end(&file, &cipher, false).expect("mend");
+        let cut = mended.torn.expect("there was a tail");
         assert_eq!((cut.plain_size, cut.torn_len), (2 * FULL as u64, 5));
+        // The torn block was the last: the block the file now ends with is re-sealed as such.
+        assert_eq!(mended.resealed, Some(1));
         assert_eq!(file.metadata().expect("stat").len(), block_cipher_offset(2));
-        assert_eq!(cut_torn_tail(&file).expect("cut"), None, "once");
+        assert_eq!(
+            mend_end(&file, &cipher, true).expect("mend"),
+            Mended::default(),
+            "once"
+        );
         // Now a file of its complete blocks: it grows, and every block authenticates.
         write(
             &file,

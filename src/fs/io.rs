@@ -318,12 +318,12 @@ impl CryptFs {
                 }
             }
             let mut slot = state.cipher.write().unwrap_or_else(PoisonError::into_inner);
-            let cipher = self.cipher_for_writing(inode, file, &mut slot)?;
+            let cipher = self.cipher_for_writing(inode, file, state, &mut slot)?;
             let result = match sealed_with {
                 // Sealed under the DEK still in use (the file was not emptied and recreated
                 // with a new one meanwhile).
                 Some(sealed_with) if Arc::ptr_eq(&sealed_with, &cipher) => {
-                    content::write_sealed(file, &cipher, offset / BLOCK_PLAIN_LEN, buf)
+                    content::write_sealed(file, &cipher, offset / BLOCK_PLAIN_LEN, data, buf)
                 }
                 _ => content::write(file, &cipher, offset, data, buf),
             };
@@ -333,19 +333,24 @@ impl CryptFs {
     }
 
     /// The cipher to write with: the loaded one, the one in the header, or a new DEK and header
-    /// for an empty file.
+    /// for an empty file. Mends the end of the file first ([`Self::mend_end`]).
     fn cipher_for_writing(
         &self,
         inode: &Inode,
         file: &File,
+        state: &FileState,
         slot: &mut Option<Arc<FileCipher>>,
     ) -> FsResult<Arc<FileCipher>> {
         if slot.is_some() && file.metadata()?.len() == 0 {
             *slot = None;
         }
-        self.cut_torn_tail(inode, file)?;
+        if content::extent(file).is_ok_and(|extent| extent.torn_len > 0 && extent.plain_size == 0) {
+            // Nothing but a torn block: no block is left to re-seal.
+            self.mend_end(inode, file, state, None)?;
+        }
         self.load_cipher(inode, file, slot)?;
         if let Some(cipher) = slot {
+            self.mend_end(inode, file, state, Some(cipher))?;
             return Ok(cipher.clone());
         }
         let cipher = self
@@ -356,30 +361,53 @@ impl CryptFs {
         Ok(cipher)
     }
 
-    /// Before a change of a file's content or size: cuts a torn tail off it, with one log line.
+    /// Before a change of a file's content or size: mends the damage a crash leaves at its
+    /// end, with one log line each: cuts a torn tail, and (header version 2, checked once while
+    /// the file is loaded) re-seals a last block that is whole but sealed as an inner block.
     ///
-    /// Why cut rather than refuse: the torn bytes (1 to 28, after the complete blocks) hold
-    /// nothing that could ever be authenticated, and reads already show the file as its complete
-    /// blocks, which the cut keeps, so the cut loses nothing a reader could get. The file is
-    /// then a valid one of that size, and the change applies to it as the kernel sees it (an
-    /// append lands right after the complete blocks). Refusing would leave every writer of a
-    /// file cut short by a crash (a log, a database) failing with EIO until an unmount and a
-    /// `kmsfs fsck --repair`, which cuts exactly the same bytes. Called with the file's lock
-    /// held exclusively.
-    fn cut_torn_tail(&self, inode: &Inode, file: &File) -> FsResult<()> {
-        let cut = content::cut_torn_tail(file).map_err(|e| match e {
+    /// Why mend rather than refuse: the torn bytes (1 to 28, after the complete blocks) hold
+    /// nothing that could ever be authenticated, and a last block sealed as an inner one holds
+    /// authentic plaintext that reads give EIO for only because of its place; reads already show
+    /// the file as its complete blocks, which the mend keeps, so it loses nothing a reader could
+    /// get. The file is then a valid one of that size, and the change applies to it as the
+    /// kernel sees it (an append lands right after the complete blocks). Refusing would leave
+    /// every writer of a file cut short by a crash (a log, a database) failing with EIO until an
+    /// unmount and a `kmsfs fsck --repair`, which mends exactly the same way. Called with the
+    /// file's lock held exclusively; `cipher` is `None` only for a file with no complete block.
+    fn mend_end(
+        &self,
+        inode: &Inode,
+        file: &File,
+        state: &FileState,
+        cipher: Option<&Arc<FileCipher>>,
+    ) -> FsResult<()> {
+        let mended = match cipher {
+            Some(cipher) => content::mend_end(file, cipher, state.first_change()),
+            None => content::cut_torn_tail(file).map(|torn| content::Mended {
+                torn,
+                resealed: None,
+            }),
+        }
+        .map_err(|e| match e {
             ContentError::Io(e) => FsError::from(e),
             ContentError::Corrupt(e) => {
                 tracing::error!(path = %inode.backing_path(), "corrupt file: {e}");
                 FsError(libc::EIO)
             }
         })?;
-        if let Some(torn) = cut {
+        if let Some(torn) = mended.torn {
             tracing::warn!(
                 path = %inode.backing_path(),
                 block = torn.plain_size / BLOCK_PLAIN_LEN,
                 torn_bytes = torn.torn_len,
                 "torn tail cut before a write: the file now ends with its last complete block"
+            );
+        }
+        if let Some(block) = mended.resealed {
+            tracing::warn!(
+                path = %inode.backing_path(),
+                block,
+                "the file ended in a block not sealed as its last (a crash cut it short): re-sealed as the last before a write"
             );
         }
         Ok(())
@@ -409,9 +437,8 @@ impl CryptFs {
             *slot = None;
             return Ok(());
         }
-        let cipher = self.cipher_for_writing(inode, file, &mut slot)?;
-        content::truncate(file, Some(&cipher), size)
-            .map_err(|e| self.content_error(inode, &state, e))
+        let cipher = self.cipher_for_writing(inode, file, &state, &mut slot)?;
+        content::truncate(file, &cipher, size).map_err(|e| self.content_error(inode, &state, e))
     }
 
     /// `fallocate(2)` for `caller`:
@@ -446,12 +473,15 @@ impl CryptFs {
         } = handle.as_file()?;
         let end = offset.checked_add(length).ok_or(FsError(libc::EFBIG))?;
         let mut slot = state.cipher.write().unwrap_or_else(PoisonError::into_inner);
-        self.cut_torn_tail(inode, file)?;
+        if file.metadata()?.len() > 0 {
+            // Loads the cipher and mends the end of the file.
+            self.cipher_for_writing(inode, file, state, &mut slot)?;
+        }
         let plain = content::plain_len(file).map_err(|e| self.content_error(inode, state, e))?;
         let grows = mode & KEEP == 0 && end > plain;
         if grows {
-            let cipher = self.cipher_for_writing(inode, file, &mut slot)?;
-            content::truncate(file, Some(&cipher), end)
+            let cipher = self.cipher_for_writing(inode, file, state, &mut slot)?;
+            content::truncate(file, &cipher, end)
                 .map_err(|e| self.content_error(inode, state, e))?;
         }
         let first_block = offset / BLOCK_PLAIN_LEN;
@@ -546,7 +576,15 @@ impl CryptFs {
         let OpenFile {
             inode, file, state, ..
         } = handle.as_file()?;
-        let _shared = state.cipher.read().unwrap_or_else(PoisonError::into_inner);
+        let shared = loop {
+            let guard = state.cipher.read().unwrap_or_else(PoisonError::into_inner);
+            if guard.is_some() || file.metadata()?.len() == 0 {
+                break guard;
+            }
+            drop(guard);
+            let mut slot = state.cipher.write().unwrap_or_else(PoisonError::into_inner);
+            self.load_cipher(inode, file, &mut slot)?;
+        };
         let plain = content::extent(file)
             .map_err(|e| self.content_error(inode, state, e))?
             .plain_size;
@@ -564,10 +602,18 @@ impl CryptFs {
             Err(e) => Err(FsError::from(e)),
         };
         // Cipher blocks straddle the backing filesystem's blocks, so the backing file's holes
-        // only point near ours: a block is a hole when all its bytes are zero.
+        // only point near ours: a block is a hole when all its bytes are zero. The last block of
+        // a version 2 file is never a hole: it counts as one when it holds sealed zeros (what
+        // growing a file by `truncate` writes).
         let is_hole = |index: u64| {
-            content::block_is_hole(file, index, cipher_end)
-                .map_err(|e| self.content_error(inode, state, e))
+            let hole =
+                content::block_is_hole(file, index, cipher_end).and_then(|hole| match &*shared {
+                    Some(cipher) if !hole && cipher.marks_last() && index + 1 == blocks => {
+                        content::last_block_is_zeros(file, cipher, plain)
+                    }
+                    _ => Ok(hole),
+                });
+            hole.map_err(|e| self.content_error(inode, state, e))
         };
         let mut index = offset / BLOCK_PLAIN_LEN;
         match whence {
