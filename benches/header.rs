@@ -2,7 +2,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kmsfs::crypto::Key256;
-use kmsfs::format::{FileCipher, FileHeader, HeaderVersion};
+use kmsfs::format::{FileCipher, FileHeader, HeaderVersion, Keying};
 use std::hint::black_box;
 
 /// A header shaped like the embedded KMS's: its wrapped DEK blob is 81 bytes (format, key id,
@@ -15,6 +15,7 @@ fn header() -> (FileHeader, FileCipher) {
         file_id,
         key_id: uuid::Uuid::from_bytes([4; 16]),
         wrapped_dek: vec![0xa5; 81],
+        keying: Keying::default(),
     };
     (header, cipher)
 }

@@ -88,7 +88,11 @@ HEADER_FS_ID = bytes(range(0xE0, 0xF0))
 HEADER_KEY_ID = uuid.UUID("6f1c3c1e-9b2a-4d5e-8f7a-6b5c4d3e2f10")
 HEADER_WRAPPED = bytes((0x30 + i) % 256 for i in range(81))
 HEADER_LEN = 512
+KEYING_OFFSET = 480
 TAG_OFFSET = 496
+# The keying: content key epoch 3, settled (not re-keying), 0x123456 seals reserved.
+HEADER_EPOCH = 3
+HEADER_SEALS = 0x123456
 
 
 def length_prefixed(*fields):
@@ -99,15 +103,19 @@ def dek_context_v2(fs_id, file_id, key_id):
     return length_prefixed(b"kmsfs-dek-v2", fs_id, file_id, key_id.bytes)
 
 
-def header_v2(dek, file_id, key_id, wrapped):
-    """magic, version 2, flags 0, reserved 0, file id, key id, length, wrapped DEK, zero padding,
-    then HMAC-SHA256(HKDF-SHA256(DEK, salt = file id, info = "kmsfs-header-v2"), bytes 0..28)[:16]."""
+def header_v2(dek, file_id, key_id, wrapped, epoch, rekeying, seals):
+    """magic, version 2, flags 0, reserved 0, file id, key id, length, wrapped DEK, zero padding
+    up to 480, the keying (epoch u32, re-keying u32, seals u64, big-endian), then
+    HMAC-SHA256(HKDF-SHA256(DEK, salt = file id, info = "kmsfs-header-v2"),
+    bytes 0..28 || bytes 480..496)[:16]."""
     fixed = b"KMSFS\0" + struct.pack(">HHH", 2, 0, 0) + file_id
     slot = key_id.bytes + struct.pack(">H", len(wrapped)) + wrapped
-    body = (fixed + slot).ljust(TAG_OFFSET, b"\0")
+    keying = struct.pack(">IIQ", epoch, 1 if rekeying else 0, seals)
+    body = (fixed + slot).ljust(KEYING_OFFSET, b"\0") + keying
     header_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=file_id, info=b"kmsfs-header-v2").derive(dek)
     mac = hmac.HMAC(header_key, hashes.SHA256())
     mac.update(body[:28])
+    mac.update(body[KEYING_OFFSET:TAG_OFFSET])
     tag = mac.finalize()[:16]
     out = body + tag
     assert len(out) == HEADER_LEN
@@ -119,7 +127,9 @@ def mutation(label, note, offset, new, expect):
 
 
 def header_vector():
-    header, tag = header_v2(HEADER_DEK, HEADER_FILE_ID, HEADER_KEY_ID, HEADER_WRAPPED)
+    header, tag = header_v2(
+        HEADER_DEK, HEADER_FILE_ID, HEADER_KEY_ID, HEADER_WRAPPED, HEADER_EPOCH, False, HEADER_SEALS
+    )
     flip = lambda offset, bit: bytes([header[offset] ^ bit])  # noqa: E731
     # What catches each change, in the order a reader checks: the parse ("magic", "version",
     # "flags", "reserved", "wrapped-len", "padding"), else the KMS ("kms": the context or the
@@ -129,10 +139,11 @@ def header_vector():
         mutation("version-3", "Version 3: unknown to this build.", 6, struct.pack(">H", 3), "version"),
         mutation(
             "version-1",
-            "Version 1: the context loses the key id and the label changes, the tag key changes.",
+            "Version 1: the keying becomes version 1 padding, which must be zero (with a zero keying, "
+            "the context would lose the key id and the tag key would change).",
             6,
             struct.pack(">H", 1),
-            "kms+tag",
+            "padding",
         ),
         mutation("flags", "A flag set.", 9, flip(9, 0x01), "flags"),
         mutation("reserved", "A reserved bit set.", 10, flip(10, 0x80), "reserved"),
@@ -140,7 +151,7 @@ def header_vector():
         mutation("key-id-first", "A flipped bit in the key id's first byte: in the context only.", 28, flip(28, 0x01), "kms"),
         mutation("key-id-last", "A flipped bit in the key id's last byte.", 43, flip(43, 0x80), "kms"),
         mutation("wrapped-len-zero", "A wrapped DEK length of 0.", 44, struct.pack(">H", 0), "wrapped-len"),
-        mutation("wrapped-len-451", "A wrapped DEK length past the slot.", 44, struct.pack(">H", 451), "wrapped-len"),
+        mutation("wrapped-len-435", "A wrapped DEK length past the slot (434 bytes).", 44, struct.pack(">H", 435), "wrapped-len"),
         mutation("wrapped-len-shorter", "81 -> 80: the last wrapped byte becomes padding, and is not zero.", 45, flip(45, 0x01), "padding"),
         mutation(
             "wrapped-len-longer",
@@ -152,23 +163,31 @@ def header_vector():
         mutation("wrapped-dek", "A flipped bit in the wrapped DEK.", 46, flip(46, 0x01), "kms"),
         mutation("wrapped-dek-last", "A flipped bit in the wrapped DEK's last byte.", 46 + 80, flip(126, 0x80), "kms"),
         mutation("padding-first", "The first padding byte not zero.", 46 + 81, flip(127, 0x01), "padding"),
-        mutation("padding-last", "The last padding byte not zero.", 495, flip(495, 0x01), "padding"),
+        mutation("padding-last", "The last padding byte not zero.", 479, flip(479, 0x01), "padding"),
+        mutation("epoch", "Another content key epoch.", 483, flip(483, 0x01), "tag"),
+        mutation("rekeying", "Re-keying said where it is not.", 487, bytes([1]), "tag"),
+        mutation("rekeying-2", "Re-keying neither 0 nor 1.", 487, bytes([2]), "re-keying"),
+        mutation("seals", "A lower seal count.", 495, flip(495, 0x01), "tag"),
         mutation("tag-first", "A flipped bit in the tag.", 496, flip(496, 0x01), "tag"),
         mutation("tag-last", "A flipped bit in the tag's last byte.", 511, flip(511, 0x80), "tag"),
     ]
     return {
         "note": (
             "A version 2 header: DEK and file id of the version 1 header vector, key id "
-            "6f1c3c1e-9b2a-4d5e-8f7a-6b5c4d3e2f10, an 81-byte wrapped DEK 30 31 32 ... 80. The DEK is "
-            "wrapped under dek_context (label kmsfs-dek-v2, fs id, file id, key id); the tag is "
-            "HMAC-SHA256(HKDF-SHA256(ikm=DEK, salt=file id, info='kmsfs-header-v2'), bytes 0..28), first "
-            "16 bytes. Each mutation replaces the bytes at its offset and must be caught by 'expect'."
+            "6f1c3c1e-9b2a-4d5e-8f7a-6b5c4d3e2f10, an 81-byte wrapped DEK 30 31 32 ... 80, keying "
+            "epoch 3, settled, 0x123456 seals. The DEK is wrapped under dek_context (label "
+            "kmsfs-dek-v2, fs id, file id, key id); the tag is HMAC-SHA256(HKDF-SHA256(ikm=DEK, "
+            "salt=file id, info='kmsfs-header-v2'), bytes 0..28 || bytes 480..496), first 16 bytes. "
+            "Each mutation replaces the bytes at its offset and must be caught by 'expect'."
         ),
         "dek": HEADER_DEK.hex(),
         "fs_id": HEADER_FS_ID.hex(),
         "file_id": HEADER_FILE_ID.hex(),
         "key_id": str(HEADER_KEY_ID),
         "wrapped_dek": HEADER_WRAPPED.hex(),
+        "epoch": HEADER_EPOCH,
+        "rekeying": False,
+        "seals": HEADER_SEALS,
         "dek_context": dek_context_v2(HEADER_FS_ID, HEADER_FILE_ID, HEADER_KEY_ID).hex(),
         "tag": tag.hex(),
         "header": header.hex(),
@@ -176,19 +195,31 @@ def header_vector():
     }
 
 
-def block_v2(dek, file_id, index, last, nonce, plain):
-    """nonce || AES-256-GCM(plain) || tag, AAD "kmsfs-block-v2" || file id || index || last."""
+def content_key(dek, file_id, epoch):
+    """Epoch 0: the DEK. Epoch e > 0: HKDF-SHA256(DEK, salt = file id,
+    info = "kmsfs-content-v2" || e as u32 big-endian)."""
+    if epoch == 0:
+        return dek
+    info = b"kmsfs-content-v2" + struct.pack(">I", epoch)
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=file_id, info=info).derive(dek)
+
+
+def block_v2(dek, file_id, index, last, nonce, plain, epoch=0):
+    """nonce || AES-256-GCM(plain) || tag under the epoch's content key,
+    AAD "kmsfs-block-v2" || file id || index || last."""
     aad = b"kmsfs-block-v2" + file_id + struct.pack(">Q", index) + bytes([1 if last else 0])
-    return nonce + AESGCM(dek).encrypt(nonce, plain, aad)
+    return nonce + AESGCM(content_key(dek, file_id, epoch)).encrypt(nonce, plain, aad)
 
 
-def block_vector(label, note, index, last, nonce, plain):
-    sealed = block_v2(HEADER_DEK, HEADER_FILE_ID, index, last, nonce, plain)
+def block_vector(label, note, index, last, nonce, plain, epoch=0):
+    sealed = block_v2(HEADER_DEK, HEADER_FILE_ID, index, last, nonce, plain, epoch)
     out = {
         "name": label,
         "note": note,
         "dek": HEADER_DEK.hex(),
         "file_id": HEADER_FILE_ID.hex(),
+        "epoch": epoch,
+        "content_key": content_key(HEADER_DEK, HEADER_FILE_ID, epoch).hex(),
         "block_index": index,
         "last": last,
         "nonce": nonce.hex(),
@@ -225,6 +256,15 @@ def block_vectors():
             True,
             bytes(range(12, 24)),
             b"the 13 bytes.",
+        ),
+        block_vector(
+            "epoch-3",
+            "The last-block vector sealed under the content key of epoch 3 (the header vector's).",
+            0,
+            True,
+            bytes([1] * 12),
+            b"hello, kmsfs\n",
+            3,
         ),
     ]
 

@@ -322,7 +322,13 @@ fn a_changed_v2_header_field_reads_as_eio_with_the_dek_cached_or_not_and_fsck_na
             Change::Set(vec![0, 3]),
             "header: unsupported header version 3",
         ),
-        ("version-1", 6, Change::Set(vec![0, 1]), auth),
+        // Version 1 has no keying: bytes 480..496 become padding, which must be zero.
+        (
+            "version-1",
+            6,
+            Change::Set(vec![0, 1]),
+            "header: header padding is not zero",
+        ),
         (
             "flags",
             9,
@@ -351,6 +357,8 @@ fn a_changed_v2_header_field_reads_as_eio_with_the_dek_cached_or_not_and_fsck_na
             Change::Xor(0x01),
             "header: header padding is not zero",
         ),
+        ("epoch", 483, Change::Xor(0x01), auth),
+        ("seals", 495, Change::Xor(0x01), auth),
         ("tag", 500, Change::Xor(0x01), auth),
     ];
     let mut names: Vec<&str> = changes.iter().map(|c| c.0).collect();

@@ -44,7 +44,7 @@ pub fn run(path: &Path) -> CliResult<ExitCode> {
     let material = crate::kms::blob::blob_key_version(&header.wrapped_dek)
         .filter(|(key, _)| *key == header.key_id)
         .map(|(_, version)| version);
-    let out = serde_json::json!({
+    let mut out = serde_json::json!({
         "path": path.display().to_string(),
         "header-version": header.version.number(),
         "file-id": format::hex(&header.file_id),
@@ -54,6 +54,12 @@ pub fn run(path: &Path) -> CliResult<ExitCode> {
         "cipher-size": cipher_size,
         "plain-size": format::plain_size(cipher_size).ok(),
     });
+    if header.version != format::HeaderVersion::V1 {
+        // Version 2: the content key's epoch and its seals (the nonce budget).
+        out["content-key-epoch"] = header.keying.epoch.into();
+        out["re-keying"] = header.keying.rekeying.into();
+        out["seals-reserved"] = header.keying.seals.into();
+    }
     println!(
         "{}",
         serde_json::to_string_pretty(&out).expect("BUG: JSON value serializes")

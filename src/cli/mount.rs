@@ -12,9 +12,9 @@ use super::{CliError, CliResult};
 use crate::cache::DekCache;
 use crate::config::{CipherConfig, state_home};
 use crate::format::NameCipher;
-use crate::fs::CryptFs;
 use crate::fs::fuse::{FuseAdapter, Negotiation};
 use crate::fs::keys::KeyPath;
+use crate::fs::{CryptFs, MIN_SEAL_BUDGET, SealBudget};
 use crate::fuse::Access;
 use crate::kms::{KeyService, wire::KeyStatus};
 use crate::sys;
@@ -68,6 +68,10 @@ pub struct MountArgs {
     /// and becomes the recorded one (needed when the record is missing or differs).
     #[arg(long, value_name = "URL")]
     kms: Option<String>,
+    /// Blocks one content key may seal before its file is re-keyed (for tests that want to see
+    /// re-keys; at least 32768, at most the default 2^31).
+    #[arg(long, value_name = "BLOCKS", hide = true)]
+    seal_budget: Option<u64>,
 }
 
 /// Mounts as `args` say.
@@ -102,6 +106,7 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
             key.status.as_str()
         )));
     }
+    let tuning = Tuning::of(&args)?;
     let log_path = match &args.log {
         Some(path) => path.clone(),
         None => default_log_path(&cipherdir, &config.fs_id),
@@ -114,7 +119,7 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
             keys,
             names,
             &fuse_config,
-            Tuning::of(&args),
+            tuning,
             None,
         )?;
         return Ok(ExitCode::SUCCESS);
@@ -156,6 +161,7 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
                 config.key_id,
                 names,
                 &fuse_config,
+                tuning,
                 log,
                 ready_tx,
             );
@@ -178,6 +184,7 @@ fn daemon(
     key_id: uuid::Uuid,
     names: Option<NameCipher>,
     fuse_config: &Config,
+    tuning: Tuning,
     log: std::fs::File,
     mut ready: std::io::PipeWriter,
 ) -> i32 {
@@ -203,7 +210,7 @@ fn daemon(
         keys,
         names,
         fuse_config,
-        Tuning::of(args),
+        tuning,
         Some(ready),
     ) {
         Ok(()) => 0,
@@ -220,14 +227,26 @@ struct Tuning {
     dirty_percent: u8,
     /// Access-time attributes to set and clear (see [`access_time_attr`]).
     access_time: Option<(u64, u64)>,
+    /// A lowered seal budget per content key.
+    seal_budget: Option<SealBudget>,
 }
 
 impl Tuning {
-    fn of(args: &MountArgs) -> Self {
-        Tuning {
+    fn of(args: &MountArgs) -> CliResult<Self> {
+        let seal_budget = match args.seal_budget {
+            None => None,
+            Some(blocks) => Some(SealBudget::lowered(blocks).ok_or_else(|| {
+                CliError::new(format!(
+                    "--seal-budget {blocks} is outside {MIN_SEAL_BUDGET}..={}",
+                    1u64 << 31
+                ))
+            })?),
+        };
+        Ok(Tuning {
             dirty_percent: args.dirty_percent,
             access_time: access_time_attr(&args.options),
-        }
+            seal_budget,
+        })
     }
 }
 
@@ -274,10 +293,16 @@ fn serve(
         keys
     };
     let fs = match CryptFs::new(cipherdir, keys) {
-        Ok(fs) => Arc::new(match names {
-            Some(cipher) => fs.with_encrypted_names(cipher),
-            None => fs,
-        }),
+        Ok(fs) => {
+            let fs = match tuning.seal_budget {
+                Some(budget) => fs.with_seal_budget(budget),
+                None => fs,
+            };
+            Arc::new(match names {
+                Some(cipher) => fs.with_encrypted_names(cipher),
+                None => fs,
+            })
+        }
         Err(e) => {
             let message = format!("cannot open {}: {e}", cipherdir.display());
             report(&format!("error {message}"));

@@ -13,7 +13,7 @@
 //! end follow a block sealed as the last: both fail. A block of all zero bytes is a hole and
 //! reads as zeros; in version 2 a hole is never the last block.
 
-use super::header::{AUTHENTICATED_PREFIX, FileHeader, HEADER_LEN};
+use super::header::{AUTHENTICATED_PREFIX, FileHeader, HEADER_LEN, KEYING, Keying};
 use super::{BLOCK_OVERHEAD, FileId, FormatError, HeaderVersion};
 use crate::crypto::{self, AeadKey, Key256, NONCE_LEN, TAG_LEN};
 
@@ -21,6 +21,7 @@ const BLOCK_AAD_LABEL_V1: &[u8; 14] = b"kmsfs-block-v1";
 const BLOCK_AAD_LABEL_V2: &[u8; 14] = b"kmsfs-block-v2";
 const HEADER_KEY_INFO_V1: &[u8] = b"kmsfs-header-v1";
 const HEADER_KEY_INFO_V2: &[u8] = b"kmsfs-header-v2";
+const CONTENT_KEY_INFO_V2: &[u8] = b"kmsfs-content-v2";
 const HEADER_TAG_LEN: usize = 16;
 
 /// Where a block sits in its file. Header version 2 seals the last block differently from the
@@ -83,12 +84,16 @@ pub fn block_aad(version: HeaderVersion, file_id: &FileId, index: u64, place: Pl
     BlockAad { bytes, len }
 }
 
-/// Everything needed to read and write one file's content: its AES-256-GCM key (the DEK,
-/// expanded once) and its header key, for the file's header version.
+/// Everything needed to read and write one file's content, as one header describes it: its
+/// AES-256-GCM content key (expanded once; while re-keying, the previous epoch's too), its
+/// header key, and the DEK they come from.
 pub struct FileCipher {
     file_id: FileId,
     header_version: HeaderVersion,
+    keying: Keying,
+    dek: Key256,
     aead: AeadKey,
+    previous: Option<AeadKey>,
     header_key: Key256,
 }
 
@@ -97,9 +102,21 @@ impl std::fmt::Debug for FileCipher {
         f.debug_struct("FileCipher")
             .field("file_id", &hex(&self.file_id))
             .field("header_version", &self.header_version)
+            .field("keying", &self.keying)
             .field("keys", &"[redacted]")
             .finish()
     }
+}
+
+/// The content key of `epoch`: the DEK itself for epoch 0, else
+/// HKDF-SHA256(DEK, salt = file id, info = "kmsfs-content-v2" || epoch as u32 big-endian).
+fn content_key(dek: &Key256, file_id: &FileId, epoch: u32) -> AeadKey {
+    if epoch == 0 {
+        return AeadKey::new(dek);
+    }
+    let mut info = CONTENT_KEY_INFO_V2.to_vec();
+    info.extend_from_slice(&epoch.to_be_bytes());
+    AeadKey::new(&crypto::hkdf_sha256(dek.expose_secret(), file_id, &info))
 }
 
 /// Lower-case hex of `bytes` (file ids in logs and output).
@@ -118,9 +135,37 @@ impl FileCipher {
         FileCipher {
             file_id,
             header_version,
+            keying: Keying::default(),
+            dek: dek.clone(),
             aead: AeadKey::new(dek),
+            previous: None,
             header_key: crypto::hkdf_sha256(dek.expose_secret(), &file_id, info),
         }
+    }
+
+    /// The same file's cipher for a header with `keying` (version 2): the epoch's content key,
+    /// and while re-keying the previous epoch's too.
+    pub fn with_keying(&self, keying: Keying) -> FileCipher {
+        assert!(
+            self.header_version != HeaderVersion::V1 || keying == Keying::default(),
+            "BUG: a version 1 file has no keying"
+        );
+        let previous = (keying.rekeying && keying.epoch > 0)
+            .then(|| content_key(&self.dek, &self.file_id, keying.epoch - 1));
+        FileCipher {
+            file_id: self.file_id,
+            header_version: self.header_version,
+            keying,
+            dek: self.dek.clone(),
+            aead: content_key(&self.dek, &self.file_id, keying.epoch),
+            previous,
+            header_key: self.header_key.clone(),
+        }
+    }
+
+    /// The keying of the header this cipher was made for.
+    pub fn keying(&self) -> Keying {
+        self.keying
     }
 
     /// The file id this cipher binds into every block.
@@ -138,24 +183,42 @@ impl FileCipher {
         self.header_version != HeaderVersion::V1
     }
 
+    /// True when the file's header counts the seals of its content key (header version 2).
+    pub fn counts_seals(&self) -> bool {
+        self.header_version != HeaderVersion::V1
+    }
+
+    /// True when `other` seals with the same content key: the same file (DEK) and epoch.
+    pub fn seals_like(&self, other: &FileCipher) -> bool {
+        self.file_id == other.file_id && self.keying.epoch == other.keying.epoch
+    }
+
     fn aad(&self, index: u64, place: Place) -> BlockAad {
         block_aad(self.header_version, &self.file_id, index, place)
     }
 
-    pub(super) fn header_tag(&self, prefix: &[u8]) -> [u8; HEADER_TAG_LEN] {
-        let mac = crypto::hmac_sha256(self.header_key.expose_secret(), &[prefix]);
+    /// The tag of an encoded header: over bytes 0..28, and in version 2 the keying too.
+    pub(super) fn header_tag(&self, header: &[u8; HEADER_LEN]) -> [u8; HEADER_TAG_LEN] {
+        let prefix = &header[..AUTHENTICATED_PREFIX];
+        let mac = match self.header_version {
+            HeaderVersion::V1 => crypto::hmac_sha256(self.header_key.expose_secret(), &[prefix]),
+            HeaderVersion::V2 => {
+                crypto::hmac_sha256(self.header_key.expose_secret(), &[prefix, &header[KEYING]])
+            }
+        };
         let mut tag = [0u8; HEADER_TAG_LEN];
         tag.copy_from_slice(&mac[..HEADER_TAG_LEN]);
         tag
     }
 
-    /// Checks an encoded header: its structure, that it names this file and this cipher's
-    /// header version, and its tag.
+    /// Checks an encoded header: its structure, that it names this file, this cipher's header
+    /// version and keying, and its tag.
     pub fn verify_header(&self, bytes: &[u8; HEADER_LEN]) -> Result<(), FormatError> {
         let parsed = FileHeader::parse(bytes)?;
-        let tag = self.header_tag(&bytes[..AUTHENTICATED_PREFIX]);
+        let tag = self.header_tag(bytes);
         if parsed.file_id != self.file_id
             || parsed.version != self.header_version
+            || parsed.keying != self.keying
             || !crypto::constant_time_eq(&tag, FileHeader::stored_tag(bytes))
         {
             return Err(FormatError::HeaderAuth);
@@ -252,14 +315,31 @@ impl FileCipher {
             buf[..plain_len].fill(0);
             return Ok(plain_len);
         }
-        self.aead
-            .open_within(
-                nonce,
-                self.aad(index, place).as_bytes(),
-                buf,
-                src + NONCE_LEN,
-            )
+        let aad = self.aad(index, place);
+        let Some(previous) = &self.previous else {
+            return self
+                .aead
+                .open_within(nonce, aad.as_bytes(), buf, src + NONCE_LEN)
+                .map_err(|_| FormatError::BlockAuth(index));
+        };
+        // Re-keying: the block is under this epoch's key or the previous one's. A failed open
+        // leaves the bytes undefined, so the second try gets a copy.
+        let saved = buf[src..].to_vec();
+        if let Ok(n) = self
+            .aead
+            .open_within(nonce, aad.as_bytes(), buf, src + NONCE_LEN)
+        {
+            return Ok(n);
+        }
+        buf[src..].copy_from_slice(&saved);
+        previous
+            .open_within(nonce, aad.as_bytes(), buf, src + NONCE_LEN)
             .map_err(|_| FormatError::BlockAuth(index))
+    }
+
+    /// True while the file is re-keyed: a block may be under the previous epoch's key.
+    pub fn is_rekeying(&self) -> bool {
+        self.previous.is_some()
     }
 
     /// Why block `index`, which failed to open at `place`, failed: a block that opens at the
@@ -486,6 +566,13 @@ mod tests {
         };
         let plain = field("plaintext");
         let c = FileCipher::new(&dek, file_id, version);
+        let c = match v["epoch"].as_u64() {
+            Some(epoch) => c.with_keying(Keying {
+                epoch: epoch as u32,
+                ..Keying::default()
+            }),
+            None => c,
+        };
         let mut out = vec![0u8; plain.len() + 28];
         c.seal_block_with_nonce(index, place, nonce, &plain, &mut out);
         let expected = v["ciphertext"].as_str().expect("ciphertext");

@@ -25,7 +25,7 @@ mod size;
 
 pub use block::{BlockAad, FileCipher, Place, block_aad, hex};
 pub use context::{dek_context, fs_key_context};
-pub use header::{FileHeader, HEADER_LEN, HeaderVersion, MAX_WRAPPED_LEN};
+pub use header::{FileHeader, HEADER_LEN, HeaderVersion, Keying, MAX_WRAPPED_LEN};
 pub use names::{
     DIR_ID_FILE, DirId, FsKey, LONG_PREFIX, LONG_SIDE_SUFFIX, MAX_CIPHER_NAME, MAX_CIPHER_TARGET,
     MAX_CIPHER_XATTR_NAME, MAX_PLAIN_NAME, MAX_PLAIN_SHORT_NAME, MAX_PLAIN_TARGET,
@@ -75,7 +75,9 @@ pub enum FormatError {
         found: u32,
     },
     /// The wrapped DEK length is 0 or does not fit the header.
-    #[error("wrapped DEK length {0} is outside 1..={MAX_WRAPPED_LEN}")]
+    #[error(
+        "wrapped DEK length {0} does not fit the header (1 to {MAX_WRAPPED_LEN} bytes, 450 in version 1)"
+    )]
     BadWrappedLen(usize),
     /// The padding after the wrapped DEK is not all zero.
     #[error("header padding is not zero")]

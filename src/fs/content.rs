@@ -40,6 +40,8 @@ pub struct FileState {
     /// Set once the end of the file was checked before a first change ([`mend_end`]): damage
     /// at the end comes from before the mount, and the mount's own writes keep the end sound.
     end_checked: std::sync::atomic::AtomicBool,
+    /// The seals of the file's content key (header version 2).
+    pub seals: super::budget::SealCount,
 }
 
 impl FileState {
@@ -561,6 +563,37 @@ pub fn zero_range(
     Ok(())
 }
 
+/// Seals every block of the file that is not a hole again under `cipher`'s content key (a
+/// re-keying cipher opens each under either epoch's key). Returns the blocks sealed.
+pub fn reseal_all(file: &File, cipher: &FileCipher) -> Result<u64, ContentError> {
+    let plain = plain_len(file)?;
+    let blocks = plain.div_ceil(BLOCK_PLAIN_LEN);
+    let mut raw = vec![0u8; BLOCK_CIPHER_LEN as usize];
+    let mut out = vec![0u8; BLOCK_CIPHER_LEN as usize];
+    let mut resealed = 0;
+    for index in 0..blocks {
+        let len = ((plain - index * BLOCK_PLAIN_LEN).min(BLOCK_PLAIN_LEN)) as usize;
+        let raw = &mut raw[..len + BLOCK_OVERHEAD as usize];
+        read_exact_at(file, raw, block_cipher_offset(index))?;
+        if raw.iter().all(|&b| b == 0) && Place::of(index, plain) == Place::Inner {
+            continue;
+        }
+        let place = Place::of(index, plain);
+        let n = match cipher.open_block_to_front(index, place, raw, 0) {
+            Ok(n) => n,
+            Err(FormatError::BlockAuth(_)) => {
+                return Err(diagnosed(file, cipher, index, place, raw.len()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let out = &mut out[..n + BLOCK_OVERHEAD as usize];
+        cipher.seal_block(index, place, &raw[..n], out);
+        file.write_all_at(out, block_cipher_offset(index))?;
+        resealed += 1;
+    }
+    Ok(resealed)
+}
+
 /// Whether the last block of a file of `plain` bytes (not 0) opens to all zeros: a version 2
 /// file's last block is sealed zeros where a version 1 file would have a hole.
 pub fn last_block_is_zeros(
@@ -727,5 +760,53 @@ pub(super) mod tests {
         expected.extend_from_slice(b"after a hole");
         // Every block opens: no torn byte is left inside the file.
         assert_eq!(read(&file, &cipher, 0, 1 << 20).expect("read"), expected);
+    }
+
+    #[test]
+    fn a_re_keying_file_reads_under_either_epoch_and_is_resealed_under_the_new_one() {
+        use crate::format::Keying;
+        let plain = pattern(5 * FULL + 77);
+        let (_dir, file, epoch0) = cipher_file(&plain);
+        let rekeying = epoch0.with_keying(Keying {
+            epoch: 1,
+            rekeying: true,
+            seals: 0,
+        });
+        let epoch1 = epoch0.with_keying(Keying {
+            epoch: 1,
+            rekeying: false,
+            seals: 0,
+        });
+        // A crash in the middle of a re-key: block 2 is under epoch 1, the others under 0.
+        let mut out = Vec::new();
+        write(
+            &file,
+            &rekeying,
+            2 * FULL as u64,
+            &plain[2 * FULL..3 * FULL],
+            &mut out,
+        )
+        .expect("write under the new key");
+        assert_eq!(
+            read(&file, &rekeying, 0, 1 << 20).expect("either key"),
+            plain
+        );
+        assert!(read(&file, &epoch0, 2 * FULL as u64, 10).is_err());
+        assert!(read(&file, &epoch1, 0, 10).is_err());
+        // Finishing the re-key: every block under epoch 1, holes left alone.
+        zero_range(
+            &file,
+            &rekeying,
+            FULL as u64,
+            2 * FULL as u64,
+            |from, len| file.write_all_at(&vec![0u8; len as usize], from),
+        )
+        .expect("a hole");
+        assert_eq!(reseal_all(&file, &rekeying).expect("reseal"), 5);
+        let mut expected = plain.clone();
+        expected[FULL..2 * FULL].fill(0);
+        assert_eq!(read(&file, &epoch1, 0, 1 << 20).expect("epoch 1"), expected);
+        assert!(block_is_hole(&file, 1, cipher_size(plain.len() as u64)).expect("hole"));
+        assert!(read(&file, &epoch0, 0, 10).is_err());
     }
 }

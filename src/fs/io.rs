@@ -100,12 +100,25 @@ fn open_backing(path: &std::ffi::CStr, flags: i32) -> FsResult<File> {
 
 impl CryptFs {
     /// Logs a content failure once, naming the file and block, and maps it to an errno.
-    fn content_error(&self, inode: &Inode, state: &FileState, err: ContentError) -> FsError {
+    pub(super) fn content_error(
+        &self,
+        inode: &Inode,
+        state: &FileState,
+        err: ContentError,
+    ) -> FsError {
         match err {
             ContentError::Io(e) => FsError::from(e),
             ContentError::Corrupt(FormatError::BlockAuth(block)) => {
                 if state.first_report(block) {
                     tracing::error!(path = %inode.backing_path(), block, "block authentication failed: reading it gives EIO");
+                }
+                FsError(libc::EIO)
+            }
+            ContentError::Corrupt(
+                e @ (FormatError::EndNotSealedLast(block) | FormatError::LastBlockInside(block)),
+            ) => {
+                if state.first_report(block) {
+                    tracing::error!(path = %inode.backing_path(), block, "{e}; reading it gives EIO");
                 }
                 FsError(libc::EIO)
             }
@@ -122,7 +135,7 @@ impl CryptFs {
         }
     }
 
-    fn key_error(&self, inode: &Inode, err: KeyError) -> FsError {
+    pub(super) fn key_error(&self, inode: &Inode, err: KeyError) -> FsError {
         match err {
             KeyError::Io(e) => FsError::from(e),
             e @ (KeyError::Corrupt(_) | KeyError::Refused(_)) => {
@@ -155,6 +168,7 @@ impl CryptFs {
             .keys
             .open_header(file)
             .map_err(|e| self.key_error(inode, e))?;
+        inode.file_state().seals.loaded(&cipher);
         *slot = Some(cipher);
         Ok(())
     }
@@ -303,6 +317,9 @@ impl CryptFs {
         } = handle.as_file()?;
         let aligned = offset.is_multiple_of(BLOCK_PLAIN_LEN)
             && (data.len() as u64).is_multiple_of(BLOCK_PLAIN_LEN);
+        // The blocks this write may seal: those it touches, and the old last block.
+        let seals =
+            (offset + data.len() as u64).div_ceil(BLOCK_PLAIN_LEN) - offset / BLOCK_PLAIN_LEN + 1;
         content::with_buffer(|buf| {
             buf.clear();
             let mut sealed_with = None;
@@ -312,17 +329,18 @@ impl CryptFs {
                     .read()
                     .unwrap_or_else(PoisonError::into_inner)
                     .clone();
-                if let Some(cipher) = loaded {
+                if let Some(cipher) = loaded.filter(|c| self.may_seal_ahead(state, c, seals)) {
                     content::seal_blocks(&cipher, offset / BLOCK_PLAIN_LEN, data, buf);
                     sealed_with = Some(cipher);
                 }
             }
             let mut slot = state.cipher.write().unwrap_or_else(PoisonError::into_inner);
-            let cipher = self.cipher_for_writing(inode, file, state, &mut slot)?;
+            self.cipher_for_writing(inode, file, state, &mut slot)?;
+            let cipher = self.reserve_seals(inode, file, state, &mut slot, seals)?;
             let result = match sealed_with {
-                // Sealed under the DEK still in use (the file was not emptied and recreated
-                // with a new one meanwhile).
-                Some(sealed_with) if Arc::ptr_eq(&sealed_with, &cipher) => {
+                // Sealed under the content key still in use (the file was not emptied and
+                // recreated with a new DEK, nor re-keyed, meanwhile).
+                Some(sealed_with) if sealed_with.seals_like(&cipher) => {
                     content::write_sealed(file, &cipher, offset / BLOCK_PLAIN_LEN, data, buf)
                 }
                 _ => content::write(file, &cipher, offset, data, buf),
@@ -349,14 +367,19 @@ impl CryptFs {
             self.mend_end(inode, file, state, None)?;
         }
         self.load_cipher(inode, file, slot)?;
-        if let Some(cipher) = slot {
-            self.mend_end(inode, file, state, Some(cipher))?;
-            return Ok(cipher.clone());
+        if let Some(cipher) = slot.clone() {
+            self.mend_end(inode, file, state, Some(&cipher))?;
+            if cipher.is_rekeying() {
+                // A re-key a crash cut short: finished before anything else is sealed.
+                return self.finish_rekey(inode, file, state, slot);
+            }
+            return Ok(cipher);
         }
         let cipher = self
             .keys
-            .create_header(file)
+            .create_header(file, self.budget.step())
             .map_err(|e| self.key_error(inode, e))?;
+        state.seals.fresh(&cipher);
         *slot = Some(cipher.clone());
         Ok(cipher)
     }
@@ -437,7 +460,8 @@ impl CryptFs {
             *slot = None;
             return Ok(());
         }
-        let cipher = self.cipher_for_writing(inode, file, &state, &mut slot)?;
+        self.cipher_for_writing(inode, file, &state, &mut slot)?;
+        let cipher = self.reserve_seals(inode, file, &state, &mut slot, TRUNCATE_SEALS)?;
         content::truncate(file, &cipher, size).map_err(|e| self.content_error(inode, &state, e))
     }
 
@@ -476,11 +500,13 @@ impl CryptFs {
         if file.metadata()?.len() > 0 {
             // Loads the cipher and mends the end of the file.
             self.cipher_for_writing(inode, file, state, &mut slot)?;
+            self.reserve_seals(inode, file, state, &mut slot, FALLOCATE_SEALS)?;
         }
         let plain = content::plain_len(file).map_err(|e| self.content_error(inode, state, e))?;
         let grows = mode & KEEP == 0 && end > plain;
         if grows {
-            let cipher = self.cipher_for_writing(inode, file, state, &mut slot)?;
+            self.cipher_for_writing(inode, file, state, &mut slot)?;
+            let cipher = self.reserve_seals(inode, file, state, &mut slot, TRUNCATE_SEALS)?;
             content::truncate(file, &cipher, end)
                 .map_err(|e| self.content_error(inode, state, e))?;
         }
@@ -668,3 +694,9 @@ impl CryptFs {
         self.remove_handle(fh);
     }
 }
+
+/// Blocks a size change may seal: the old last block, the new one, and one to spare.
+const TRUNCATE_SEALS: u64 = 3;
+/// Blocks a `fallocate` may seal besides its size change: the partly covered blocks at both
+/// ends of a zeroed range, each with the old last block.
+const FALLOCATE_SEALS: u64 = 6;

@@ -5,7 +5,9 @@ mod pool;
 
 use crate::cache::DekCache;
 use crate::crypto::Key256;
-use crate::format::{self, FileCipher, FileHeader, FormatError, FsId, HEADER_LEN, HeaderVersion};
+use crate::format::{
+    self, FileCipher, FileHeader, FormatError, FsId, HEADER_LEN, HeaderVersion, Keying,
+};
 use crate::kms::{DataKeySpec, KeyService, KmsError, Refusal};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -150,25 +152,35 @@ impl KeyPath {
             }
             Err(e) => return Err(e.into()),
         };
-        let cipher = Arc::new(FileCipher::new(&dek, header.file_id, header.version));
+        let mut cipher = FileCipher::new(&dek, header.file_id, header.version);
+        if header.keying != Keying::default() {
+            cipher = cipher.with_keying(header.keying);
+        }
+        let cipher = Arc::new(cipher);
         cipher.verify_header(bytes)?;
         self.cache.insert(bytes, cipher.clone());
         Ok(cipher)
     }
 
     /// Gives an empty file a fresh DEK and file id (made ahead if one is ready, else now) and
-    /// writes its header.
-    pub fn create_header(&self, file: &File) -> Result<Arc<FileCipher>, KeyError> {
+    /// writes its header, with `seals` blocks reserved for its content key.
+    pub fn create_header(&self, file: &File, seals: u64) -> Result<Arc<FileCipher>, KeyError> {
         let fresh = match self.pool.as_ref().and_then(|pool| pool.take()) {
             Some(fresh) => fresh,
             None => make_fresh(&*self.kms, &self.fs_id, self.key_id)?,
         };
-        let (file_id, cipher) = (fresh.file_id, fresh.cipher);
+        let file_id = fresh.file_id;
+        let keying = Keying {
+            seals,
+            ..Keying::default()
+        };
+        let cipher = Arc::new(fresh.cipher.with_keying(keying));
         let header = FileHeader {
             version: cipher.header_version(),
             file_id,
             key_id: self.key_id,
             wrapped_dek: fresh.wrapped,
+            keying,
         };
         let bytes = header.encode(&cipher)?;
         // Under the advisory lock `kmsfs rewrap` also takes: it never rewrites a header that
@@ -179,6 +191,40 @@ impl KeyPath {
         written?;
         self.cache.insert(&bytes, cipher.clone());
         Ok(cipher)
+    }
+}
+
+impl KeyPath {
+    /// Rewrites the keying of a version 2 file's header whose cipher is `cipher` (its content
+    /// key's epoch and seal count), under the advisory lock `kmsfs rewrap` takes, keeping the
+    /// wrap slot as it is on disk now. Returns the cipher of the new header.
+    pub fn rewrite_keying(
+        &self,
+        file: &File,
+        cipher: &FileCipher,
+        keying: Keying,
+    ) -> Result<Arc<FileCipher>, KeyError> {
+        let next = Arc::new(cipher.with_keying(keying));
+        file.lock()?;
+        let result = (|| {
+            let mut bytes = [0u8; HEADER_LEN];
+            let n = file.read_at(&mut bytes, 0)?;
+            if n < HEADER_LEN {
+                return Err(KeyError::from(FormatError::ShortHeader(n)));
+            }
+            cipher.verify_header(&bytes)?;
+            let header = FileHeader {
+                keying,
+                ..FileHeader::parse(&bytes)?
+            };
+            let bytes = header.encode(&next)?;
+            file.write_all_at(&bytes, 0)?;
+            Ok(bytes)
+        })();
+        file.unlock()?;
+        let bytes = result?;
+        self.cache.insert(&bytes, next.clone());
+        Ok(next)
     }
 }
 

@@ -7,6 +7,7 @@
 //! cache and the KMS ([`keys`]).
 
 mod attr;
+mod budget;
 mod check;
 mod content;
 mod creds;
@@ -20,6 +21,7 @@ mod rewrap;
 mod walk;
 
 pub use attr::{Attr, Caller, DirEntry, FileKind, SetAttr, Statfs};
+pub use budget::{MIN_SEAL_BUDGET, SealBudget};
 pub use check::{BlockCheck, Damage, FileCheck, Repair, TailCut, check_file, repair_file};
 pub use inode::ROOT_INO;
 pub use io::Opened;
@@ -69,6 +71,7 @@ pub struct CryptFs {
     keys: KeyPath,
     run_as_root: bool,
     naming: naming::Naming,
+    budget: budget::SealBudget,
 }
 
 impl CryptFs {
@@ -96,7 +99,14 @@ impl CryptFs {
             keys,
             run_as_root: is_root(),
             naming: naming::Naming::Plain,
+            budget: budget::SealBudget::default(),
         })
+    }
+
+    /// The same filesystem with a lowered seal budget per content key (tests that want to see
+    /// files re-keyed).
+    pub fn with_seal_budget(self, budget: budget::SealBudget) -> Self {
+        CryptFs { budget, ..self }
     }
 
     /// The same filesystem with names encrypted by `cipher` (format version 2).

@@ -7,13 +7,27 @@ const FS_ID: FsId = [4; 16];
 
 fn sample(version: HeaderVersion) -> (FileHeader, FileCipher) {
     let file_id = [7u8; 16];
+    let keying = match version {
+        HeaderVersion::V1 => Keying::default(),
+        HeaderVersion::V2 => Keying {
+            epoch: 2,
+            rekeying: true,
+            seals: 70_000,
+        },
+    };
     let header = FileHeader {
         version,
         file_id,
         key_id: Uuid::from_bytes([9; 16]),
         wrapped_dek: vec![0xAB; 77],
+        keying,
     };
-    (header, FileCipher::new(&Key256::random(), file_id, version))
+    let cipher = FileCipher::new(&Key256::random(), file_id, version);
+    let cipher = match version {
+        HeaderVersion::V1 => cipher,
+        HeaderVersion::V2 => cipher.with_keying(keying),
+    };
+    (header, cipher)
 }
 
 /// What catches `bad`, made from header `good` of a file whose cipher is `cipher`, in the order
@@ -72,6 +86,11 @@ fn every_flipped_byte_of_a_v2_header_is_caught() {
             if (KEY_ID_OFFSET..WRAPPED_LEN_OFFSET).contains(&i) {
                 assert_eq!(by, "kms", "the key id is in the context, not under the tag");
             }
+            if (KEYING_OFFSET..KEYING_OFFSET + 4).contains(&i)
+                || (KEYING_OFFSET + 8..TAG_OFFSET).contains(&i)
+            {
+                assert_eq!(by, "tag", "epoch and seals are under the tag");
+            }
         }
     }
 }
@@ -91,10 +110,11 @@ fn a_header_of_one_version_fails_the_cipher_of_the_other() {
     let dek = Key256::random();
     let file_id = [7u8; 16];
     let v1 = FileCipher::new(&dek, file_id, HeaderVersion::V1);
-    let v2 = FileCipher::new(&dek, file_id, HeaderVersion::V2);
     let (mut header, _) = sample(HeaderVersion::V2);
+    let v2 = FileCipher::new(&dek, file_id, HeaderVersion::V2).with_keying(header.keying);
     let v2_bytes = header.encode(&v2).expect("fits");
     header.version = HeaderVersion::V1;
+    header.keying = Keying::default();
     let v1_bytes = header.encode(&v1).expect("fits");
     assert_eq!(v1.verify_header(&v2_bytes), Err(FormatError::HeaderAuth));
     assert_eq!(v2.verify_header(&v1_bytes), Err(FormatError::HeaderAuth));
@@ -108,11 +128,13 @@ fn a_header_of_one_version_fails_the_cipher_of_the_other() {
 fn wrong_dek_or_file_id_fails_the_tag() {
     let (header, cipher) = sample(HeaderVersion::V2);
     let bytes = header.encode(&cipher).expect("fits");
-    let other = FileCipher::new(&Key256::random(), header.file_id, HeaderVersion::V2);
+    let other = FileCipher::new(&Key256::random(), header.file_id, HeaderVersion::V2)
+        .with_keying(header.keying);
     assert_eq!(other.verify_header(&bytes), Err(FormatError::HeaderAuth));
     let mut moved = header.clone();
     moved.file_id = [8; 16];
-    let elsewhere = FileCipher::new(&Key256::random(), moved.file_id, HeaderVersion::V2);
+    let elsewhere = FileCipher::new(&Key256::random(), moved.file_id, HeaderVersion::V2)
+        .with_keying(header.keying);
     let moved_bytes = moved.encode(&elsewhere).expect("fits");
     assert_eq!(
         cipher.verify_header(&moved_bytes),
@@ -134,6 +156,8 @@ fn rewrap_keeps_version_and_tag_and_changes_the_v2_context() {
         assert_eq!(parsed.file_id, header.file_id);
         assert_eq!(cipher.verify_header(&rewrapped), Ok(()));
         assert_eq!(&rewrapped[..KEY_ID_OFFSET], &bytes[..KEY_ID_OFFSET]);
+        assert_eq!(parsed.keying, header.keying, "the keying stays");
+        assert_eq!(&rewrapped[KEYING_OFFSET..], &bytes[KEYING_OFFSET..]);
         assert_eq!(
             parsed.dek_context(&FS_ID) != header.dek_context(&FS_ID),
             version == HeaderVersion::V2,
@@ -189,9 +213,22 @@ fn rejected_fields_say_what_was_expected_and_found() {
         with(WRAPPED_LEN_OFFSET, &76u16.to_be_bytes()),
         Err(FormatError::BadPadding)
     );
-    for offset in [WRAPPED_OFFSET + 77, 300, TAG_OFFSET - 1] {
+    for offset in [WRAPPED_OFFSET + 77, 300, KEYING_OFFSET - 1] {
         assert_eq!(with(offset, &[1]), Err(FormatError::BadPadding), "{offset}");
     }
+    for rekeying in [2u32, u32::MAX] {
+        assert_eq!(
+            with(KEYING_OFFSET + 4, &rekeying.to_be_bytes()),
+            Err(FormatError::NonZeroReserved {
+                field: "re-keying",
+                found: rekeying
+            })
+        );
+    }
+    // Re-keying into epoch 0: there is no epoch before it.
+    let mut epoch_zero = good;
+    epoch_zero[KEYING_OFFSET..KEYING_OFFSET + 4].fill(0);
+    assert!(FileHeader::parse(&epoch_zero).is_err());
     assert_eq!(
         FileHeader::parse(&good[..HEADER_LEN - 1]),
         Err(FormatError::ShortHeader(HEADER_LEN - 1))
@@ -237,6 +274,32 @@ fn encoding_with_the_cipher_of_another_version_is_a_bug() {
     let (mut header, cipher) = sample(HeaderVersion::V2);
     header.version = HeaderVersion::V1;
     let _ = header.encode(&cipher);
+}
+
+#[test]
+fn a_version_1_header_keeps_its_450_byte_slot_and_has_no_keying() {
+    let (mut header, cipher) = sample(HeaderVersion::V1);
+    header.wrapped_dek = vec![1; 450];
+    let bytes = header
+        .encode(&cipher)
+        .expect("a version 1 slot holds 450 bytes");
+    assert_eq!(FileHeader::parse(&bytes), Ok(header.clone()));
+    assert_eq!(cipher.verify_header(&bytes), Ok(()));
+    header.wrapped_dek = vec![1; 451];
+    assert_eq!(header.encode(&cipher), Err(FormatError::BadWrappedLen(451)));
+}
+
+#[test]
+fn the_keying_needs_the_cipher_made_for_it() {
+    let (header, cipher) = sample(HeaderVersion::V2);
+    let bytes = header.encode(&cipher).expect("fits");
+    // The same DEK at another epoch: the tag authenticates, the keying does not match.
+    let settled = cipher.with_keying(Keying {
+        rekeying: false,
+        ..header.keying
+    });
+    assert_eq!(settled.verify_header(&bytes), Err(FormatError::HeaderAuth));
+    assert!(cipher.is_rekeying() && !settled.is_rekeying());
 }
 
 mod vectors;

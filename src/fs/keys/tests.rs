@@ -82,6 +82,7 @@ impl World {
             file_id,
             key_id: self.key,
             wrapped_dek: Vec::new(),
+            keying: format::Keying::default(),
         };
         let data_key = self
             .kms
@@ -123,7 +124,7 @@ fn a_new_file_gets_a_v2_header_that_opens_cached_and_not() {
     let world = World::new();
     let keys = world.keys(true);
     let (_, file) = world.file("new");
-    keys.create_header(&file).expect("create");
+    keys.create_header(&file, 1 << 16).expect("create");
     let bytes = read_header(&file);
     let header = FileHeader::parse(&bytes).expect("parses");
     assert_eq!(
@@ -150,7 +151,7 @@ fn a_changed_key_id_fails_on_a_cache_hit_as_on_a_miss() {
     let world = World::new();
     let cached = world.keys(true);
     let (_, file) = world.file("f");
-    cached.create_header(&file).expect("create");
+    cached.create_header(&file, 1 << 16).expect("create");
     let v2 = read_header(&file);
     let v1 = world.v1_header();
     assert_eq!(outcome(&cached, &v1), "ok V1", "now cached");
@@ -178,7 +179,7 @@ fn every_changed_byte_of_a_cached_v2_header_fails() {
     let world = World::new();
     let keys = world.keys(true);
     let (_, file) = world.file("f");
-    keys.create_header(&file).expect("create");
+    keys.create_header(&file, 1 << 16).expect("create");
     let good = read_header(&file);
     for i in 0..HEADER_LEN {
         let mut bad = good;
@@ -199,7 +200,7 @@ fn a_v2_dek_moved_to_another_key_opens_there_and_a_v1_dek_stays_v1() {
     let world = World::new();
     let keys = world.keys(true);
     let (v2_path, v2_file) = world.file("v2");
-    keys.create_header(&v2_file).expect("create");
+    keys.create_header(&v2_file, 1 << 16).expect("create");
     let (v1_path, v1_file) = world.file("v1");
     v1_file.write_all_at(&world.v1_header(), 0).expect("write");
     let newest = |_: Uuid| Ok(1);
@@ -241,7 +242,10 @@ fn a_v2_dek_wrapped_under_a_context_naming_another_key_does_not_open() {
     let world = World::new();
     let keys = world.keys(false);
     let (_, file) = world.file("f");
-    world.keys(false).create_header(&file).expect("create");
+    world
+        .keys(false)
+        .create_header(&file, 1 << 16)
+        .expect("create");
     let bytes = read_header(&file);
     let header = FileHeader::parse(&bytes).expect("parses");
     let context = header.dek_context(&FS_ID);

@@ -13,6 +13,14 @@ fn field(v: &serde_json::Value, name: &str) -> Vec<u8> {
 fn header_of(v: &serde_json::Value, version: HeaderVersion) -> (FileHeader, FileCipher) {
     let dek = Key256::from_slice(&field(v, "dek")).expect("32 bytes");
     let file_id: FileId = field(v, "file_id").try_into().expect("16 bytes");
+    let keying = match version {
+        HeaderVersion::V1 => Keying::default(),
+        HeaderVersion::V2 => Keying {
+            epoch: v["epoch"].as_u64().expect("epoch") as u32,
+            rekeying: v["rekeying"].as_bool().expect("rekeying"),
+            seals: v["seals"].as_u64().expect("seals"),
+        },
+    };
     let header = FileHeader {
         version,
         file_id,
@@ -21,8 +29,14 @@ fn header_of(v: &serde_json::Value, version: HeaderVersion) -> (FileHeader, File
             .and_then(|s| Uuid::parse_str(s).ok())
             .expect("uuid"),
         wrapped_dek: field(v, "wrapped_dek"),
+        keying,
     };
-    (header, FileCipher::new(&dek, file_id, version))
+    let cipher = FileCipher::new(&dek, file_id, version);
+    let cipher = match version {
+        HeaderVersion::V1 => cipher,
+        HeaderVersion::V2 => cipher.with_keying(keying),
+    };
+    (header, cipher)
 }
 
 /// Encoding the version 1 vector gives exactly its 512 bytes.
