@@ -252,8 +252,7 @@ fn describe_cut(cut: &TailCut) -> String {
 fn refuse_if_mounted(cipherdir: &Path) -> CliResult<()> {
     let canonical = std::fs::canonicalize(cipherdir)
         .map_err(|e| CliError::new(format!("cannot resolve {}: {e}", cipherdir.display())))?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    match kmsfs_mount_of(&info, &canonical) {
+    match kmsfs_mount_of(&mounts::mounts(), &canonical) {
         Some(mountpoint) => Err(CliError::new(format!(
             "{} is mounted at {}: unmount it before fsck --repair",
             cipherdir.display(),
@@ -263,18 +262,18 @@ fn refuse_if_mounted(cipherdir: &Path) -> CliResult<()> {
     }
 }
 
-/// The mount point of the kmsfs mount of `cipherdir` in mountinfo text `info` (its source is
-/// `kmsfs:CIPHERDIR`, as `kmsfs mount` names it), if there is one.
-fn kmsfs_mount_of(info: &str, cipherdir: &Path) -> Option<String> {
-    mounts::parse(info)
-        .into_iter()
+/// The mount point of the kmsfs mount of `cipherdir` (canonical) among `mounts` (its source
+/// is `kmsfs:CIPHERDIR`, as `kmsfs mount` names it), if there is one.
+pub(super) fn kmsfs_mount_of(mounts: &[mounts::MountEntry], cipherdir: &Path) -> Option<String> {
+    mounts
+        .iter()
         .find(|m| m.cipherdir().as_deref() == Some(cipherdir))
         .map(|m| m.mountpoint.display().to_string())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::mounts::unescape;
+    use super::super::mounts::{parse, unescape};
     use super::*;
 
     const INFO: &str = "\
@@ -287,11 +286,11 @@ mod tests {
     #[test]
     fn a_mounted_cipher_directory_is_found_by_its_source() {
         assert_eq!(
-            kmsfs_mount_of(INFO, Path::new("/srv/cipher dir")).as_deref(),
+            kmsfs_mount_of(&parse(INFO), Path::new("/srv/cipher dir")).as_deref(),
             Some("/srv/plain view")
         );
         assert_eq!(
-            kmsfs_mount_of(INFO, Path::new("/srv/other")).as_deref(),
+            kmsfs_mount_of(&parse(INFO), Path::new("/srv/other")).as_deref(),
             Some("/mnt/other")
         );
     }
@@ -299,11 +298,11 @@ mod tests {
     #[test]
     fn other_directories_and_filesystems_are_not_mounts_of_it() {
         for dir in ["/srv/cipher", "/srv/cipher dir/sub", "/srv/ext", "/proc"] {
-            assert_eq!(kmsfs_mount_of(INFO, Path::new(dir)), None, "{dir}");
+            assert_eq!(kmsfs_mount_of(&parse(INFO), Path::new(dir)), None, "{dir}");
         }
-        assert_eq!(kmsfs_mount_of("", Path::new("/srv/other")), None);
+        assert_eq!(kmsfs_mount_of(&parse(""), Path::new("/srv/other")), None);
         assert_eq!(
-            kmsfs_mount_of("garbage\n - \n", Path::new("/srv/other")),
+            kmsfs_mount_of(&parse("garbage\n - \n"), Path::new("/srv/other")),
             None
         );
     }
