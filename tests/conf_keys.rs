@@ -35,17 +35,6 @@ fn key_ids(env: &Env) -> (String, String) {
     )
 }
 
-fn rewrap(env: &Env, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "rewrap",
-        Env::s(&env.cipher),
-        "--passphrase-file",
-        Env::s(&env.passfile),
-    ];
-    args.extend_from_slice(extra);
-    env.run(&args)
-}
-
 fn key(env: &Env, verb: &str, id: &str) {
     env.ok(&[
         "key",
@@ -141,7 +130,7 @@ fn rewrap_to_another_key_moves_the_conf_key_id_and_the_old_key_can_be_disabled()
     let new = env.create_key("next");
     let conf_before = fs::read(env.cipher.join("kmsfs.conf")).expect("conf");
 
-    let dry = rewrap(&env, &["--to-key", &new, "--dry-run"]);
+    let dry = env.rewrap_with(&["--to-key", &new, "--dry-run"]);
     assert!(dry.status.success(), "{}", text(&dry.stderr));
     assert!(
         text(&dry.stdout).contains(&format!("kmsfs.conf's key-id would move to {new}")),
@@ -154,7 +143,7 @@ fn rewrap_to_another_key_moves_the_conf_key_id_and_the_old_key_can_be_disabled()
         "a dry run writes no conf"
     );
 
-    let out = rewrap(&env, &["--to-key", &new]);
+    let out = env.rewrap_with(&["--to-key", &new]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let said = text(&out.stdout);
     assert!(
@@ -188,7 +177,7 @@ fn rewrap_to_another_key_moves_the_conf_key_id_and_the_old_key_can_be_disabled()
 
     // A plain rewrap (new material of the same key) leaves key-id where it is.
     key(&env, "rotate", &new);
-    let out = rewrap(&env, &[]);
+    let out = env.rewrap_with(&[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         !text(&out.stdout).contains("key-id"),
@@ -214,7 +203,7 @@ fn a_header_left_behind_keeps_the_conf_key_id_and_says_so() {
         .expect("damage the wrap slot");
     drop(f);
     let new = env.create_key("next");
-    let out = rewrap(&env, &["--to-key", &new]);
+    let out = env.rewrap_with(&["--to-key", &new]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     let said = text(&out.stdout);
     assert!(
@@ -247,7 +236,7 @@ fn rewrap_to_another_key_under_a_live_mount_says_the_mount_keeps_the_old_key() {
     let (old, _) = key_ids(&env);
     let new = env.create_key("next");
     let _mount = env.mount();
-    let out = rewrap(&env, &["--to-key", &new]);
+    let out = env.rewrap_with(&["--to-key", &new]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let said = text(&out.stdout);
     assert!(
