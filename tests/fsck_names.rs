@@ -1,14 +1,16 @@
 //! `kmsfs fsck` with encrypted names: a tree written through a mount, damaged at rest the ways
 //! a hand or a sync tool can (a changed name, a name moved to another directory, a lost or
-//! swapped long-name side file, swapped directory ids, a changed block) and a crash can (a side
-//! file left without its name). fsck names each by its plaintext directory and cipher path,
-//! each damaged file by both paths, and `--repair` deletes the orphan and nothing else.
+//! swapped long-name side file, swapped directory ids, a changed block, a changed symlink target,
+//! xattr name or xattr value) and a crash can (a side file left without its name). fsck names
+//! each by its plaintext directory and cipher path, each damaged file, link or xattr by both
+//! paths, and `--repair` deletes the orphan and nothing else.
 
 mod common;
 
 use common::{Env, pattern};
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -309,4 +311,195 @@ fn plaintext_names_keep_one_path_per_line() {
         format!("{}: block 2 fails authentication\n", file.display())
     );
     assert_eq!(stderr(&out).trim_end(), "fsck: 1 files checked, 1 damaged");
+}
+
+/// `path`'s extended attribute `name`, without following a symlink.
+fn get_xattr(path: &Path, name: &[u8]) -> std::io::Result<Vec<u8>> {
+    let path = kmsfs::sys::cstr(path.as_os_str())?;
+    let name = std::ffi::CString::new(name).expect("no NUL");
+    let mut value = vec![0u8; 65536];
+    let len = kmsfs::sys::getxattr(&path, &name, &mut value, true)?;
+    value.truncate(len);
+    Ok(value)
+}
+
+fn set_xattr(path: &Path, name: &[u8], value: &[u8]) {
+    let path = kmsfs::sys::cstr(path.as_os_str()).expect("path");
+    let name = std::ffi::CString::new(name).expect("no NUL");
+    kmsfs::sys::setxattr(&path, &name, value, 0, true).expect("setxattr");
+}
+
+/// The `user.` names of `path`'s extended attributes, as listed, but the directory id's copy.
+fn user_xattrs(path: &Path) -> Vec<Vec<u8>> {
+    let cpath = kmsfs::sys::cstr(path.as_os_str()).expect("path");
+    let mut list = vec![0u8; 65536];
+    let len = kmsfs::sys::listxattr(&cpath, &mut list, true).expect("listxattr");
+    list[..len]
+        .split(|&b| b == 0)
+        .filter(|n| n.starts_with(b"user.") && *n != b"user.kmsfs.dirid")
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// `text` with its byte at `at` changed, within the base64url alphabet.
+fn flip_char(text: &[u8], at: usize) -> Vec<u8> {
+    let mut out = text.to_vec();
+    out[at] = if out[at] == b'A' { b'B' } else { b'A' };
+    out
+}
+
+#[test]
+fn fsck_names_a_changed_symlink_target_xattr_name_and_value_and_repair_leaves_them() {
+    let env = Env::new();
+    env.init();
+    let cipher = {
+        let _mount = env.mount();
+        let p = |rel: &str| env.plain.join(rel);
+        fs::create_dir(p("docs")).expect("mkdir");
+        for name in ["docs/a", "docs/b", "docs/c"] {
+            fs::write(p(name), name).expect("write");
+        }
+        std::os::unix::fs::symlink("a", p("docs/link")).expect("symlink");
+        std::os::unix::fs::symlink("docs/c", p("top-link")).expect("symlink");
+        set_xattr(&p("docs/a"), b"user.color", b"blue");
+        set_xattr(&p("docs/b"), b"user.note", b"checked by ops");
+        set_xattr(&p("docs"), b"user.project", b"kmsfs");
+        env.cipher_map()
+    };
+    let c = |rel: &str| cipher[Path::new(rel)].clone();
+    let clean = env.fsck();
+    assert_eq!(clean.status.code(), Some(0), "{}", stdout(&clean));
+    assert_eq!(stdout(&clean), "");
+    assert_eq!(
+        stderr(&clean).trim_end(),
+        "fsck: 3 files checked, 0 damaged; 6 names checked, 0 unreadable; 2 symlink targets and \
+         3 extended attributes checked, 0 unreadable"
+    );
+
+    // A changed character in a symlink's cipher target.
+    let link = c("docs/link");
+    let target = fs::read_link(&link).expect("readlink");
+    fs::remove_file(&link).expect("rm");
+    std::os::unix::fs::symlink(
+        std::ffi::OsStr::from_bytes(&flip_char(target.as_os_str().as_bytes(), 3)),
+        &link,
+    )
+    .expect("symlink");
+    // A changed character in an xattr's stored name (the value kept).
+    let a = c("docs/a");
+    let [stored] = &user_xattrs(&a)[..] else {
+        panic!("one xattr on docs/a");
+    };
+    let value = get_xattr(&a, stored).expect("value");
+    let changed_name = flip_char(stored, 8);
+    set_xattr(&a, &changed_name, &value);
+    let path = kmsfs::sys::cstr(a.as_os_str()).expect("path");
+    let old = std::ffi::CString::new(stored.clone()).expect("no NUL");
+    kmsfs::sys::removexattr(&path, &old, true).expect("removexattr");
+    // A changed byte in an xattr's value.
+    let b = c("docs/b");
+    let [note] = &user_xattrs(&b)[..] else {
+        panic!("one xattr on docs/b");
+    };
+    let mut value = get_xattr(&b, note).expect("value");
+    value[20] ^= 0x01;
+    set_xattr(&b, note, &value);
+
+    let out = env.fsck();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let expected = [
+        format!(
+            "{} (plaintext /docs/a): extended attribute stored as {:?}: name does not decrypt: \
+             authentication failed",
+            a.display(),
+            String::from_utf8_lossy(&changed_name)
+        ),
+        format!(
+            "{} (plaintext /docs/b): extended attribute \"user.note\": value does not decrypt: \
+             authentication failed",
+            b.display()
+        ),
+        format!(
+            "{} (plaintext /docs/link): symlink target does not decrypt: authentication failed",
+            link.display()
+        ),
+    ];
+    assert_eq!(stdout(&out), expected.join("\n") + "\n");
+    assert_eq!(
+        stderr(&out).trim_end(),
+        "fsck: 3 files checked, 0 damaged; 6 names checked, 0 unreadable; 2 symlink targets and \
+         3 extended attributes checked, 3 unreadable"
+    );
+
+    // A repair says so, changes nothing, and leaves the exit status 1.
+    let stored_xattrs = |path: &Path| -> Vec<(Vec<u8>, Vec<u8>)> {
+        user_xattrs(path)
+            .into_iter()
+            .map(|name| {
+                let value = get_xattr(path, &name).expect("value");
+                (name, value)
+            })
+            .collect()
+    };
+    let before = [stored_xattrs(&a), stored_xattrs(&b)];
+    let out = env.fsck_with(&["--repair"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let report = stdout(&out);
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines.len(), 6, "{report}");
+    for (i, line) in expected.iter().enumerate() {
+        assert_eq!(lines[2 * i], line);
+        let (paths, _) = line.split_once(": ").expect("paths");
+        assert!(
+            lines[2 * i + 1].starts_with(&format!(
+                "{paths}: not repaired: a repair leaves symlink targets and extended attributes \
+                 as they are; "
+            )),
+            "{report}"
+        );
+    }
+    assert!(lines[3].ends_with("remove it through a mount with setfattr -x user.note"));
+    assert_eq!(
+        [stored_xattrs(&a), stored_xattrs(&b)],
+        before,
+        "the repair changed an xattr"
+    );
+    assert_eq!(
+        fs::read_link(&link)
+            .expect("readlink")
+            .as_os_str()
+            .as_bytes(),
+        flip_char(target.as_os_str().as_bytes(), 3)
+    );
+
+    // Through a mount: the link reads EIO, the bad name is not listed, the bad value reads EIO.
+    let mount = env.mount();
+    let err = fs::read_link(env.plain.join("docs/link")).expect_err("a changed target");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(
+        user_xattrs(&env.plain.join("docs/a")),
+        Vec::<Vec<u8>>::new()
+    );
+    let err = get_xattr(&env.plain.join("docs/b"), b"user.note").expect_err("a changed value");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(
+        fs::read_link(env.plain.join("top-link")).expect("the other link"),
+        Path::new("docs/c")
+    );
+
+    // What FSCK.md says gets rid of each: the link and the value through the mount, the name
+    // (which the mount does not list) by its stored name in the cipher directory.
+    fs::remove_file(env.plain.join("docs/link")).expect("rm the link through the mount");
+    let note = kmsfs::sys::cstr(env.plain.join("docs/b").as_os_str()).expect("path");
+    kmsfs::sys::removexattr(&note, c"user.note", true).expect("setfattr -x through the mount");
+    mount.unmount();
+    let changed = std::ffi::CString::new(changed_name).expect("no NUL");
+    kmsfs::sys::removexattr(&path, &changed, true).expect("setfattr -x in the cipher directory");
+    let out = env.fsck();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        "fsck: 3 files checked, 0 damaged; 5 names checked, 0 unreadable; 1 symlink target and \
+         1 extended attribute checked, 0 unreadable"
+    );
 }

@@ -28,15 +28,15 @@ fn rotate(env: &Env) {
     ]);
 }
 
+/// `kmsfs rewrap` that must succeed; its stdout.
 fn rewrap(env: &Env, extra: &[&str]) -> String {
-    let mut args = vec![
-        "rewrap",
-        Env::s(&env.cipher),
-        "--passphrase-file",
-        Env::s(&env.passfile),
-    ];
-    args.extend_from_slice(extra);
-    env.ok(&args)
+    let out = env.rewrap_with(extra);
+    assert!(
+        out.status.success(),
+        "kmsfs rewrap {extra:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Writes `n` files of mixed sizes (some empty) in a few directories through a mount; returns

@@ -1,8 +1,9 @@
 //! `kmsfs fsck`: authenticate every header and block and, with encrypted names, read back
-//! every name; one line per damaged file, per name that does not read and per orphaned side
-//! file. With `--repair`, cut the damage at the end of a file (what a write cut short by a crash
-//! leaves) back to its last authentic block and delete orphaned side files, on an unmounted
-//! directory only.
+//! every name, symlink target and `user.` extended attribute; one line per damaged file, per
+//! name, target or attribute that does not read and per orphaned side file. With `--repair`,
+//! cut the damage at the end of a file (what a write cut short by a crash leaves) back to its
+//! last authentic block and delete orphaned side files, on an unmounted directory only; names,
+//! targets and attributes that do not read are left as they are.
 
 use super::secret;
 use super::{CliError, CliResult, fs_key, mounts};
@@ -10,7 +11,8 @@ use crate::cache::DekCache;
 use crate::config::CipherConfig;
 use crate::fs::keys::{KeyError, KeyPath};
 use crate::fs::{
-    FileCheck, Repair, TailCut, Tree, TreeFile, check_file, remove_orphan, repair_file, walk_tree,
+    FileCheck, Repair, SealedDamage, SealedFault, TailCut, Tree, TreeFile, check_file,
+    remove_orphan, repair_file, walk_tree,
 };
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -76,6 +78,12 @@ pub fn run(args: FsckArgs) -> CliResult<ExitCode> {
     for bad in &tree.bad_names {
         println!("{bad}");
     }
+    for damage in &tree.sealed_damage {
+        println!("{damage}");
+        if args.repair {
+            report_left_alone(damage);
+        }
+    }
     let mut tally = Tally::default();
     for orphan in &tree.orphans {
         let what = format!("{}: orphaned long-name side file", orphan.display());
@@ -120,7 +128,11 @@ pub fn run(args: FsckArgs) -> CliResult<ExitCode> {
         tally.damaged
     };
     Ok(
-        if left == 0 && tally.unreadable == 0 && tree.bad_names.is_empty() {
+        if left == 0
+            && tally.unreadable == 0
+            && tree.bad_names.is_empty()
+            && tree.sealed_damage.is_empty()
+        {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
@@ -128,8 +140,9 @@ pub fn run(args: FsckArgs) -> CliResult<ExitCode> {
     )
 }
 
-/// "fsck: 1204 files checked, 1 damaged; 1310 names checked, 2 unreadable; 1 orphaned side
-/// file".
+/// "fsck: 1204 files checked, 1 damaged; 1310 names checked, 2 unreadable; 3 symlink targets
+/// and 12 extended attributes checked, 1 unreadable; 1 orphaned side file". Targets and
+/// attributes are counted when there are some.
 fn summary(tally: &Tally, tree: &Tree, encrypted_names: bool, repair: bool) -> String {
     let mut summary = format!(
         "fsck: {} files checked, {} damaged",
@@ -149,6 +162,16 @@ fn summary(tally: &Tally, tree: &Tree, encrypted_names: bool, repair: bool) -> S
             "; {} names checked, {} unreadable",
             tree.names, tree.unreadable_names
         );
+        if tree.targets + tree.xattrs > 0 {
+            summary += &format!(
+                "; {} symlink target{} and {} extended attribute{} checked, {} unreadable",
+                tree.targets,
+                if tree.targets == 1 { "" } else { "s" },
+                tree.xattrs,
+                if tree.xattrs == 1 { "" } else { "s" },
+                tree.sealed_damage.len()
+            );
+        }
     }
     if !tree.orphans.is_empty() {
         let plural = if tree.orphans.len() == 1 { "" } else { "s" };
@@ -187,6 +210,29 @@ fn report_repair(file: &TreeFile, repair: &Repair, tally: &mut Tally) {
     }
 }
 
+/// Says that a repair leaves `damage` as it is, and how to be rid of it. Removing an attribute
+/// or a link is no repair: it loses what it held for good, and damage there is tampering or a
+/// wrong key rather than a crash (a crash cannot tear a target or an attribute, each written in
+/// one call), so it is left for a person to judge.
+fn report_left_alone(damage: &SealedDamage) {
+    let how = match &damage.fault {
+        SealedFault::Target(_) => "remove or replace the link through a mount".to_string(),
+        SealedFault::XattrName { stored, .. } => format!(
+            "a mount does not list it; remove it in the cipher directory with setfattr -x {}",
+            stored.to_string_lossy()
+        ),
+        SealedFault::XattrValue { plain, .. } => format!(
+            "remove it through a mount with setfattr -x {}",
+            plain.to_string_lossy()
+        ),
+        SealedFault::Unreadable { .. } => "check the cipher directory's permissions".to_string(),
+    };
+    println!(
+        "{}: not repaired: a repair leaves symlink targets and extended attributes as they are; {how}",
+        damage.location()
+    );
+}
+
 /// "cut from 200,000 to 196,288 bytes on disk; plaintext 196,608 → 192,512 bytes (4,096 lost)".
 fn describe_cut(cut: &TailCut) -> String {
     let lost = cut.old_plain_size - cut.new_plain_size;
@@ -209,8 +255,7 @@ fn describe_cut(cut: &TailCut) -> String {
 fn refuse_if_mounted(cipherdir: &Path) -> CliResult<()> {
     let canonical = std::fs::canonicalize(cipherdir)
         .map_err(|e| CliError::new(format!("cannot resolve {}: {e}", cipherdir.display())))?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    match kmsfs_mount_of(&info, &canonical) {
+    match kmsfs_mount_of(&mounts::mounts(), &canonical) {
         Some(mountpoint) => Err(CliError::new(format!(
             "{} is mounted at {}: unmount it before fsck --repair",
             cipherdir.display(),
@@ -220,18 +265,18 @@ fn refuse_if_mounted(cipherdir: &Path) -> CliResult<()> {
     }
 }
 
-/// The mount point of the kmsfs mount of `cipherdir` in mountinfo text `info` (its source is
-/// `kmsfs:CIPHERDIR`, as `kmsfs mount` names it), if there is one.
-fn kmsfs_mount_of(info: &str, cipherdir: &Path) -> Option<String> {
-    mounts::parse(info)
-        .into_iter()
+/// The mount point of the kmsfs mount of `cipherdir` (canonical) among `mounts` (its source
+/// is `kmsfs:CIPHERDIR`, as `kmsfs mount` names it), if there is one.
+pub(super) fn kmsfs_mount_of(mounts: &[mounts::MountEntry], cipherdir: &Path) -> Option<String> {
+    mounts
+        .iter()
         .find(|m| m.cipherdir().as_deref() == Some(cipherdir))
         .map(|m| m.mountpoint.display().to_string())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::mounts::unescape;
+    use super::super::mounts::{parse, unescape};
     use super::*;
 
     const INFO: &str = "\
@@ -244,11 +289,11 @@ mod tests {
     #[test]
     fn a_mounted_cipher_directory_is_found_by_its_source() {
         assert_eq!(
-            kmsfs_mount_of(INFO, Path::new("/srv/cipher dir")).as_deref(),
+            kmsfs_mount_of(&parse(INFO), Path::new("/srv/cipher dir")).as_deref(),
             Some("/srv/plain view")
         );
         assert_eq!(
-            kmsfs_mount_of(INFO, Path::new("/srv/other")).as_deref(),
+            kmsfs_mount_of(&parse(INFO), Path::new("/srv/other")).as_deref(),
             Some("/mnt/other")
         );
     }
@@ -256,11 +301,11 @@ mod tests {
     #[test]
     fn other_directories_and_filesystems_are_not_mounts_of_it() {
         for dir in ["/srv/cipher", "/srv/cipher dir/sub", "/srv/ext", "/proc"] {
-            assert_eq!(kmsfs_mount_of(INFO, Path::new(dir)), None, "{dir}");
+            assert_eq!(kmsfs_mount_of(&parse(INFO), Path::new(dir)), None, "{dir}");
         }
-        assert_eq!(kmsfs_mount_of("", Path::new("/srv/other")), None);
+        assert_eq!(kmsfs_mount_of(&parse(""), Path::new("/srv/other")), None);
         assert_eq!(
-            kmsfs_mount_of("garbage\n - \n", Path::new("/srv/other")),
+            kmsfs_mount_of(&parse("garbage\n - \n"), Path::new("/srv/other")),
             None
         );
     }

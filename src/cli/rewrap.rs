@@ -1,8 +1,7 @@
 //! `kmsfs rewrap`: re-wrap every file's DEK under the newest material of its key (or another
 //! key), rewriting only 512-byte headers. Safe on a mounted directory, safe to kill and rerun.
 
-use super::secret;
-use super::{CliError, CliResult};
+use super::{CliError, CliResult, mounts, secret};
 use crate::config::CipherConfig;
 use crate::fs::keys::KeyError;
 use crate::fs::{RewrapOutcome, RewrapTarget, cipher_files, rewrap_file};
@@ -11,7 +10,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -117,16 +116,18 @@ pub fn run(args: RewrapArgs) -> CliResult<ExitCode> {
         .failed
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    // The name key too (directories with encrypted names): re-wrapped under the newest
-    // material, in place in kmsfs.conf.
-    if !args.dry_run
-        && let Some(fs_key) = super::fs_key::rewrap(kms.as_ref(), &config, args.to_key)?
-    {
-        let key_id = fs_key.key_id;
-        let mut config = config.clone();
-        config.fs_key = Some(fs_key);
-        config.save(&args.cipherdir)?;
-        println!("rewrap: the name key is re-wrapped under key {key_id}");
+    if args.dry_run {
+        if let Some(to_key) = args.to_key.filter(|&to| to != config.key_id) {
+            println!("rewrap: kmsfs.conf's key-id would move to {to_key}");
+        }
+    } else {
+        update_conf(
+            &args.cipherdir,
+            &config,
+            kms.as_ref(),
+            args.to_key,
+            failed.len(),
+        )?;
     }
     for (path, reason) in &failed {
         eprintln!("{}: {reason}", path.display());
@@ -151,6 +152,61 @@ pub fn run(args: RewrapArgs) -> CliResult<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// After the headers: re-wraps the name key (directories with encrypted names) under the
+/// newest material of `to_key` or its own key and, with `to_key` and no header left behind
+/// (`failed` is 0), moves `key-id` (the key new files get) to `to_key`; then writes
+/// `kmsfs.conf` once, atomically. A key-id left in place is said, with why.
+fn update_conf(
+    cipherdir: &Path,
+    config: &CipherConfig,
+    kms: &dyn KeyService,
+    to_key: Option<Uuid>,
+    failed: usize,
+) -> CliResult {
+    let mut updated = config.clone();
+    let fs_key = super::fs_key::rewrap(kms, config, to_key)?;
+    if let Some(fs_key) = &fs_key {
+        updated.fs_key = Some(fs_key.clone());
+    }
+    let moves_to = to_key.filter(|&to| to != config.key_id);
+    if let Some(to) = moves_to
+        && failed == 0
+    {
+        updated.key_id = to;
+    }
+    if updated != *config {
+        updated.save(cipherdir)?;
+    }
+    if let Some(fs_key) = fs_key {
+        println!(
+            "rewrap: the name key is re-wrapped under key {}",
+            fs_key.key_id
+        );
+    }
+    let Some(to) = moves_to else {
+        return Ok(());
+    };
+    if failed > 0 {
+        println!(
+            "rewrap: kmsfs.conf's key-id stays {}: not every file is under {to} yet ({failed} failed); run rewrap --to-key {to} again",
+            config.key_id
+        );
+        return Ok(());
+    }
+    println!(
+        "rewrap: kmsfs.conf's key-id moved from {} to {to}: new files get key {to}",
+        config.key_id
+    );
+    let canonical = std::fs::canonicalize(cipherdir).unwrap_or_else(|_| cipherdir.to_path_buf());
+    if let Some(mountpoint) = super::fsck::kmsfs_mount_of(&mounts::mounts(), &canonical) {
+        println!(
+            "rewrap: the mount at {mountpoint} still gives new files key {}: remount it, then run rewrap --to-key {to} again",
+            config.key_id
+        );
+    }
+    Ok(())
 }
 
 fn progress_bar(total: u64) -> Option<ProgressBar> {

@@ -6,12 +6,13 @@
 //! ```text
 //! version 1 header:  len || "kmsfs-dek-v1" || len || fs_id || len || file_id
 //! version 2 header:  len || "kmsfs-dek-v2" || len || fs_id || len || file_id || len || key_id
-//! filesystem key:    len || "kmsfs-fs-key-v2" || len || fs_id
+//! filesystem key:    len || "kmsfs-fs-key-v2" || len || fs_id || len || key_id
 //! ```
 //!
 //! The KMS's AEAD authenticates the context, so a wrapped DEK unwraps only for the filesystem,
-//! the file and (version 2) the key id it was wrapped for. `re-encrypt` takes a destination
-//! context: moving a version 2 DEK to another key names the new key id there.
+//! the file and (version 2) the key id it was wrapped for, and the filesystem key only for its
+//! filesystem and key id. `re-encrypt` takes a destination context: moving a version 2 DEK or
+//! the filesystem key to another key names the new key id there.
 
 use super::{FileId, FsId, HeaderVersion};
 use uuid::Uuid;
@@ -48,9 +49,9 @@ pub fn dek_context(
 }
 
 /// The encryption context of the filesystem key of filesystem `fs_id` (format version 2: the
-/// key names are encrypted with).
-pub fn fs_key_context(fs_id: &FsId) -> Vec<u8> {
-    length_prefixed(&[FS_KEY_CONTEXT_LABEL, fs_id])
+/// key names are encrypted with), wrapped by KMS key `key_id`.
+pub fn fs_key_context(fs_id: &FsId, key_id: &Uuid) -> Vec<u8> {
+    length_prefixed(&[FS_KEY_CONTEXT_LABEL, fs_id, key_id.as_bytes()])
 }
 
 #[cfg(test)]
@@ -115,11 +116,31 @@ mod tests {
     }
 
     #[test]
-    fn the_fs_key_context_names_its_label_and_filesystem() {
-        let ctx = fs_key_context(&[3; 16]);
+    fn the_fs_key_context_names_its_label_filesystem_and_key() {
+        let ctx = fs_key_context(&[1; 16], &KEY);
+        assert_eq!(ctx.len(), 4 + 15 + 2 * (4 + 16));
         assert_eq!(&ctx[..4], &15u32.to_be_bytes());
         assert_eq!(&ctx[4..19], b"kmsfs-fs-key-v2");
         assert_eq!(&ctx[19..23], &16u32.to_be_bytes());
-        assert_eq!(&ctx[23..], &[3; 16]);
+        assert_eq!(&ctx[23..39], &[1; 16]);
+        assert_eq!(&ctx[39..43], &16u32.to_be_bytes());
+        assert_eq!(&ctx[43..], &[3; 16]);
+    }
+
+    #[test]
+    fn an_fs_key_context_differs_in_every_field_and_from_every_dek_context() {
+        let base = fs_key_context(&[1; 16], &KEY);
+        let others = [
+            fs_key_context(&[9; 16], &KEY),
+            fs_key_context(&[1; 16], &Uuid::from_bytes([9; 16])),
+            fs_key_context(&[1; 16], &Uuid::nil()),
+            // Fields swapped.
+            fs_key_context(KEY.as_bytes(), &Uuid::from_bytes([1; 16])),
+            dek_context(HeaderVersion::V1, &[1; 16], &[3; 16], &KEY),
+            dek_context(HeaderVersion::V2, &[1; 16], &[3; 16], &KEY),
+        ];
+        for (i, other) in others.iter().enumerate() {
+            assert_ne!(&base, other, "context {i}");
+        }
     }
 }

@@ -28,7 +28,8 @@ pub use io::Opened;
 pub use naming::{NameFault, write_dir_id};
 pub use rewrap::{RewrapOutcome, RewrapTarget, rewrap_file};
 pub use walk::{
-    BadName, DirRef, NameDamage, PlainPath, Tree, TreeFile, cipher_files, remove_orphan, walk_tree,
+    BadName, DirRef, NameDamage, PlainPath, SealedDamage, SealedFault, Tree, TreeFile,
+    cipher_files, remove_orphan, walk_tree,
 };
 
 use crate::config::CONF_NAME;

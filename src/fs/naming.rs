@@ -108,7 +108,7 @@ fn read_dir_id_file(dir: BorrowedFd<'_>) -> Result<Option<DirId>, NameFault> {
 /// is metadata, journaled with the directory itself, so after a crash that lost the file's
 /// bytes the id is still there, and the file is written again from it. Copies of the cipher
 /// directory that drop extended attributes keep the file.
-const DIR_ID_XATTR: &CStr = c"user.kmsfs.dirid";
+pub(super) const DIR_ID_XATTR: &CStr = c"user.kmsfs.dirid";
 
 /// The copy of the id of the directory open as `dir` (any descriptor, `O_PATH` included).
 fn dir_id_copy(dir: BorrowedFd<'_>) -> Option<DirId> {
@@ -530,7 +530,7 @@ impl CryptFs {
 }
 
 /// The namespace of extended attributes whose names and values are encrypted.
-const USER_XATTR: &[u8] = b"user.";
+pub(super) const USER_XATTR: &[u8] = b"user.";
 
 /// The longest value or name list an extended-attribute call can return (Linux).
 pub const XATTR_MAX: usize = 65536;

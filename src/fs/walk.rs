@@ -1,11 +1,13 @@
 //! The tree of a cipher directory, for fsck and rewrap: its regular files and, with encrypted
-//! names, the plaintext path of each, the names that do not read back, and the long-name side
-//! files a crash left without their name. It only reads; [`remove_orphan`] is the one change.
+//! names, the plaintext path of each, the names, symlink targets and `user.` extended
+//! attributes that do not read back, and the long-name side files a crash left without their
+//! name. It only reads; [`remove_orphan`] is the one change.
 //!
 //! A walk reads the disk first (every directory's id, listing and long names' side files) and
-//! decrypts afterwards, so that a name that does not open with its own directory's id can be
-//! tried with every other directory's: that tells a name moved from another directory, and
-//! two directories whose id files were swapped, from plain damage.
+//! decrypts names afterwards, so that a name that does not open with its own directory's id can
+//! be tried with every other directory's: that tells a name moved from another directory, and
+//! two directories whose id files were swapped, from plain damage. Symlink targets and
+//! extended attributes need no other directory: they are opened as they are read.
 
 use super::HIDDEN_ROOT_NAMES;
 use super::naming::{NameFault, full_cipher_name, read_dir_id, side_file_owner};
@@ -20,10 +22,15 @@ use std::path::{Path, PathBuf};
 
 mod damage;
 mod reading;
+mod sealed;
+#[cfg(test)]
+mod sealed_tests;
 #[cfg(test)]
 mod tests;
 
 pub use damage::{BadName, DirRef, NameDamage};
+pub use sealed::{SealedDamage, SealedFault};
+use sealed::{SealedRead, SealedReader};
 
 /// Every regular file under `cipher_dir`, sorted by path, without `kmsfs.conf` and the files
 /// that keep names. Symlinks are not followed.
@@ -48,6 +55,14 @@ pub struct Tree {
     /// Names that do not read back: those of `bad_names`, and every name of a directory whose
     /// id is lost.
     pub unreadable_names: u64,
+    /// Symlink targets and `user.` extended attributes that do not read back (encrypted names
+    /// only), by plaintext path, then cipher path.
+    pub sealed_damage: Vec<SealedDamage>,
+    /// Symlink targets read (encrypted names only).
+    pub targets: u64,
+    /// `user.` extended attributes read, of every node the root included (encrypted names
+    /// only; the filesystem's own copy of a directory's id is not one).
+    pub xattrs: u64,
 }
 
 /// A regular file of a cipher directory. Displays as its cipher path followed by its
@@ -71,28 +86,33 @@ pub enum PlainPath {
     Unreadable,
 }
 
+/// Writes a node's cipher path followed by its plaintext path, as `fsck` reports it.
+fn write_paths(f: &mut fmt::Formatter<'_>, cipher: &Path, plain: &PlainPath) -> fmt::Result {
+    let cipher = cipher.display();
+    match plain {
+        PlainPath::AsStored => write!(f, "{cipher}"),
+        PlainPath::Known(plain) => write!(f, "{cipher} (plaintext {})", plain.display()),
+        PlainPath::Unreadable => write!(f, "{cipher} (plaintext path unreadable)"),
+    }
+}
+
 impl fmt::Display for TreeFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let cipher = self.cipher.display();
-        match &self.plain {
-            PlainPath::AsStored => write!(f, "{cipher}"),
-            PlainPath::Known(plain) => write!(f, "{cipher} (plaintext {})", plain.display()),
-            PlainPath::Unreadable => write!(f, "{cipher} (plaintext path unreadable)"),
-        }
+        write_paths(f, &self.cipher, &self.plain)
     }
 }
 
 /// Walks the cipher directory `cipher_dir`: with `names` (encrypted names), decrypts every
-/// name and checks every long name's side file; without, lists the regular files. Symlinks are
-/// not followed; `kmsfs.conf`, its temporary file, directory ids and side files are not files
-/// of the tree.
+/// name, symlink target and `user.` extended attribute (names and values) and checks every
+/// long name's side file; without, lists the regular files. Symlinks are not followed;
+/// `kmsfs.conf`, its temporary file, directory ids and side files are not files of the tree.
 ///
 /// # Errors
 ///
 /// When a directory cannot be listed or opened. A name that does not read is no error: it is
-/// in [`Tree::bad_names`].
+/// in [`Tree::bad_names`]; a target or attribute, in [`Tree::sealed_damage`].
 pub fn walk_tree(cipher_dir: &Path, names: Option<&NameCipher>) -> io::Result<Tree> {
-    let dirs = scan(cipher_dir, names.is_some())?;
+    let dirs = scan(cipher_dir, names)?;
     Ok(match names {
         Some(cipher) => reading::Reading::new(dirs, cipher).into_tree(),
         None => stored_tree(dirs),
@@ -132,6 +152,8 @@ struct ScannedDir {
     entries: Vec<ScannedEntry>,
     /// Side files whose name does not exist.
     orphans: Vec<PathBuf>,
+    /// Its own extended attributes (encrypted names).
+    sealed: SealedRead,
 }
 
 struct ScannedEntry {
@@ -139,6 +161,8 @@ struct ScannedEntry {
     kind: EntryKind,
     /// Its full cipher name (encrypted names): itself, or a long name's side file.
     full: Option<Result<Vec<u8>, NameFault>>,
+    /// Its target and extended attributes (encrypted names; a directory's are its own).
+    sealed: SealedRead,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -148,25 +172,35 @@ enum EntryKind {
     Other,
 }
 
-/// Every directory under `root`, a parent before its children.
-fn scan(root: &Path, encrypted: bool) -> io::Result<Vec<ScannedDir>> {
+/// Every directory under `root`, a parent before its children; with `names`, every node's
+/// symlink target and extended attributes opened.
+fn scan(root: &Path, names: Option<&NameCipher>) -> io::Result<Vec<ScannedDir>> {
     let mut dirs = vec![ScannedDir {
         cipher: root.to_path_buf(),
         parent: None,
         id: Ok(None),
         entries: Vec::new(),
         orphans: Vec::new(),
+        sealed: SealedRead::default(),
     }];
+    let mut sealed = names.map(SealedReader::new);
     let mut next = 0;
     while next < dirs.len() {
-        scan_one(&mut dirs, next, encrypted)?;
+        scan_one(&mut dirs, next, sealed.as_mut())?;
         next += 1;
     }
     Ok(dirs)
 }
 
-/// Reads directory `index` of `dirs`, appending its subdirectories to `dirs`.
-fn scan_one(dirs: &mut Vec<ScannedDir>, index: usize, encrypted: bool) -> io::Result<()> {
+/// Reads directory `index` of `dirs`, appending its subdirectories to `dirs`; with `reader`
+/// (encrypted names), opens its own extended attributes and its other entries' targets and
+/// extended attributes.
+fn scan_one(
+    dirs: &mut Vec<ScannedDir>,
+    index: usize,
+    mut reader: Option<&mut SealedReader<'_>>,
+) -> io::Result<()> {
+    let encrypted = reader.is_some();
     let path = dirs[index].cipher.clone();
     let dir = std::fs::File::open(&path)?;
     let mut listing = Vec::new();
@@ -177,26 +211,27 @@ fn scan_one(dirs: &mut Vec<ScannedDir>, index: usize, encrypted: bool) -> io::Re
     listing.sort_by(|a, b| a.0.cmp(&b.0));
     let mut entries = Vec::with_capacity(listing.len());
     let mut side_files = Vec::new();
-    for (name, kind) in listing {
+    for (name, file_type) in listing {
         if index == 0 && HIDDEN_ROOT_NAMES.iter().any(|hidden| name == *hidden) {
             continue;
         }
-        if !kind.is_dir() && is_internal(name.as_bytes()) {
+        if !file_type.is_dir() && is_internal(name.as_bytes()) {
             if side_file_owner(name.as_bytes()).is_some() {
                 side_files.push(name);
             }
             continue;
         }
-        let kind = if kind.is_dir() {
+        let kind = if file_type.is_dir() {
             dirs.push(ScannedDir {
                 cipher: path.join(&name),
                 parent: Some((index, entries.len())),
                 id: Ok(None),
                 entries: Vec::new(),
                 orphans: Vec::new(),
+                sealed: SealedRead::default(),
             });
             EntryKind::Dir(dirs.len() - 1)
-        } else if kind.is_file() {
+        } else if file_type.is_file() {
             EntryKind::File
         } else {
             EntryKind::Other
@@ -204,14 +239,22 @@ fn scan_one(dirs: &mut Vec<ScannedDir>, index: usize, encrypted: bool) -> io::Re
         let full = encrypted.then(|| {
             full_cipher_name(dir.as_fd(), name.as_bytes()).map(std::borrow::Cow::into_owned)
         });
+        let sealed = match (&mut reader, kind) {
+            (Some(reader), EntryKind::File | EntryKind::Other) => {
+                reader.read(&path.join(&name), file_type.is_symlink())
+            }
+            _ => SealedRead::default(),
+        };
         entries.push(ScannedEntry {
             disk: name,
             kind,
             full,
+            sealed,
         });
     }
     let scanned = &mut dirs[index];
-    if encrypted {
+    if let Some(reader) = reader {
+        scanned.sealed = reader.read(&path, false);
         scanned.id = read_dir_id(dir.as_fd());
         let present: HashSet<&[u8]> = entries.iter().map(|e| e.disk.as_bytes()).collect();
         scanned.orphans = side_files

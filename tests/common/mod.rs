@@ -157,6 +157,19 @@ impl Env {
         self.run(&args)
     }
 
+    /// `kmsfs rewrap` of the cipher directory with the environment's passphrase and extra
+    /// arguments (`--to-key ID`, `--dry-run`), whatever the exit code.
+    pub fn rewrap_with(&self, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "rewrap",
+            Self::s(&self.cipher),
+            "--passphrase-file",
+            Self::s(&self.passfile),
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
     /// The cipher path of every entry under the mount point, by its path relative to the
     /// mount point (the mount must be live). Found by inode number, which a node shares with
     /// its backing inode, so it works with encrypted names; hard links map to one of their

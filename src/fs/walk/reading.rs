@@ -233,6 +233,14 @@ impl<'a> Reading<'a> {
         let mut tree = Tree::default();
         let plain = self.plain_paths();
         for dir in 0..self.dirs.len() {
+            let dir_plain = plain[dir]
+                .clone()
+                .map_or(PlainPath::Unreadable, PlainPath::Known);
+            std::mem::take(&mut self.dirs[dir].sealed).note(
+                &mut tree,
+                &self.dirs[dir].cipher,
+                dir_plain,
+            );
             tree.names += self.dirs[dir].entries.len() as u64;
             tree.orphans.append(&mut self.dirs[dir].orphans);
             let dir_fault = self.directory_fault(dir, &plain);
@@ -254,21 +262,28 @@ impl<'a> Reading<'a> {
                 if name.is_none() {
                     tree.unreadable_names += 1;
                 }
-                let scanned = &self.dirs[dir].entries[entry];
+                let entry_plain = match (&plain[dir], &name) {
+                    (Some(dir_plain), Some(name)) => {
+                        PlainPath::Known(dir_plain.join(OsStr::from_bytes(name)))
+                    }
+                    _ => PlainPath::Unreadable,
+                };
+                let cipher = self.dirs[dir]
+                    .cipher
+                    .join(&self.dirs[dir].entries[entry].disk);
+                let scanned = &mut self.dirs[dir].entries[entry];
+                std::mem::take(&mut scanned.sealed).note(&mut tree, &cipher, entry_plain.clone());
                 if scanned.kind == EntryKind::File {
                     tree.files.push(TreeFile {
-                        cipher: self.dirs[dir].cipher.join(&scanned.disk),
-                        plain: match (&plain[dir], &name) {
-                            (Some(dir_plain), Some(name)) => {
-                                PlainPath::Known(dir_plain.join(OsStr::from_bytes(name)))
-                            }
-                            _ => PlainPath::Unreadable,
-                        },
+                        cipher,
+                        plain: entry_plain,
                     });
                 }
             }
         }
         tree.files
+            .sort_by(|a, b| (&a.plain, &a.cipher).cmp(&(&b.plain, &b.cipher)));
+        tree.sealed_damage
             .sort_by(|a, b| (&a.plain, &a.cipher).cmp(&(&b.plain, &b.cipher)));
         // By plaintext directory (those under an unreadable name last), then cipher path: a
         // directory's own line comes before those of its names.

@@ -17,14 +17,14 @@ fn long(seed: char) -> String {
 
 /// A cipher directory with encrypted names, written by `CryptFs`, and the name cipher to read
 /// it.
-struct World {
+pub(super) struct World {
     _dir: tempfile::TempDir,
-    fs: CryptFs,
+    pub(super) fs: CryptFs,
     names: NameCipher,
 }
 
 impl World {
-    fn new() -> World {
+    pub(super) fn new() -> World {
         let key = FsKey::random();
         let (dir, fs) = setup_with(|cipher, keys| {
             CryptFs::new(cipher, keys).map(|fs| fs.with_encrypted_names(NameCipher::new(&key)))
@@ -36,18 +36,18 @@ impl World {
         }
     }
 
-    fn root(&self) -> &Path {
+    pub(super) fn root(&self) -> &Path {
         self.fs.cipher_dir()
     }
 
-    fn mkdir(&self, parent: u64, name: &str) -> u64 {
+    pub(super) fn mkdir(&self, parent: u64, name: &str) -> u64 {
         self.fs
             .mkdir(parent, OsStr::new(name), 0o755, 0, ME)
             .expect("mkdir")
             .ino
     }
 
-    fn file(&self, parent: u64, name: &str) -> u64 {
+    pub(super) fn file(&self, parent: u64, name: &str) -> u64 {
         self.fs
             .mknod(parent, OsStr::new(name), libc::S_IFREG | 0o644, 0, 0, ME)
             .expect("mknod")
@@ -55,7 +55,7 @@ impl World {
     }
 
     /// The cipher path of the node with inode number `ino`.
-    fn cipher(&self, ino: u64) -> PathBuf {
+    pub(super) fn cipher(&self, ino: u64) -> PathBuf {
         fn find(dir: &Path, ino: u64) -> Option<PathBuf> {
             for entry in std::fs::read_dir(dir).expect("list") {
                 let path = entry.expect("entry").path();
@@ -74,7 +74,7 @@ impl World {
         find(self.root(), ino).expect("a cipher entry with that inode")
     }
 
-    fn walk(&self) -> Tree {
+    pub(super) fn walk(&self) -> Tree {
         walk_tree(self.root(), Some(&self.names)).expect("walk")
     }
 
