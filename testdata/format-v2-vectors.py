@@ -321,7 +321,7 @@ def main():
     xattr_cipher_name = b64(siv(XATTRS_KEY, [b"kmsfs-xattr-name-v2"], xattr_name))
     xattr_value = b"reviewed by ops"
     sealed = XATTR_NONCE + siv(
-        XATTRS_KEY, [b"kmsfs-xattr-value-v2", xattr_cipher_name.encode("ascii"), XATTR_NONCE], xattr_value
+        XATTRS_KEY, [b"kmsfs-xattr-value-v2", b"user." + xattr_cipher_name.encode("ascii"), XATTR_NONCE], xattr_value
     )
 
     out = {
@@ -351,7 +351,7 @@ def main():
         },
         "xattr": {
             "note": "user.comment = 'reviewed by ops': the name after 'user.' is deterministic, the value "
-            "is nonce || tag || ciphertext (raw bytes) bound to the cipher name.",
+            "is nonce || tag || ciphertext (raw bytes) bound to the name as stored, 'user.' included.",
             "name_plaintext": xattr_name.hex(),
             "name_cipher": xattr_cipher_name,
             "nonce": XATTR_NONCE.hex(),

@@ -8,7 +8,7 @@
 //! name        = b64(SIV(K_names;    "kmsfs-name-v2", dir_id;                plain))
 //! target      = b64(nonce || SIV(K_symlinks; "kmsfs-symlink-v2", nonce;    plain))
 //! xattr name  = b64(SIV(K_xattrs;   "kmsfs-xattr-name-v2";                  plain))
-//! xattr value = nonce || SIV(K_xattrs; "kmsfs-xattr-value-v2", cipher name, nonce; plain)
+//! xattr value = nonce || SIV(K_xattrs; "kmsfs-xattr-value-v2", "user." || cipher name, nonce; plain)
 //! b64 = unpadded base64url; nonce = 16 random bytes
 //! ```
 //!
@@ -275,36 +275,36 @@ impl NameCipher {
         Ok(plain)
     }
 
-    /// The sealed form of xattr value `value` (raw bytes, 32 longer), bound to the xattr's
-    /// cipher name `cipher_name` (as [`NameCipher::encrypt_xattr_name`] returns it, without
-    /// `user.`), with a fresh random nonce.
-    pub fn seal_xattr_value(&self, cipher_name: &[u8], value: &[u8]) -> Vec<u8> {
-        self.seal_xattr_value_with_nonce(crypto::random_array(), cipher_name, value)
+    /// The sealed form of xattr value `value` (raw bytes, 32 longer), bound to the xattr's name
+    /// as stored, `stored_name`: `user.` followed by the cipher name
+    /// [`NameCipher::encrypt_xattr_name`] returns; with a fresh random nonce.
+    pub fn seal_xattr_value(&self, stored_name: &[u8], value: &[u8]) -> Vec<u8> {
+        self.seal_xattr_value_with_nonce(crypto::random_array(), stored_name, value)
     }
 
     /// [`NameCipher::seal_xattr_value`] with a given nonce: for test vectors.
     pub(crate) fn seal_xattr_value_with_nonce(
         &self,
         nonce: [u8; NONCE_LEN],
-        cipher_name: &[u8],
+        stored_name: &[u8],
         value: &[u8],
     ) -> Vec<u8> {
         let mut out = Vec::with_capacity(XATTR_VALUE_OVERHEAD + value.len());
         out.extend_from_slice(&nonce);
         self.xattrs
-            .seal_append(&[XATTR_VALUE_AD, cipher_name, &nonce], value, &mut out);
+            .seal_append(&[XATTR_VALUE_AD, stored_name, &nonce], value, &mut out);
         out
     }
 
-    /// The plaintext of the sealed xattr value `sealed` stored under cipher name `cipher_name`.
+    /// The plaintext of the sealed xattr value `sealed` stored under the xattr name `stored_name`.
     ///
     /// # Errors
     ///
     /// [`NameError::TooShort`] when `sealed` cannot hold a nonce and a tag; [`NameError::Auth`]
-    /// when it does not authenticate under this key and this cipher name.
+    /// when it does not authenticate under this key and this stored name.
     pub fn open_xattr_value(
         &self,
-        cipher_name: &[u8],
+        stored_name: &[u8],
         sealed: &[u8],
     ) -> Result<Vec<u8>, NameError> {
         if sealed.len() < XATTR_VALUE_OVERHEAD {
@@ -315,7 +315,7 @@ impl NameCipher {
         }
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
         self.xattrs
-            .open(&[XATTR_VALUE_AD, cipher_name, nonce], rest)
+            .open(&[XATTR_VALUE_AD, stored_name, nonce], rest)
             .map_err(|_| NameError::Auth)
     }
 
