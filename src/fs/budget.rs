@@ -14,7 +14,7 @@
 //! crash in between leaves a re-keying header, whose blocks read under either key; the first
 //! change through a mount finishes the re-key. Version 1 headers have no room for a count.
 
-use super::content::{self, ContentError, FileState};
+use super::content::{self, FileState};
 use super::inode::Inode;
 use super::{CryptFs, FsError, FsResult};
 use crate::format::{BLOCK_PLAIN_LEN, FileCipher, Keying};
@@ -190,10 +190,8 @@ impl CryptFs {
         slot: &mut Option<Arc<FileCipher>>,
     ) -> FsResult<Arc<FileCipher>> {
         let cipher = slot.clone().ok_or(FsError(libc::EIO))?;
-        let resealed = content::reseal_all(file, &cipher).map_err(|e| match e {
-            ContentError::Io(e) => FsError::from(e),
-            e @ ContentError::Corrupt(_) => self.content_error(inode, state, e),
-        })?;
+        let resealed =
+            content::reseal_all(file, &cipher).map_err(|e| self.content_error(inode, state, e))?;
         state.seals.counted.fetch_add(resealed, Ordering::Relaxed);
         file.sync_data()?;
         let keying = Keying {

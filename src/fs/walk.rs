@@ -24,6 +24,7 @@ mod damage;
 mod reading;
 mod sealed;
 #[cfg(test)]
+#[path = "walk/tests/sealed.rs"]
 mod sealed_tests;
 #[cfg(test)]
 mod tests;
