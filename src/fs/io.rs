@@ -362,13 +362,9 @@ impl CryptFs {
         if slot.is_some() && file.metadata()?.len() == 0 {
             *slot = None;
         }
-        if content::extent(file).is_ok_and(|extent| extent.torn_len > 0 && extent.plain_size == 0) {
-            // Nothing but a torn block: no block is left to re-seal.
-            self.mend_end(inode, file, state, None)?;
-        }
         self.load_cipher(inode, file, slot)?;
         if let Some(cipher) = slot.clone() {
-            self.mend_end(inode, file, state, Some(&cipher))?;
+            self.mend_end(inode, file, state, &cipher)?;
             if cipher.is_rekeying() {
                 // A re-key a crash cut short: finished before anything else is sealed.
                 return self.finish_rekey(inode, file, state, slot);
@@ -396,28 +392,22 @@ impl CryptFs {
     /// kernel sees it (an append lands right after the complete blocks). Refusing would leave
     /// every writer of a file cut short by a crash (a log, a database) failing with EIO until an
     /// unmount and a `kmsfs fsck --repair`, which mends exactly the same way. Called with the
-    /// file's lock held exclusively; `cipher` is `None` only for a file with no complete block.
+    /// file's lock held exclusively.
     fn mend_end(
         &self,
         inode: &Inode,
         file: &File,
         state: &FileState,
-        cipher: Option<&Arc<FileCipher>>,
+        cipher: &FileCipher,
     ) -> FsResult<()> {
-        let mended = match cipher {
-            Some(cipher) => content::mend_end(file, cipher, state.first_change()),
-            None => content::cut_torn_tail(file).map(|torn| content::Mended {
-                torn,
-                resealed: None,
-            }),
-        }
-        .map_err(|e| match e {
-            ContentError::Io(e) => FsError::from(e),
-            ContentError::Corrupt(e) => {
-                tracing::error!(path = %inode.backing_path(), "corrupt file: {e}");
-                FsError(libc::EIO)
-            }
-        })?;
+        let mended =
+            content::mend_end(file, cipher, state.first_change()).map_err(|e| match e {
+                ContentError::Io(e) => FsError::from(e),
+                ContentError::Corrupt(e) => {
+                    tracing::error!(path = %inode.backing_path(), "corrupt file: {e}");
+                    FsError(libc::EIO)
+                }
+            })?;
         if let Some(torn) = mended.torn {
             tracing::warn!(
                 path = %inode.backing_path(),
