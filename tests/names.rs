@@ -333,3 +333,92 @@ fn a_directory_id_lost_in_a_crash_comes_back_from_its_copy() {
         "written again from the copy"
     );
 }
+
+/// The names listed in mount directory `dir`.
+fn listed(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Runs `setfattr ARGS` (package attr) and insists on success.
+fn setfattr(args: &[&str], path: &Path) {
+    let status = std::process::Command::new("setfattr")
+        .args(args)
+        .arg(path)
+        .status()
+        .expect("run setfattr (package attr)");
+    assert!(status.success(), "setfattr {args:?} {}", path.display());
+}
+
+/// True when backing directory `dir` has the copy of its id.
+fn has_id_copy(dir: &Path) -> bool {
+    std::process::Command::new("getfattr")
+        .args(["--only-values", "-n", "user.kmsfs.dirid"])
+        .arg(dir)
+        .output()
+        .expect("run getfattr (package attr)")
+        .status
+        .success()
+}
+
+#[test]
+fn a_directory_copied_without_extended_attributes_reads_its_id_file() {
+    let env = Env::new();
+    env.init();
+    let mount = env.mount();
+    fs::create_dir(env.plain.join("d")).expect("mkdir");
+    fs::write(env.plain.join("d/inside"), b"x").expect("write");
+    let cipher_dir = env.cipher_path("d");
+    mount.unmount();
+    assert!(has_id_copy(&cipher_dir), "mkdir keeps a copy");
+    // What `cp -r` or a sync tool that drops extended attributes leaves.
+    setfattr(&["-x", "user.kmsfs.dirid"], &cipher_dir);
+    let _mount = env.mount();
+    assert_eq!(listed(&env.plain.join("d")), ["inside"]);
+    assert_eq!(fs::read(env.plain.join("d/inside")).expect("read"), b"x");
+    fs::write(env.plain.join("d/more"), b"y").expect("a new name in it");
+    assert_eq!(listed(&env.plain.join("d")), ["inside", "more"]);
+    assert!(
+        !has_id_copy(&cipher_dir),
+        "reading a directory writes nothing to it"
+    );
+}
+
+#[test]
+fn with_its_copy_a_directory_id_file_is_not_read_and_a_lost_one_comes_back() {
+    let env = Env::new();
+    env.init();
+    let mount = env.mount();
+    fs::create_dir(env.plain.join("d")).expect("mkdir");
+    fs::write(env.plain.join("d/inside"), b"x").expect("write");
+    fs::create_dir(env.plain.join("e")).expect("mkdir");
+    fs::write(env.plain.join("e/inside"), b"x").expect("write");
+    let (d, e) = (env.cipher_path("d"), env.cipher_path("e"));
+    mount.unmount();
+    let id = fs::read(d.join("kmsfs.dirid")).expect("id");
+    // Other bytes of the right length: the mount reads the copy, in the directory's own inode,
+    // and never the file's block.
+    fs::remove_file(d.join("kmsfs.dirid")).expect("rm id");
+    fs::write(d.join("kmsfs.dirid"), [0x5a; 16]).expect("other bytes");
+    // Lost: written again from the copy.
+    fs::remove_file(e.join("kmsfs.dirid")).expect("rm id");
+    let _mount = env.mount();
+    assert_eq!(listed(&env.plain.join("d")), ["inside"]);
+    assert_eq!(listed(&env.plain.join("e")), ["inside"]);
+    assert_eq!(
+        fs::read(e.join("kmsfs.dirid"))
+            .expect("id file again")
+            .len(),
+        16,
+        "written again from the copy"
+    );
+    assert_ne!(fs::read(e.join("kmsfs.dirid")).expect("id"), id);
+    // rmdir removes the id file (it is not read for that either).
+    fs::remove_file(env.plain.join("d/inside")).expect("rm");
+    fs::remove_dir(env.plain.join("d")).expect("rmdir");
+    assert!(!d.exists());
+}

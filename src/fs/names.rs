@@ -202,27 +202,20 @@ impl CryptFs {
                 sys::mkdirat(dir.as_fd(), &disk.name, mode)
             })
         })?;
-        let id = if self.encrypts_names() {
-            // Its id, before any name is made in it; a crash before this leaves an empty
-            // directory without one, which gets one when first used.
-            let made = sys::openat(
-                dir.as_fd(),
-                &disk.name,
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                0,
-            )?;
-            Some(super::naming::write_dir_id(made.as_fd())?)
-        } else {
-            None
-        };
-        let attr = self.made(&parent, &disk.name, caller)?;
-        // The first name made in it needs the id: no need to read it back.
-        if let Some(id) = id
-            && let Ok(inode) = self.inodes.get(attr.ino)
-        {
-            let _ = inode.dir_id.set(id);
+        if !self.encrypts_names() {
+            return self.made(&parent, &disk.name, caller);
         }
-        Ok(attr)
+        let (inode, _) = self.inodes.lookup(&parent, &disk.name)?;
+        // Its id, before any name is made in it and before it is given to the caller; a crash
+        // before this leaves an empty directory without one, which gets one when first used.
+        let made = self
+            .give_dir_id(&inode)
+            .and_then(|()| self.give_to_caller(&parent, &inode, caller))
+            .and_then(|()| self.attr_of(&inode));
+        if made.is_err() {
+            self.inodes.forget(inode.ino, 1);
+        }
+        made
     }
 
     /// Makes a symlink.
@@ -524,11 +517,13 @@ impl CryptFs {
             sys::getxattr(path, &cname, buf, link)
         }) {
             Err(FsError(libc::ENODATA)) => {
-                // Is that because it has none at all? Then later questions need no system call.
-                let none = on_xattrs(&inode, &mut [][..], |path, link, buf| {
+                // Is that because it shows none at all? Then later questions need no system
+                // call. (A list longer than the probe fails with ERANGE: it shows some.)
+                let mut probe = [0u8; 64];
+                let listed = on_xattrs(&inode, &mut probe[..], |path, link, buf| {
                     sys::listxattr(path, buf, link)
                 });
-                if none.is_ok_and(|len| len == 0) {
+                if listed.is_ok_and(|len| self.shows_no_xattr(&probe[..len])) {
                     inode.record_no_xattrs(version);
                 }
                 return Err(FsError(libc::ENODATA));

@@ -733,3 +733,98 @@ impl FileCheck {
         }
     }
 }
+
+/// The environment variable that makes [`as_user_child`] run: set only by the test that starts
+/// this test binary again under `setpriv`.
+const AS_USER_CHILD: &str = "KMSFS_FS_TEST_AS_USER";
+
+/// The user the filesystem runs as in the child test.
+const NOT_ROOT: u32 = 65534;
+
+/// What a daemon that is not root does for `mkdir -m 0555`: it makes a backing directory it
+/// cannot write into, and must still give it an id. Runs only as the child of the test below.
+#[test]
+fn as_user_child() {
+    if std::env::var_os(AS_USER_CHILD).is_none() {
+        return;
+    }
+    assert_eq!(
+        std::fs::metadata("/proc/self").expect("self").uid(),
+        NOT_ROOT
+    );
+    let key = crate::format::FsKey::random();
+    let (dir, fs) = setup_with(|cipher, keys| {
+        CryptFs::new(cipher, keys)
+            .map(|fs| fs.with_encrypted_names(crate::format::NameCipher::new(&key)))
+    });
+    let caller = Caller {
+        uid: NOT_ROOT,
+        gid: NOT_ROOT,
+        pid: 0,
+    };
+    let made = fs
+        .mkdir(ROOT_INO, OsStr::new("ro"), 0o555, 0o022, caller)
+        .expect("mkdir -m 0555");
+    assert_eq!(made.perm, 0o555, "the mode asked for, in the end");
+    let backing = std::fs::read_dir(dir.path().join("cipher"))
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.is_dir())
+        .expect("the new backing directory");
+    assert_eq!(
+        std::fs::metadata(&backing).expect("stat").mode() & 0o7777,
+        0o555
+    );
+    assert_eq!(
+        std::fs::read(backing.join("kmsfs.dirid"))
+            .expect("its id file")
+            .len(),
+        16
+    );
+    // It lists (its id known).
+    let ro = made.ino;
+    let fh = fs.opendir(ro).expect("opendir");
+    let mut names = Vec::new();
+    fs.readdir(fh, 0, |e, _| {
+        names.push(e.name.clone());
+        false
+    })
+    .expect("readdir");
+    assert_eq!(names, [".", ".."]);
+    println!("ran as user {NOT_ROOT}");
+}
+
+#[test]
+fn a_daemon_that_is_not_root_gives_a_new_read_only_directory_its_id() {
+    if !is_root() {
+        // The child needs root to be started as another user.
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={NOT_ROOT}"),
+            &format!("--regid={NOT_ROOT}"),
+            "--clear-groups",
+        ])
+        .arg(&exe)
+        .args(["--exact", "fs::tests::as_user_child", "--nocapture"])
+        .env(AS_USER_CHILD, "1")
+        .env("TMPDIR", std::env::temp_dir())
+        .output()
+        .expect("run setpriv");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("ran as user {NOT_ROOT}")),
+        "the child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_directory_id_file_name_for_system_calls_is_the_format_s() {
+    assert_eq!(
+        naming::DIR_ID_FILE_C.to_bytes(),
+        crate::format::DIR_ID_FILE.as_bytes()
+    );
+}
