@@ -564,6 +564,11 @@ impl CryptFs {
 
     /// Removes directory `name` from `parent`: with encrypted names, its id link first (put
     /// back if the directory turns out not to be empty).
+    ///
+    /// A directory with the copy of its id is not listed first: the backing `rmdir` says
+    /// whether it is empty, and a failed one gets its link back from the copy, which stays with
+    /// the directory (a crash in between leaves the copy, from which the mount makes the link
+    /// again). One known by its link alone is listed first: the link is its only id.
     pub(super) fn remove_dir(&self, parent: &Inode, name: &CString) -> FsResult<()> {
         let parent_fd = parent.fd()?;
         let remove =
@@ -574,13 +579,14 @@ impl CryptFs {
         let dir = sys::openat(
             parent_fd.as_fd(),
             name,
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
             0,
         )?;
-        if !holds_nothing(dir.as_fd())? {
+        let known = known_dir_id(dir.as_fd())?;
+        if !matches!(known, Some((_, true))) && !holds_nothing(for_reading(dir.as_fd())?.as_fd())? {
             return Err(FsError(libc::ENOTEMPTY));
         }
-        let id = known_dir_id(dir.as_fd())?.map(|(id, _)| id);
+        let id = known.map(|(id, _)| id);
         if id.is_some() {
             unlink_id_link(dir.as_fd())?;
         }
