@@ -326,7 +326,7 @@ def main():
 
     out = {
         "comment": (
-            "kmsfs format v2 test vectors: a fixed filesystem key and directory id give exactly "
+            "kmsfs format v2 test vectors: a fixed directory id gives exactly this kmsfs.dirid link target; a fixed filesystem key and directory id give exactly "
             "these cipher names, symlink target and xattr; a fixed DEK, ids and wrapped DEK give exactly "
             "this version 2 header and DEK context. Computed by testdata/format-v2-vectors.py "
             "with Python's cryptography package; checked by src/format/names/tests/vectors.rs "
@@ -336,6 +336,7 @@ def main():
         ),
         "fs_key": FS_KEY.hex(),
         "dir_id": DIR_ID.hex(),
+        "dir_id_link": b64(DIR_ID),
         "keys": {
             "names": NAMES_KEY.hex(),
             "symlinks": SYMLINKS_KEY.hex(),

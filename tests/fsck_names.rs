@@ -17,6 +17,9 @@ use std::process::Output;
 
 const CIPHER_BLOCK: u64 = 4124;
 
+/// The extended attribute that holds the copy of a directory's id, the one the mount reads.
+const DIR_ID_COPY: &[u8] = b"user.kmsfs.dirid";
+
 /// A 200-byte name: its cipher name is long, kept in a side file.
 fn long(seed: char) -> String {
     std::iter::repeat_n(seed, 200).collect()
@@ -137,11 +140,17 @@ fn fsck_names_every_damaged_name_and_file_and_repair_deletes_only_the_orphan() {
         c(&format!("docs/deep/{}", long('c'))),
     );
     swap(&side_file(&b), &side_file(&cc));
-    // Two directories' ids swapped.
+    // Two directories' ids swapped: the links and the copies.
     swap(
         &c("left").join("kmsfs.dirid"),
         &c("right").join("kmsfs.dirid"),
     );
+    let (left_id, right_id) = (
+        get_xattr(&c("left"), DIR_ID_COPY).expect("copy"),
+        get_xattr(&c("right"), DIR_ID_COPY).expect("copy"),
+    );
+    set_xattr(&c("left"), DIR_ID_COPY, &right_id);
+    set_xattr(&c("right"), DIR_ID_COPY, &left_id);
     let names_only = env.fsck();
     assert_eq!(
         names_only.status.code(),
@@ -336,7 +345,7 @@ fn user_xattrs(path: &Path) -> Vec<Vec<u8>> {
     let len = kmsfs::sys::listxattr(&cpath, &mut list, true).expect("listxattr");
     list[..len]
         .split(|&b| b == 0)
-        .filter(|n| n.starts_with(b"user.") && *n != b"user.kmsfs.dirid")
+        .filter(|n| n.starts_with(b"user.") && *n != DIR_ID_COPY)
         .map(<[u8]>::to_vec)
         .collect()
 }
@@ -502,4 +511,81 @@ fn fsck_names_a_changed_symlink_target_xattr_name_and_value_and_repair_leaves_th
         "fsck: 3 files checked, 0 damaged; 5 names checked, 0 unreadable; 1 symlink target and \
          1 extended attribute checked, 0 unreadable"
     );
+}
+
+#[test]
+fn an_id_link_that_disagrees_with_its_copy_is_damage_and_repair_makes_it_again() {
+    let env = Env::new();
+    env.init();
+    let cipher = write_tree(&env);
+    let c = |rel: &str| cipher[Path::new(rel)].clone();
+    let link = |rel: &str| c(rel).join("kmsfs.dirid");
+    let target = |rel: &str| fs::read_link(link(rel)).expect("a link");
+    let (left, right, photos) = (target("left"), target("right"), target("photos"));
+    // The links of left and right swapped, their copies not; the link of photos lost; that of
+    // docs/deep a regular file (the unreleased layout).
+    swap(&link("left"), &link("right"));
+    fs::remove_file(link("photos")).expect("rm");
+    fs::remove_file(link("docs/deep")).expect("rm");
+    fs::write(link("docs/deep"), [0x5a; 16]).expect("a regular file");
+    let out = env.fsck();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let read = "its names read with the copy in user.kmsfs.dirid, as the mount reads them";
+    let expected = [
+        format!(
+            "{}: directory /docs/deep: its kmsfs.dirid is a regular file, not a symlink (an \
+             unreleased layout); {read}",
+            c("docs/deep").display()
+        ),
+        format!(
+            "{}: directory /left: its kmsfs.dirid holds another id than its copy; {read}",
+            c("left").display()
+        ),
+        format!(
+            "{}: directory /photos: its kmsfs.dirid is missing; {read}",
+            c("photos").display()
+        ),
+        format!(
+            "{}: directory /right: its kmsfs.dirid holds another id than its copy; {read}",
+            c("right").display()
+        ),
+    ];
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), expected);
+    assert!(
+        stderr(&out).contains("; 21 names checked, 0 unreadable"),
+        "no name lost: {}",
+        stderr(&out)
+    );
+    // The mount reads every name meanwhile (with the copies).
+    {
+        let _mount = env.mount();
+        for rel in [
+            "left/l2",
+            "right/r1",
+            "photos/a.jpg",
+            "docs/deep/nested/n.txt",
+        ] {
+            assert!(env.plain.join(rel).exists(), "{rel}");
+        }
+    }
+    // The mount made the lost link and the regular file links again, not the swapped ones.
+    assert_eq!(target("photos"), photos);
+    assert_eq!(target("left"), right);
+    let out = env.fsck_with(&["--repair"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    for dir in ["left", "right"] {
+        let repaired = format!(
+            "{}: repaired: kmsfs.dirid made again from the copy of the id the mount reads",
+            c(dir).display()
+        );
+        assert!(
+            stdout(&out).lines().any(|l| l == repaired),
+            "{repaired}\nin\n{}",
+            stdout(&out)
+        );
+    }
+    assert_eq!((target("left"), target("right")), (left, right));
+    let out = env.fsck();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(stdout(&out), "");
 }

@@ -312,15 +312,11 @@ fn a_directory_id_lost_in_a_crash_comes_back_from_its_copy() {
     fs::write(env.plain.join("d/inside"), b"x").expect("write");
     let cipher_dir = env.cipher_path("d");
     mount.unmount();
-    // What a crash after mkdir can leave: the id file's bytes never written.
-    let id_file = cipher_dir.join("kmsfs.dirid");
-    let id = fs::read(&id_file).expect("id");
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&id_file)
-        .expect("open")
-        .set_len(0)
-        .expect("empty it");
+    // What a crash after mkdir can leave: the id link never written.
+    let id_link = cipher_dir.join("kmsfs.dirid");
+    let id = fs::read_link(&id_link).expect("id");
+    assert_eq!(id.as_os_str().len(), 22, "16 bytes in unpadded base64url");
+    fs::remove_file(&id_link).expect("lose it");
     let _mount = env.mount();
     let names: Vec<String> = fs::read_dir(env.plain.join("d"))
         .expect("list")
@@ -328,9 +324,9 @@ fn a_directory_id_lost_in_a_crash_comes_back_from_its_copy() {
         .collect();
     assert_eq!(names, ["inside"]);
     assert_eq!(
-        fs::read(&id_file).expect("id again"),
+        fs::read_link(&id_link).expect("id again"),
         id,
-        "written again from the copy"
+        "made again from the copy"
     );
 }
 
@@ -366,7 +362,7 @@ fn has_id_copy(dir: &Path) -> bool {
 }
 
 #[test]
-fn a_directory_copied_without_extended_attributes_reads_its_id_file() {
+fn a_directory_copied_without_extended_attributes_reads_its_id_link() {
     let env = Env::new();
     env.init();
     let mount = env.mount();
@@ -389,35 +385,50 @@ fn a_directory_copied_without_extended_attributes_reads_its_id_file() {
 }
 
 #[test]
-fn with_its_copy_a_directory_id_file_is_not_read_and_a_lost_one_comes_back() {
+fn with_its_copy_a_directory_id_link_is_not_read_and_a_lost_one_comes_back() {
     let env = Env::new();
     env.init();
     let mount = env.mount();
-    fs::create_dir(env.plain.join("d")).expect("mkdir");
-    fs::write(env.plain.join("d/inside"), b"x").expect("write");
-    fs::create_dir(env.plain.join("e")).expect("mkdir");
-    fs::write(env.plain.join("e/inside"), b"x").expect("write");
-    let (d, e) = (env.cipher_path("d"), env.cipher_path("e"));
+    for dir in ["d", "e", "f"] {
+        fs::create_dir(env.plain.join(dir)).expect("mkdir");
+        fs::write(env.plain.join(dir).join("inside"), b"x").expect("write");
+    }
+    let (d, e, f) = (
+        env.cipher_path("d"),
+        env.cipher_path("e"),
+        env.cipher_path("f"),
+    );
     mount.unmount();
-    let id = fs::read(d.join("kmsfs.dirid")).expect("id");
-    // Other bytes of the right length: the mount reads the copy, in the directory's own inode,
-    // and never the file's block.
+    let id = fs::read_link(d.join("kmsfs.dirid")).expect("id");
+    // Another id of the right length: the mount reads the copy, in the directory's own inode.
+    let other = "WlpaWlpaWlpaWlpaWlpaWg";
     fs::remove_file(d.join("kmsfs.dirid")).expect("rm id");
-    fs::write(d.join("kmsfs.dirid"), [0x5a; 16]).expect("other bytes");
-    // Lost: written again from the copy.
+    std::os::unix::fs::symlink(other, d.join("kmsfs.dirid")).expect("another id");
+    // Lost: made again from the copy.
     fs::remove_file(e.join("kmsfs.dirid")).expect("rm id");
+    // A regular file (the unreleased layout): replaced by the link, from the copy.
+    let f_id = fs::read_link(f.join("kmsfs.dirid")).expect("id");
+    fs::remove_file(f.join("kmsfs.dirid")).expect("rm id");
+    fs::write(f.join("kmsfs.dirid"), [0x5a; 16]).expect("a regular file");
     let _mount = env.mount();
     assert_eq!(listed(&env.plain.join("d")), ["inside"]);
     assert_eq!(listed(&env.plain.join("e")), ["inside"]);
+    assert_eq!(listed(&env.plain.join("f")), ["inside"]);
     assert_eq!(
-        fs::read(e.join("kmsfs.dirid"))
-            .expect("id file again")
-            .len(),
-        16,
-        "written again from the copy"
+        fs::read_link(d.join("kmsfs.dirid"))
+            .expect("id")
+            .as_os_str(),
+        other,
+        "a whole link is not read, so not rewritten"
     );
-    assert_ne!(fs::read(e.join("kmsfs.dirid")).expect("id"), id);
-    // rmdir removes the id file (it is not read for that either).
+    let e_id = fs::read_link(e.join("kmsfs.dirid")).expect("id link again");
+    assert_eq!(e_id.as_os_str().len(), 22, "made again from the copy");
+    assert_ne!(e_id, id);
+    assert_eq!(
+        fs::read_link(f.join("kmsfs.dirid")).expect("a link now"),
+        f_id
+    );
+    // rmdir removes the id link (it is not read for that either).
     fs::remove_file(env.plain.join("d/inside")).expect("rm");
     fs::remove_dir(env.plain.join("d")).expect("rmdir");
     assert!(!d.exists());

@@ -2,7 +2,8 @@
 //! every name, symlink target and `user.` extended attribute; one line per damaged file, per
 //! name, target or attribute that does not read and per orphaned side file. With `--repair`,
 //! cut the damage at the end of a file (what a write cut short by a crash leaves) back to its
-//! last authentic block and delete orphaned side files, on an unmounted directory only; names,
+//! last authentic block, delete orphaned side files and make a directory's `kmsfs.dirid` link
+//! again from the copy of its id the mount reads, on an unmounted directory only; names,
 //! targets and attributes that do not read are left as they are.
 
 use super::secret;
@@ -25,8 +26,10 @@ pub struct FsckArgs {
     /// The cipher directory.
     cipherdir: PathBuf,
     /// Cut each file that ends in a torn or unauthentic block back to its last authentic
-    /// block (never a block before the last: damage there is reported, not cut), and delete
-    /// long-name side files whose name is gone. The directory must not be mounted.
+    /// block (never a block before the last: damage there is reported, not cut), delete
+    /// long-name side files whose name is gone, and make a directory's kmsfs.dirid link that
+    /// disagrees with the copy of its id (user.kmsfs.dirid, which the mount reads) again from
+    /// the copy. The directory must not be mounted.
     #[arg(long)]
     repair: bool,
     /// Read the passphrase from FILE (else $KMSFS_PASSPHRASE, else a prompt).
@@ -75,8 +78,25 @@ pub fn run(args: FsckArgs) -> CliResult<ExitCode> {
     let keys = KeyPath::new(kms, DekCache::new(0, Duration::ZERO), fs_id, config.key_id);
     let tree = walk_tree(&args.cipherdir, names.as_ref())
         .map_err(|e| CliError::new(format!("cannot read {}: {e}", args.cipherdir.display())))?;
+    let mut names_left = 0u64;
     for bad in &tree.bad_names {
         println!("{bad}");
+        let repaired = if args.repair {
+            bad.repair_id_link()
+        } else {
+            None
+        };
+        match repaired {
+            Some(Ok(())) => println!(
+                "{}: repaired: kmsfs.dirid made again from the copy of the id the mount reads",
+                bad.cipher.display()
+            ),
+            Some(Err(e)) => {
+                names_left += 1;
+                println!("{}: not repaired: {e}", bad.cipher.display());
+            }
+            None => names_left += 1,
+        }
     }
     for damage in &tree.sealed_damage {
         println!("{damage}");
@@ -128,11 +148,7 @@ pub fn run(args: FsckArgs) -> CliResult<ExitCode> {
         tally.damaged
     };
     Ok(
-        if left == 0
-            && tally.unreadable == 0
-            && tree.bad_names.is_empty()
-            && tree.sealed_damage.is_empty()
-        {
+        if left == 0 && tally.unreadable == 0 && names_left == 0 && tree.sealed_damage.is_empty() {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)

@@ -27,10 +27,11 @@ pub use block::{BlockAad, FileCipher, Place, block_aad, hex};
 pub use context::{dek_context, fs_key_context};
 pub use header::{FileHeader, HEADER_LEN, HeaderVersion, Keying, MAX_WRAPPED_LEN};
 pub use names::{
-    DIR_ID_FILE, DirId, FsKey, LONG_PREFIX, LONG_SIDE_SUFFIX, MAX_CIPHER_NAME, MAX_CIPHER_TARGET,
-    MAX_CIPHER_XATTR_NAME, MAX_PLAIN_NAME, MAX_PLAIN_SHORT_NAME, MAX_PLAIN_TARGET,
-    MAX_PLAIN_XATTR_NAME, MAX_PLAIN_XATTR_VALUE, MAX_SHORT_CIPHER_NAME, NameCipher, NameError,
-    check_plain_name, is_internal, is_long, long_name, long_side_name, parse_dir_id, random_dir_id,
+    DIR_ID_FILE, DIR_ID_TARGET_LEN, DirId, FsKey, LONG_PREFIX, LONG_SIDE_SUFFIX, MAX_CIPHER_NAME,
+    MAX_CIPHER_TARGET, MAX_CIPHER_XATTR_NAME, MAX_PLAIN_NAME, MAX_PLAIN_SHORT_NAME,
+    MAX_PLAIN_TARGET, MAX_PLAIN_XATTR_NAME, MAX_PLAIN_XATTR_VALUE, MAX_SHORT_CIPHER_NAME,
+    NameCipher, NameError, check_plain_name, dir_id_target, is_internal, is_long, long_name,
+    long_side_name, parse_dir_id, parse_dir_id_target, random_dir_id,
 };
 pub use size::{
     BLOCK_CIPHER_LEN, BLOCK_OVERHEAD, BLOCK_PLAIN_LEN, CipherExtent, block_cipher_offset,

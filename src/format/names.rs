@@ -28,8 +28,12 @@ mod tests;
 /// A directory's random 128-bit identifier, bound into the names of its entries.
 pub type DirId = [u8; 16];
 
-/// The file in each cipher directory that holds its [`DirId`] (16 raw bytes).
+/// The symlink in each cipher directory that holds its [`DirId`]: its target is the id in
+/// unpadded base64url, [`DIR_ID_TARGET_LEN`] characters (see [`dir_id_target`]). A symlink this
+/// short keeps its target in its inode: no data block to write, read or free.
 pub const DIR_ID_FILE: &str = "kmsfs.dirid";
+/// Characters of a [`DIR_ID_FILE`] link's target (22).
+pub const DIR_ID_TARGET_LEN: usize = base64_len(std::mem::size_of::<DirId>());
 /// The start of the short on-disk name of a cipher name longer than [`MAX_SHORT_CIPHER_NAME`].
 pub const LONG_PREFIX: &str = "kmsfs.long.";
 /// The end of the side file `<short name>.name` that holds a long name's full cipher name.
@@ -75,10 +79,16 @@ pub enum NameError {
         /// Its length.
         found: usize,
     },
-    /// A directory id file of the wrong length.
+    /// A directory id of the wrong length.
     #[error("directory id is {found} bytes, expected 16")]
     DirIdLength {
         /// Its length.
+        found: usize,
+    },
+    /// A directory id link target that is not 22 characters of canonical unpadded base64url.
+    #[error("directory id link target is not 22 characters of unpadded base64url ({found} bytes)")]
+    DirIdTarget {
+        /// Its length, in bytes.
         found: usize,
     },
     /// Longer than any cipher text of this kind (characters for base64, bytes for a value).
@@ -147,7 +157,7 @@ pub fn random_dir_id() -> DirId {
     crypto::random_array()
 }
 
-/// Parses the content of a [`DIR_ID_FILE`].
+/// Parses a directory id kept as raw bytes (the copy in a directory's extended attribute).
 ///
 /// # Errors
 ///
@@ -156,6 +166,29 @@ pub fn parse_dir_id(bytes: &[u8]) -> Result<DirId, NameError> {
     bytes
         .try_into()
         .map_err(|_| NameError::DirIdLength { found: bytes.len() })
+}
+
+/// The target of the [`DIR_ID_FILE`] link of a directory whose id is `id`: unpadded
+/// base64url, [`DIR_ID_TARGET_LEN`] characters.
+pub fn dir_id_target(id: &DirId) -> String {
+    URL_SAFE_NO_PAD.encode(id)
+}
+
+/// Parses the target of a [`DIR_ID_FILE`] link.
+///
+/// # Errors
+///
+/// [`NameError::DirIdTarget`] unless `target` is 22 characters of canonical unpadded
+/// base64url (no padding, no other alphabet, no stray bits in the last character).
+pub fn parse_dir_id_target(target: &[u8]) -> Result<DirId, NameError> {
+    let wrong = || NameError::DirIdTarget {
+        found: target.len(),
+    };
+    if target.len() != DIR_ID_TARGET_LEN {
+        return Err(wrong());
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(target).map_err(|_| wrong())?;
+    bytes.as_slice().try_into().map_err(|_| wrong())
 }
 
 /// The name keys of one filesystem: encrypts and decrypts names, symlink targets and `user.*`

@@ -11,8 +11,8 @@
 use super::inode::{Inode, ROOT_INO};
 use super::{CryptFs, FsError, FsResult, HIDDEN_ROOT_NAMES};
 use crate::format::{
-    self as cipher_names, DIR_ID_FILE, DirId, LONG_SIDE_SUFFIX, MAX_PLAIN_NAME, MAX_PLAIN_TARGET,
-    NameCipher, NameError,
+    self as cipher_names, DIR_ID_FILE, DIR_ID_TARGET_LEN, DirId, LONG_SIDE_SUFFIX, MAX_PLAIN_NAME,
+    MAX_PLAIN_TARGET, NameCipher, NameError,
 };
 use crate::sys;
 use std::borrow::Cow;
@@ -42,7 +42,7 @@ impl DiskName {
     }
 }
 
-/// Bytes of a directory id file.
+/// Bytes of a directory id.
 const DIR_ID_LEN: usize = std::mem::size_of::<DirId>();
 
 /// [`DIR_ID_FILE`] for the system calls.
@@ -54,9 +54,13 @@ const SIDE_FILE_MAX: u64 = 4096;
 /// Why a name in a cipher directory does not read back as a plaintext name (encrypted names).
 #[derive(Debug, thiserror::Error)]
 pub enum NameFault {
-    /// The directory's id file does not parse.
+    /// The directory's id link does not parse.
     #[error("its {DIR_ID_FILE} is damaged: {0}")]
     DirId(NameError),
+    /// The directory's id is kept in a regular file, not a symlink: the layout of development
+    /// builds before the link (format version 2 was never released with it).
+    #[error("its {DIR_ID_FILE} is a regular file, not a symlink (an unreleased layout)")]
+    DirIdNotALink,
     /// A long name without its side file.
     #[error("its side file is missing")]
     SideFileMissing,
@@ -69,7 +73,7 @@ pub enum NameFault {
     /// The cipher name does not decrypt with its directory's id.
     #[error("does not decrypt: {0}")]
     Cipher(NameError),
-    /// Reading the id file or the side file failed.
+    /// Reading the id link or the side file failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -83,101 +87,92 @@ impl From<NameFault> for FsError {
     }
 }
 
-/// Reads the id file of the directory open as `dir`; `None` when it has none.
+/// Reads the id link of the directory open as `dir` (any descriptor, `O_PATH` included);
+/// `None` when it has none.
 ///
 /// # Errors
 ///
-/// [`NameFault::DirId`] when the id file does not parse, [`NameFault::Io`] when it cannot be
-/// read.
-fn read_dir_id_file(dir: BorrowedFd<'_>) -> Result<Option<DirId>, NameFault> {
-    let fd = match sys::openat(dir, DIR_ID_FILE_C, libc::O_RDONLY | libc::O_NOFOLLOW, 0) {
-        Ok(fd) => fd,
+/// [`NameFault::DirId`] when the link's target does not parse, [`NameFault::DirIdNotALink`]
+/// when `kmsfs.dirid` is not a symlink, [`NameFault::Io`] when it cannot be read.
+pub(super) fn read_dir_id_link(dir: BorrowedFd<'_>) -> Result<Option<DirId>, NameFault> {
+    let link = std::path::Path::new(OsStr::from_bytes(sys::proc_fd_path(dir).to_bytes()))
+        .join(DIR_ID_FILE);
+    let target = match std::fs::read_link(link) {
+        Ok(target) => target,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            return Err(NameFault::DirIdNotALink);
+        }
         Err(e) => return Err(e.into()),
     };
-    let mut bytes = Vec::with_capacity(DIR_ID_LEN + 1);
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(std::fs::File::from(fd), DIR_ID_LEN as u64 + 1),
-        &mut bytes,
-    )?;
-    cipher_names::parse_dir_id(&bytes)
+    cipher_names::parse_dir_id_target(target.as_os_str().as_bytes())
         .map(Some)
         .map_err(NameFault::DirId)
 }
 
-/// The extended attribute of a backing directory that holds a copy of its id. The id file is
-/// written without an fsync (one per `mkdir` made an untar several times slower); the attribute
-/// is metadata, journaled with the directory itself, so after a crash that lost the file's
-/// bytes the id is still there, and the file is written again from it. Copies of the cipher
-/// directory that drop extended attributes keep the file.
+/// The extended attribute of a backing directory that holds a copy of its id (16 raw bytes).
+/// The attribute lives in the directory's own inode, in memory once the directory is open, and
+/// is journaled with it: after a crash that lost the id link the id is still there, and the
+/// link is made again from it. Copies of the cipher directory that drop extended attributes
+/// keep the link.
 pub(super) const DIR_ID_XATTR: &CStr = c"user.kmsfs.dirid";
 
 /// The copy of the id of the directory open as `dir` (any descriptor, `O_PATH` included).
-fn dir_id_copy(dir: BorrowedFd<'_>) -> Option<DirId> {
+pub(super) fn dir_id_copy(dir: BorrowedFd<'_>) -> Option<DirId> {
     let mut copy = [0u8; DIR_ID_LEN + 1];
     let n = sys::getxattr(&sys::proc_fd_path(dir), DIR_ID_XATTR, &mut copy, false).ok()?;
     cipher_names::parse_dir_id(&copy[..n]).ok()
 }
 
-/// Reads the id of the directory open as `dir`: its id file, else the copy in its extended
-/// attribute; `None` when it has neither.
-///
-/// # Errors
-///
-/// As [`read_dir_id_file`], when there is no copy either.
-pub(super) fn read_dir_id(dir: BorrowedFd<'_>) -> Result<Option<DirId>, NameFault> {
-    match read_dir_id_file(dir) {
-        Ok(Some(id)) => Ok(Some(id)),
-        file => dir_id_copy(dir).map_or(file, |id| Ok(Some(id))),
-    }
-}
-
 /// The id of the directory open as `dir` (any descriptor, `O_PATH` included) for the
-/// filesystem: the copy in its extended attribute when it has one, else its id file.
+/// filesystem: the copy in its extended attribute when it has one, else its id link.
 ///
-/// The copy lives in the directory's own inode, which is in memory once the directory is open,
-/// while the file's 16 bytes take a data block of their own: reading them is one disk read per
-/// directory of a cold tree (measured: `ls -lR` and `rm -rf` of an untarred tree read one more
-/// block per directory than with plaintext names). With a copy, only the file's presence and
-/// size are checked (its inode, next to the directory's): an id file lost or cut short by a
-/// crash is written again from the copy (best effort: the copy alone keeps the names readable).
-/// Without a copy (a cipher directory copied without extended attributes), the file is read;
-/// a damaged one is logged and reads as EIO.
+/// Reading the copy costs no disk read once the directory is open. With a copy, only the
+/// link's presence and length are checked (`fstatat`): a link lost or damaged by a crash is
+/// made again from the copy (best effort: the copy alone keeps the names readable). Without a
+/// copy (a cipher directory copied without extended attributes), the link is read; a damaged
+/// one is logged and reads as EIO. fsck reads the same way ([`super::walk`]), and compares.
 fn dir_id_or_eio(dir: BorrowedFd<'_>) -> FsResult<Option<DirId>> {
     let Some((id, from_copy)) = known_dir_id(dir)? else {
         return Ok(None);
     };
-    if from_copy && !id_file_is_whole(dir) {
-        tracing::warn!("a directory's id file was lost or damaged; written again from its copy");
-        let _ = sys::unlinkat(dir, DIR_ID_FILE_C, 0);
-        if let Err(e) = write_dir_id_file(dir, &id) {
-            tracing::warn!("cannot write a directory's id file again from its copy: {e}");
+    if from_copy && !id_link_is_whole(dir) {
+        tracing::warn!("a directory's id link was lost or damaged; made again from its copy");
+        if let Err(e) = rewrite_dir_id_link(dir, &id) {
+            tracing::warn!("cannot make a directory's id link again from its copy: {e}");
         }
     }
     Ok(Some(id))
 }
 
+/// Replaces whatever `kmsfs.dirid` of the directory open as `dir` is (a link, a regular file
+/// or nothing) with the link to `id`.
+pub(super) fn rewrite_dir_id_link(dir: BorrowedFd<'_>, id: &DirId) -> FsResult<()> {
+    unlink_id_link(dir)?;
+    write_dir_id_link(dir, id)
+}
+
 /// The id of the directory open as `dir`, and whether it came from the copy: the copy when
-/// there is one, else the id file (damaged: logged, EIO); `None` when it has neither.
+/// there is one, else the id link (damaged: logged, EIO); `None` when it has neither.
 fn known_dir_id(dir: BorrowedFd<'_>) -> FsResult<Option<(DirId, bool)>> {
     if let Some(id) = dir_id_copy(dir) {
         return Ok(Some((id, true)));
     }
-    match read_dir_id_file(dir) {
+    match read_dir_id_link(dir) {
         Ok(id) => Ok(id.map(|id| (id, false))),
         Err(fault) => {
-            if let NameFault::DirId(e) = &fault {
-                tracing::error!("a directory id file is damaged: {e}");
+            if matches!(fault, NameFault::DirId(_) | NameFault::DirIdNotALink) {
+                tracing::error!("a directory's id is unreadable: {fault}");
             }
             Err(fault.into())
         }
     }
 }
 
-/// True when the directory open as `dir` has an id file of the right size (not read).
-fn id_file_is_whole(dir: BorrowedFd<'_>) -> bool {
+/// True when the directory open as `dir` has an id link of the right length (not read).
+fn id_link_is_whole(dir: BorrowedFd<'_>) -> bool {
     sys::fstatat(dir, DIR_ID_FILE_C, libc::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| {
-        st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == DIR_ID_LEN as libc::off_t
+        st.st_mode & libc::S_IFMT == libc::S_IFLNK && st.st_size == DIR_ID_TARGET_LEN as libc::off_t
     })
 }
 
@@ -228,43 +223,38 @@ pub(super) fn side_file_owner(side: &[u8]) -> Option<&[u8]> {
     if !cipher_names::is_internal(side) {
         return None;
     }
-    // The directory id file is internal too, and has no such suffix.
+    // The directory id link is internal too, and has no such suffix.
     side.strip_suffix(LONG_SIDE_SUFFIX.as_bytes())
 }
 
 /// Gives the new directory open as `dir` (any descriptor, `O_PATH` included) a random id
-/// (encrypted names): its id file and the copy in its extended attribute.
+/// (encrypted names): its id link and the copy in its extended attribute.
 pub fn write_dir_id(dir: BorrowedFd<'_>) -> FsResult<DirId> {
     let id = cipher_names::random_dir_id();
     write_dir_id_bytes(dir, &id)?;
     Ok(id)
 }
 
-/// Writes id `id` of the directory open as `dir`: its id file, then the copy.
+/// Writes id `id` of the directory open as `dir`: its id link, then the copy.
 fn write_dir_id_bytes(dir: BorrowedFd<'_>, id: &DirId) -> FsResult<()> {
-    write_dir_id_file(dir, id)?;
-    // The copy (see DIR_ID_XATTR); a backing filesystem without user xattrs keeps the file only.
+    write_dir_id_link(dir, id)?;
+    // The copy (see DIR_ID_XATTR); a backing filesystem without user xattrs keeps the link only.
     if let Err(e) = sys::setxattr(&sys::proc_fd_path(dir), DIR_ID_XATTR, id, 0, false) {
         tracing::debug!("cannot keep a copy of a directory's id in an xattr: {e}");
     }
     Ok(())
 }
 
-/// Makes the id file of the directory open as `dir`, holding `id`; EEXIST when there is one.
-fn write_dir_id_file(dir: BorrowedFd<'_>, id: &DirId) -> FsResult<()> {
-    let fd = sys::openat(
-        dir,
-        DIR_ID_FILE_C,
-        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-        0o444,
-    )?;
-    std::io::Write::write_all(&mut std::fs::File::from(fd), id)?;
-    Ok(())
+/// Makes the id link of the directory open as `dir`, to `id`; EEXIST when there is one.
+fn write_dir_id_link(dir: BorrowedFd<'_>, id: &DirId) -> FsResult<()> {
+    let target =
+        CString::new(cipher_names::dir_id_target(id)).expect("BUG: base64url has no NUL byte");
+    Ok(sys::symlinkat(&target, dir, DIR_ID_FILE_C)?)
 }
 
-/// Removes the id file of the directory open as `dir`, if it has one (a directory known by its
+/// Removes the id link of the directory open as `dir`, if it has one (a directory known by its
 /// copy alone may have lost it).
-fn unlink_id_file(dir: BorrowedFd<'_>) -> FsResult<()> {
+fn unlink_id_link(dir: BorrowedFd<'_>) -> FsResult<()> {
     match sys::unlinkat(dir, DIR_ID_FILE_C, 0) {
         Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e.into()),
         _ => Ok(()),
@@ -272,7 +262,7 @@ fn unlink_id_file(dir: BorrowedFd<'_>) -> FsResult<()> {
 }
 
 /// True when the backing directory open for reading as `dir` (`O_RDONLY | O_DIRECTORY`, at
-/// its start; read to the end) holds no entry but `.`, `..` and the id file.
+/// its start; read to the end) holds no entry but `.`, `..` and the id link.
 fn holds_nothing(dir: BorrowedFd<'_>) -> FsResult<bool> {
     let mut buf = Vec::new();
     loop {
@@ -305,7 +295,7 @@ impl CryptFs {
         matches!(self.naming, Naming::Encrypted(_))
     }
 
-    /// The id of directory `dir` (read once, then cached). A directory that lost its id file
+    /// The id of directory `dir` (read once, then cached). A directory that lost its id link
     /// while empty (a crash right after its `mkdir`) gets a new one; one that has entries but
     /// no id cannot be read (EIO, logged).
     fn dir_id(&self, dir: &Inode) -> FsResult<DirId> {
@@ -338,7 +328,7 @@ impl CryptFs {
 
     /// Gives directory `dir`, just made, its id, and caches it: the first name made in it
     /// needs it. A directory made without write permission for the daemon (`mkdir -m 0555` by
-    /// a daemon that is not root) gets it for as long as the id file takes.
+    /// a daemon that is not root) gets it for as long as the id link takes.
     pub(super) fn give_dir_id(&self, dir: &Inode) -> FsResult<()> {
         let fd = dir.fd()?;
         let id = match write_dir_id(fd.as_fd()) {
@@ -559,7 +549,7 @@ impl CryptFs {
         let Some((id, _)) = known_dir_id(dir.as_fd())? else {
             return Ok(None);
         };
-        unlink_id_file(dir.as_fd())?;
+        unlink_id_link(dir.as_fd())?;
         Ok(Some((dir, id)))
     }
 
@@ -572,8 +562,13 @@ impl CryptFs {
         }
     }
 
-    /// Removes directory `name` from `parent`: with encrypted names, its id file first (put
+    /// Removes directory `name` from `parent`: with encrypted names, its id link first (put
     /// back if the directory turns out not to be empty).
+    ///
+    /// A directory with the copy of its id is not listed first: the backing `rmdir` says
+    /// whether it is empty, and a failed one gets its link back from the copy, which stays with
+    /// the directory (a crash in between leaves the copy, from which the mount makes the link
+    /// again). One known by its link alone is listed first: the link is its only id.
     pub(super) fn remove_dir(&self, parent: &Inode, name: &CString) -> FsResult<()> {
         let parent_fd = parent.fd()?;
         let remove =
@@ -584,15 +579,16 @@ impl CryptFs {
         let dir = sys::openat(
             parent_fd.as_fd(),
             name,
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
             0,
         )?;
-        if !holds_nothing(dir.as_fd())? {
+        let known = known_dir_id(dir.as_fd())?;
+        if !matches!(known, Some((_, true))) && !holds_nothing(for_reading(dir.as_fd())?.as_fd())? {
             return Err(FsError(libc::ENOTEMPTY));
         }
-        let id = known_dir_id(dir.as_fd())?.map(|(id, _)| id);
+        let id = known.map(|(id, _)| id);
         if id.is_some() {
-            unlink_id_file(dir.as_fd())?;
+            unlink_id_link(dir.as_fd())?;
         }
         let removed = remove();
         if removed.is_err()

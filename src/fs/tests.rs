@@ -776,10 +776,11 @@ fn as_user_child() {
         0o555
     );
     assert_eq!(
-        std::fs::read(backing.join("kmsfs.dirid"))
-            .expect("its id file")
+        std::fs::read_link(backing.join("kmsfs.dirid"))
+            .expect("its id link")
+            .as_os_str()
             .len(),
-        16
+        22
     );
     // It lists (its id known).
     let ro = made.ino;
@@ -827,4 +828,56 @@ fn the_directory_id_file_name_for_system_calls_is_the_format_s() {
         naming::DIR_ID_FILE_C.to_bytes(),
         crate::format::DIR_ID_FILE.as_bytes()
     );
+}
+
+#[test]
+fn rmdir_of_a_directory_that_is_not_empty_keeps_its_id_with_or_without_a_copy() {
+    let key = crate::format::FsKey::random();
+    let (dir, fs) = setup_with(|cipher, keys| {
+        CryptFs::new(cipher, keys)
+            .map(|fs| fs.with_encrypted_names(crate::format::NameCipher::new(&key)))
+    });
+    let has_copy = |backing: &std::path::Path| {
+        let path = crate::sys::cstr(backing.as_os_str()).expect("path");
+        crate::sys::getxattr(&path, naming::DIR_ID_XATTR, &mut [0; 17], false).is_ok()
+    };
+    for copy in [true, false] {
+        let name = OsStr::new(if copy { "with_copy" } else { "link_only" });
+        let made = fs.mkdir(ROOT_INO, name, 0o755, 0, ME).expect("mkdir");
+        fs.mknod(
+            made.ino,
+            OsStr::new("inside"),
+            libc::S_IFREG | 0o644,
+            0,
+            0,
+            ME,
+        )
+        .expect("mknod");
+        let backing = std::fs::read_dir(dir.path().join("cipher"))
+            .expect("list")
+            .map(|e| e.expect("entry").path())
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == made.ino))
+            .expect("the backing directory");
+        let link = backing.join(crate::format::DIR_ID_FILE);
+        let id = std::fs::read_link(&link).expect("its id link");
+        if !copy {
+            let path = crate::sys::cstr(backing.as_os_str()).expect("path");
+            crate::sys::removexattr(&path, naming::DIR_ID_XATTR, false).expect("drop the copy");
+        }
+        let refused = fs.rmdir(ROOT_INO, name).expect_err("not empty");
+        assert_eq!(refused.0, libc::ENOTEMPTY, "{name:?}");
+        assert_eq!(
+            std::fs::read_link(&link).expect("the link back"),
+            id,
+            "{name:?}"
+        );
+        assert_eq!(
+            has_copy(&backing),
+            copy,
+            "{name:?}: no copy is made by a refusal"
+        );
+        fs.unlink(made.ino, OsStr::new("inside")).expect("rm");
+        fs.rmdir(ROOT_INO, name).expect("rmdir");
+        assert!(!backing.exists(), "{name:?}");
+    }
 }

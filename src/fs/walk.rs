@@ -1,16 +1,19 @@
 //! The tree of a cipher directory, for fsck and rewrap: its regular files and, with encrypted
 //! names, the plaintext path of each, the names, symlink targets and `user.` extended
 //! attributes that do not read back, and the long-name side files a crash left without their
-//! name. It only reads; [`remove_orphan`] is the one change.
+//! name. It only reads; [`remove_orphan`] and [`BadName::repair_id_link`] are the changes.
 //!
 //! A walk reads the disk first (every directory's id, listing and long names' side files) and
 //! decrypts names afterwards, so that a name that does not open with its own directory's id can
 //! be tried with every other directory's: that tells a name moved from another directory, and
-//! two directories whose id files were swapped, from plain damage. Symlink targets and
+//! two directories whose ids were swapped, from plain damage. Symlink targets and
 //! extended attributes need no other directory: they are opened as they are read.
 
 use super::HIDDEN_ROOT_NAMES;
-use super::naming::{NameFault, full_cipher_name, read_dir_id, side_file_owner};
+use super::naming::{
+    NameFault, dir_id_copy, full_cipher_name, read_dir_id_link, rewrite_dir_id_link,
+    side_file_owner,
+};
 use crate::format::{DirId, NameCipher, is_internal};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -29,7 +32,7 @@ mod sealed_tests;
 #[cfg(test)]
 mod tests;
 
-pub use damage::{BadName, DirRef, NameDamage};
+pub use damage::{BadName, DirRef, IdLinkFault, NameDamage};
 pub use sealed::{SealedDamage, SealedFault};
 use sealed::{SealedRead, SealedReader};
 
@@ -142,13 +145,64 @@ pub fn remove_orphan(orphan: &Path) -> io::Result<()> {
     }
 }
 
+impl BadName {
+    /// For a directory whose id link disagrees with the copy of its id ([`NameDamage::IdLink`]):
+    /// makes the link again from the copy, the id the mount reads (`fsck --repair`). `None` for
+    /// any other damage, which no repair touches.
+    ///
+    /// # Errors
+    ///
+    /// As [`restore_dir_id_link`].
+    pub fn repair_id_link(&self) -> Option<io::Result<()>> {
+        matches!(self.fault, NameDamage::IdLink(_)).then(|| restore_dir_id_link(&self.cipher))
+    }
+}
+
+/// Makes the id link of the cipher directory `dir` again from the copy of its id in its
+/// extended attribute, the id the mount reads.
+///
+/// # Errors
+///
+/// `NotFound` when the directory has no copy of its id (nothing to make the link from), or the
+/// error of opening the directory or replacing the link.
+fn restore_dir_id_link(dir: &Path) -> io::Result<()> {
+    let dir = std::fs::File::open(dir)?;
+    let id = dir_id_copy(dir.as_fd()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "the directory has no copy of its id",
+        )
+    })?;
+    rewrite_dir_id_link(dir.as_fd(), &id).map_err(|e| io::Error::from_raw_os_error(e.0))
+}
+
+/// The id of the directory open as `dir` as the mount reads it (the copy in its extended
+/// attribute, else its id link), and, when it has a copy, how the link disagrees with it.
+fn read_dir_id(
+    dir: std::os::fd::BorrowedFd<'_>,
+) -> (Result<Option<DirId>, NameFault>, Option<IdLinkFault>) {
+    let Some(copy) = dir_id_copy(dir) else {
+        return (read_dir_id_link(dir), None);
+    };
+    let link = match read_dir_id_link(dir) {
+        Ok(Some(id)) if id == copy => None,
+        Ok(Some(_)) => Some(IdLinkFault::OtherId),
+        Ok(None) => Some(IdLinkFault::Missing),
+        Err(fault) => Some(IdLinkFault::Unreadable(fault)),
+    };
+    (Ok(Some(copy)), link)
+}
+
 /// One directory as the disk holds it.
 struct ScannedDir {
     cipher: PathBuf,
     /// Its parent and its index among the parent's entries; `None` for the root.
     parent: Option<(usize, usize)>,
-    /// Its id (encrypted names); `Ok(None)` with plaintext names.
+    /// Its id (encrypted names), read as the mount reads it: the copy, else the link;
+    /// `Ok(None)` with plaintext names.
     id: Result<Option<DirId>, NameFault>,
+    /// How its id link disagrees with the copy, when it has a copy (encrypted names).
+    link: Option<IdLinkFault>,
     /// Every entry but the filesystem's own files, by name.
     entries: Vec<ScannedEntry>,
     /// Side files whose name does not exist.
@@ -180,6 +234,7 @@ fn scan(root: &Path, names: Option<&NameCipher>) -> io::Result<Vec<ScannedDir>> 
         cipher: root.to_path_buf(),
         parent: None,
         id: Ok(None),
+        link: None,
         entries: Vec::new(),
         orphans: Vec::new(),
         sealed: SealedRead::default(),
@@ -227,6 +282,7 @@ fn scan_one(
                 cipher: path.join(&name),
                 parent: Some((index, entries.len())),
                 id: Ok(None),
+                link: None,
                 entries: Vec::new(),
                 orphans: Vec::new(),
                 sealed: SealedRead::default(),
@@ -256,7 +312,7 @@ fn scan_one(
     let scanned = &mut dirs[index];
     if let Some(reader) = reader {
         scanned.sealed = reader.read(&path, false);
-        scanned.id = read_dir_id(dir.as_fd());
+        (scanned.id, scanned.link) = read_dir_id(dir.as_fd());
         let present: HashSet<&[u8]> = entries.iter().map(|e| e.disk.as_bytes()).collect();
         scanned.orphans = side_files
             .iter()

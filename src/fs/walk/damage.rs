@@ -3,6 +3,7 @@
 
 use crate::format::DIR_ID_FILE;
 use crate::fs::NameFault;
+use crate::fs::naming::DIR_ID_XATTR;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
@@ -68,6 +69,21 @@ pub enum NameDamage {
         /// Its names, none of which can be read.
         names: u64,
     },
+    /// A directory whose [`DIR_ID_FILE`] link does not hold the id of the copy in its extended
+    /// attribute. The mount reads the copy, so its names read; a copy of the cipher directory
+    /// without extended attributes would read them with the link, and lose them.
+    IdLink(IdLinkFault),
+}
+
+/// How a directory's [`DIR_ID_FILE`] link disagrees with the copy of its id.
+#[derive(Debug)]
+pub enum IdLinkFault {
+    /// There is no link.
+    Missing,
+    /// The link holds another id.
+    OtherId,
+    /// The link cannot be read, does not parse, or is not a link.
+    Unreadable(NameFault),
 }
 
 /// A directory named in a report: by its plaintext path when it reads, else by its cipher path.
@@ -152,6 +168,23 @@ impl fmt::Display for NameDamage {
                     "its {DIR_ID_FILE} is damaged or not its own: no name decrypts with it"
                 )?;
                 lost(f, *names)
+            }
+            NameDamage::IdLink(fault) => {
+                match fault {
+                    IdLinkFault::Missing => write!(f, "its {DIR_ID_FILE} is missing")?,
+                    IdLinkFault::OtherId => {
+                        write!(f, "its {DIR_ID_FILE} holds another id than its copy")?;
+                    }
+                    IdLinkFault::Unreadable(NameFault::Io(e)) => {
+                        write!(f, "its {DIR_ID_FILE} cannot be read: {e}")?;
+                    }
+                    IdLinkFault::Unreadable(fault) => write!(f, "{fault}")?,
+                }
+                write!(
+                    f,
+                    "; its names read with the copy in {}, as the mount reads them",
+                    DIR_ID_XATTR.to_string_lossy()
+                )
             }
         }
     }

@@ -24,7 +24,7 @@ pub(super) struct Reading<'a> {
     dirs: Vec<ScannedDir>,
     /// By directory and entry: its plaintext name with its own directory's id.
     own: Vec<Vec<OwnRead>>,
-    /// Directories by the id their id file holds, in walk order.
+    /// Directories by their id (as the mount reads it), in walk order.
     by_id: HashMap<DirId, Vec<usize>>,
 }
 
@@ -243,6 +243,13 @@ impl<'a> Reading<'a> {
             );
             tree.names += self.dirs[dir].entries.len() as u64;
             tree.orphans.append(&mut self.dirs[dir].orphans);
+            if let Some(link) = self.dirs[dir].link.take() {
+                tree.bad_names.push(BadName {
+                    cipher: self.dirs[dir].cipher.clone(),
+                    dir: plain[dir].clone(),
+                    fault: NameDamage::IdLink(link),
+                });
+            }
             let dir_fault = self.directory_fault(dir, &plain);
             let lost = dir_fault.is_some();
             if let Some(fault) = dir_fault {

@@ -6,9 +6,15 @@ use crate::format::{FsKey, NameError, long_name};
 use crate::fs::tests::{ME, setup_with};
 use crate::fs::{CryptFs, ROOT_INO};
 use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 
 const DIR_ID: &str = crate::format::DIR_ID_FILE;
+
+/// Replaces the id link of cipher directory `dir` (whatever it is) by a link to `target`.
+fn set_id_link(dir: &Path, target: &str) {
+    let _ = std::fs::remove_file(dir.join(DIR_ID));
+    std::os::unix::fs::symlink(target, dir.join(DIR_ID)).expect("symlink");
+}
 
 /// A plaintext name whose cipher name is long (a side file keeps it): 200 bytes.
 fn long(seed: char) -> String {
@@ -72,6 +78,23 @@ impl World {
             None
         }
         find(self.root(), ino).expect("a cipher entry with that inode")
+    }
+
+    /// Gives the cipher directory `dir` the id `id`, in its link and in its copy (the whole
+    /// id, as a hand moving both would).
+    fn set_id(&self, dir: &Path, id: &DirId) {
+        set_id_link(dir, &crate::format::dir_id_target(id));
+        let path = crate::sys::cstr(dir.as_os_str()).expect("path");
+        crate::sys::setxattr(&path, c"user.kmsfs.dirid", id, 0, false).expect("set the copy");
+    }
+
+    /// The id the mount reads for cipher directory `dir`: its copy.
+    fn id(&self, dir: &Path) -> DirId {
+        let path = crate::sys::cstr(dir.as_os_str()).expect("path");
+        let mut id = [0u8; 16];
+        let n = crate::sys::getxattr(&path, c"user.kmsfs.dirid", &mut id, false).expect("copy");
+        assert_eq!(n, 16);
+        id
     }
 
     pub(super) fn walk(&self) -> Tree {
@@ -338,13 +361,40 @@ fn a_directory_without_its_id_or_with_a_damaged_one_loses_its_names_not_its_subt
     w.mkdir(ROOT_INO, "empty");
     std::fs::remove_file(w.cipher(gone).join(DIR_ID)).expect("rm id");
     std::fs::remove_file(w.cipher(w.ino("empty")).join(DIR_ID)).expect("rm id");
-    let short_id = w.cipher(short).join(DIR_ID);
-    std::fs::set_permissions(&short_id, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    std::fs::write(&short_id, b"abc").expect("damage");
-    // While each directory keeps the copy of its id in an xattr, nothing is lost.
-    assert!(
-        w.walk().bad_names.is_empty(),
-        "the copies stand in for the files"
+    set_id_link(&w.cipher(short), "abc");
+    // While each directory keeps the copy of its id in an xattr, no name is lost; the links
+    // that disagree with their copies are damage of their directories all the same.
+    let tree = w.walk();
+    assert_eq!(
+        tree.unreadable_names, 0,
+        "the copies stand in for the links"
+    );
+    let faults: Vec<(PathBuf, String)> = tree
+        .bad_names
+        .iter()
+        .map(|b| (b.cipher.clone(), b.fault.to_string()))
+        .collect();
+    let read_with_copy =
+        "; its names read with the copy in user.kmsfs.dirid, as the mount reads them";
+    assert_eq!(
+        faults,
+        [
+            (
+                w.cipher(w.ino("empty")),
+                format!("its kmsfs.dirid is missing{read_with_copy}")
+            ),
+            (
+                w.cipher(gone),
+                format!("its kmsfs.dirid is missing{read_with_copy}")
+            ),
+            (
+                w.cipher(short),
+                format!(
+                    "its kmsfs.dirid is damaged: directory id link target is not 22 characters \
+                     of unpadded base64url (3 bytes){read_with_copy}"
+                )
+            ),
+        ]
     );
     // Without the copies (a copy of the cipher directory that dropped xattrs), the names go.
     for dir in [gone, short, w.ino("empty")] {
@@ -361,8 +411,8 @@ fn a_directory_without_its_id_or_with_a_damaged_one_loses_its_names_not_its_subt
                 w.cipher(gone).display()
             ),
             format!(
-                "{}: directory /short: its kmsfs.dirid is damaged: directory id is 3 bytes, \
-                 expected 16; its one name cannot be read",
+                "{}: directory /short: its kmsfs.dirid is damaged: directory id link target is \
+                 not 22 characters of unpadded base64url (3 bytes); its one name cannot be read",
                 w.cipher(short).display()
             ),
         ],
@@ -403,10 +453,9 @@ fn swapped_directory_ids_name_each_other() {
         w.file(dir, name);
     }
     let (a, b) = (w.cipher(a), w.cipher(b));
-    let parked = w.root().join("parked");
-    std::fs::rename(a.join(DIR_ID), &parked).expect("swap");
-    std::fs::rename(b.join(DIR_ID), a.join(DIR_ID)).expect("swap");
-    std::fs::rename(&parked, b.join(DIR_ID)).expect("swap");
+    let (a_id, b_id) = (w.id(&a), w.id(&b));
+    w.set_id(&a, &b_id);
+    w.set_id(&b, &a_id);
     let tree = w.walk();
     let faults: Vec<String> = tree.bad_names.iter().map(ToString::to_string).collect();
     assert_eq!(
@@ -441,12 +490,8 @@ fn a_copied_or_replaced_directory_id_is_told_apart_from_moved_names() {
         w.file(dir, name);
     }
     let (a, b, c) = (w.cipher(a), w.cipher(b), w.cipher(c));
-    let replace = |dir: &Path, id: &[u8]| {
-        std::fs::remove_file(dir.join(DIR_ID)).expect("rm");
-        std::fs::write(dir.join(DIR_ID), id).expect("write");
-    };
-    replace(&b, &std::fs::read(a.join(DIR_ID)).expect("read"));
-    replace(&c, &[9; 16]);
+    w.set_id(&b, &w.id(&a));
+    w.set_id(&c, &[9; 16]);
     let tree = w.walk();
     let faults: Vec<(PathBuf, String)> = tree
         .bad_names
@@ -524,4 +569,122 @@ fn the_filesystems_own_files_are_names_only_where_they_belong() {
         bad.fault
     );
     assert_eq!(tree.files.len(), 2);
+}
+
+#[test]
+fn an_id_link_that_disagrees_with_its_copy_is_damage_the_repair_makes_again() {
+    let w = World::new();
+    let [other, missing, file, damaged, sound] = ["other", "missing", "file", "damaged", "sound"]
+        .map(|name| {
+            let dir = w.mkdir(ROOT_INO, name);
+            w.file(dir, "inside");
+            w.cipher(dir)
+        });
+    set_id_link(&other, &crate::format::dir_id_target(&[7; 16]));
+    std::fs::remove_file(missing.join(DIR_ID)).expect("rm");
+    // The unreleased layout: 16 raw bytes in a regular file.
+    std::fs::remove_file(file.join(DIR_ID)).expect("rm");
+    std::fs::write(file.join(DIR_ID), w.id(&file)).expect("a regular file");
+    // Stray bits in the last character: not canonical, though it decodes.
+    let mut target = crate::format::dir_id_target(&w.id(&damaged));
+    target.pop();
+    target.push('B');
+    set_id_link(&damaged, &target);
+    let tree = w.walk();
+    assert_eq!((tree.names, tree.unreadable_names), (10, 0));
+    let faults: Vec<(PathBuf, String)> = tree
+        .bad_names
+        .iter()
+        .map(|b| (b.cipher.clone(), b.to_string()))
+        .collect();
+    let line = |dir: &Path, plain: &str, what: &str| {
+        (
+            dir.to_path_buf(),
+            format!(
+                "{}: directory /{plain}: {what}; its names read with the copy in \
+                 user.kmsfs.dirid, as the mount reads them",
+                dir.display(),
+            ),
+        )
+    };
+    assert_eq!(
+        faults,
+        [
+            line(
+                &damaged,
+                "damaged",
+                "its kmsfs.dirid is damaged: directory id link target is not 22 characters of \
+                 unpadded base64url (22 bytes)"
+            ),
+            line(
+                &file,
+                "file",
+                "its kmsfs.dirid is a regular file, not a symlink (an unreleased layout)"
+            ),
+            line(&missing, "missing", "its kmsfs.dirid is missing"),
+            line(
+                &other,
+                "other",
+                "its kmsfs.dirid holds another id than its copy"
+            ),
+        ]
+    );
+    assert!(files(&tree).contains_key("/other/inside"), "names read");
+    for bad in &tree.bad_names {
+        bad.repair_id_link()
+            .expect("an id link fault")
+            .expect("repaired");
+    }
+    assert!(w.walk().bad_names.is_empty());
+    for dir in [other, missing, file, damaged, sound] {
+        let target = std::fs::read_link(dir.join(DIR_ID)).expect("a link");
+        assert_eq!(
+            crate::format::parse_dir_id_target(target.as_os_str().as_bytes()),
+            Ok(w.id(&dir)),
+            "{}",
+            dir.display()
+        );
+    }
+}
+
+#[test]
+fn only_an_id_link_fault_is_repaired_and_only_from_a_copy() {
+    let w = World::new();
+    let dir = w.mkdir(ROOT_INO, "d");
+    w.file(dir, "inside");
+    let cipher = w.cipher(dir);
+    let inside = cipher.join(
+        std::fs::read_dir(&cipher)
+            .expect("list")
+            .find_map(|e| {
+                let name = e.expect("entry").file_name();
+                (name != DIR_ID).then_some(name)
+            })
+            .expect("the entry"),
+    );
+    std::fs::rename(&inside, inside.with_file_name("garbage")).expect("rename");
+    let tree = w.walk();
+    let bad = only_bad(&tree);
+    assert!(
+        bad.repair_id_link().is_none(),
+        "a bad name is left as it is"
+    );
+    assert!(inside.with_file_name("garbage").exists());
+    // A link fault whose copy went before the repair ran: nothing to make the link from.
+    std::fs::rename(inside.with_file_name("garbage"), &inside).expect("rename back");
+    std::fs::remove_file(cipher.join(DIR_ID)).expect("rm");
+    let tree = w.walk();
+    let bad = only_bad(&tree);
+    assert!(matches!(
+        bad.fault,
+        NameDamage::IdLink(IdLinkFault::Missing)
+    ));
+    let path = crate::sys::cstr(cipher.as_os_str()).expect("path");
+    crate::sys::removexattr(&path, c"user.kmsfs.dirid", false).expect("drop the copy");
+    let refused = bad
+        .repair_id_link()
+        .expect("an id link fault")
+        .expect_err("no copy");
+    assert_eq!(refused.kind(), io::ErrorKind::NotFound);
+    assert!(!cipher.join(DIR_ID).exists(), "nothing made");
 }

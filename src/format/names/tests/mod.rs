@@ -72,6 +72,42 @@ fn internal_and_long_names_are_recognised() {
 }
 
 #[test]
+fn a_dir_id_link_target_is_22_characters_of_canonical_unpadded_base64url() {
+    for id in [[0u8; 16], [0xff; 16], DIR, random_dir_id()] {
+        let target = dir_id_target(&id);
+        assert_eq!(target.len(), DIR_ID_TARGET_LEN);
+        assert_eq!(DIR_ID_TARGET_LEN, 22);
+        assert!(!target.contains(['=', '+', '/', '.']), "{target}");
+        assert_eq!(parse_dir_id_target(target.as_bytes()), Ok(id));
+    }
+    assert_eq!(dir_id_target(&[0xff; 16]), "_____________________w");
+    let wrong = |target: &[u8]| {
+        assert_eq!(
+            parse_dir_id_target(target),
+            Err(NameError::DirIdTarget {
+                found: target.len()
+            }),
+            "{:?}",
+            String::from_utf8_lossy(target)
+        );
+    };
+    let good = dir_id_target(&[0xff; 16]);
+    // Padded, one short, one long, empty.
+    wrong(format!("{good}==").as_bytes());
+    wrong(&good.as_bytes()[..21]);
+    wrong(format!("{good}A").as_bytes());
+    wrong(b"");
+    // Stray bits in the last character (decodes to the same bytes, yet is not canonical).
+    wrong(b"_____________________x");
+    // The standard alphabet, a character of neither, a NUL, raw id bytes.
+    wrong(b"+++++++++++++++++++++w");
+    wrong(b"_____________________.");
+    wrong(b"__________\0__________w");
+    wrong(&[0xff; 16]);
+    wrong(&[0xff; 22]);
+}
+
+#[test]
 fn dir_ids_and_keys_check_their_length() {
     assert_eq!(parse_dir_id(&[1; 16]), Ok([1; 16]));
     assert_eq!(

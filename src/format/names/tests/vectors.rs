@@ -23,6 +23,15 @@ fn format_v2_vectors() {
             .expect("vector file is JSON");
     let c = NameCipher::new(&FsKey::from_bytes(&unhex(field(&v, "fs_key"))).expect("32 bytes"));
     let dir: DirId = array(field(&v, "dir_id"));
+    assert_eq!(dir_id_target(&dir), field(&v, "dir_id_link"));
+    assert_eq!(
+        parse_dir_id_target(field(&v, "dir_id_link").as_bytes()),
+        Ok(dir)
+    );
+    assert!(
+        doc.contains(field(&v, "dir_id_link")),
+        "docs/FORMAT.md lacks the directory id link vector"
+    );
     let keys = &v["keys"];
     assert_eq!(hex(c.names.expose_secret()), field(keys, "names"));
     assert_eq!(hex(c.symlinks.expose_secret()), field(keys, "symlinks"));
