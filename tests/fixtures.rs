@@ -1,4 +1,4 @@
-//! Cipher directories of past format versions (`testdata/*-fixture/`) keep mounting: a copy is
+//! Cipher directories of every format version (`testdata/*-fixture/`) keep mounting: a copy is
 //! mounted with the fixture's own keystore and passphrase, and every file, symlink and extended
 //! attribute reads back as it was written.
 
@@ -121,6 +121,103 @@ fn a_version_1_directory_mounts_and_reads_back() {
         ],
         "every entry, and kmsfs.conf hidden"
     );
+}
+
+/// The regular files of the version 2 fixture: path in the mount, length, `pattern` seed.
+fn v2_files() -> Vec<(String, usize, u64)> {
+    vec![
+        ("empty".into(), 0, 0),
+        ("one-byte".into(), 1, 1),
+        ("block".into(), 4096, 2),
+        ("block-and-one".into(), 4097, 3),
+        ("hundred-kib".into(), 102_400, 4),
+        ("dir/nested".into(), 5000, 5),
+        ("with-xattr".into(), 10, 6),
+        ("Grüße, 世界 🌍.txt".into(), 300, 7),
+        ("l".repeat(200), 4500, 8),
+        (format!("dir/{}", "ü".repeat(100)), 70, 9),
+    ]
+}
+
+#[test]
+fn a_version_2_directory_mounts_and_reads_back() {
+    let env = copy_of("v2-fixture");
+    let conf = fs::read_to_string(env.cipher.join("kmsfs.conf")).expect("kmsfs.conf");
+    assert!(conf.contains("\"format-version\": 2"), "{conf}");
+    let keystore = Env::s(&env.keystore);
+    let out = env.fsck_with(&["--keystore", keystore]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "fsck of the fixture: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let _mount: MountGuard = env.mount_with(&["--keystore", keystore]);
+    let p = |path: &str| env.plain.join(path);
+    for (path, len, seed) in v2_files() {
+        let got = fs::read(p(&path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(got.len(), len, "{path}");
+        assert!(got == pattern(len, seed), "{path}: wrong bytes");
+    }
+    assert_eq!(
+        fs::read_link(p("link")).expect("readlink"),
+        Path::new("dir/nested")
+    );
+    let long_target = format!("../{}", "l".repeat(200));
+    assert_eq!(
+        fs::read_link(p("dir/long-link")).expect("readlink"),
+        Path::new(&long_target)
+    );
+    assert!(fs::read(p("dir/long-link")).expect("through the link") == pattern(4500, 8));
+    assert_eq!(
+        get_xattr(&p("with-xattr"), "user.kmsfs.fixture").as_deref(),
+        Some("format version 2")
+    );
+    assert_eq!(
+        get_xattr(&p("dir"), "user.comment").as_deref(),
+        Some("a directory's xattr")
+    );
+    let listing = |dir: &Path| {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let mut expected: Vec<String> = [
+        "Grüße, 世界 🌍.txt",
+        "block",
+        "block-and-one",
+        "dir",
+        "empty",
+        "hundred-kib",
+        "link",
+        "one-byte",
+        "with-xattr",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    expected.push("l".repeat(200));
+    expected.sort();
+    assert_eq!(
+        listing(&env.plain),
+        expected,
+        "every entry, the internal files hidden"
+    );
+    let mut in_dir = vec![
+        "long-link".to_string(),
+        "nested".to_string(),
+        "ü".repeat(100),
+    ];
+    in_dir.sort();
+    assert_eq!(listing(&p("dir")), in_dir);
+    // This build writes into the old directory.
+    fs::write(p("dir/new"), b"made by this build").expect("write");
+    assert_eq!(fs::read(p("dir/new")).expect("read"), b"made by this build");
 }
 
 #[test]
