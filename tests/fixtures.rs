@@ -59,6 +59,18 @@ fn copy_of(name: &str) -> Env {
     env
 }
 
+/// `kmsfs fsck` of a fixture's copy, with its keystore, finds nothing.
+fn assert_fsck_clean(env: &Env, keystore: &str) {
+    let out = env.fsck_with(&["--keystore", keystore]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "fsck of the fixture: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn get_xattr(path: &Path, attr: &str) -> Option<String> {
     let out = Command::new("getfattr")
         .args(["--only-values", "-n", attr])
@@ -76,14 +88,7 @@ fn a_version_1_directory_mounts_and_reads_back() {
     let conf = fs::read_to_string(env.cipher.join("kmsfs.conf")).expect("kmsfs.conf");
     assert!(conf.contains("\"format-version\": 1"), "{conf}");
     let keystore = Env::s(&env.keystore);
-    let out = env.fsck_with(&["--keystore", keystore]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "fsck of the fixture: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_fsck_clean(&env, keystore);
 
     let _mount: MountGuard = env.mount_with(&["--keystore", keystore]);
     let p = |path: &str| env.plain.join(path);
@@ -145,14 +150,7 @@ fn a_version_2_directory_mounts_and_reads_back() {
     let conf = fs::read_to_string(env.cipher.join("kmsfs.conf")).expect("kmsfs.conf");
     assert!(conf.contains("\"format-version\": 2"), "{conf}");
     let keystore = Env::s(&env.keystore);
-    let out = env.fsck_with(&["--keystore", keystore]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "fsck of the fixture: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_fsck_clean(&env, keystore);
 
     let _mount: MountGuard = env.mount_with(&["--keystore", keystore]);
     let p = |path: &str| env.plain.join(path);

@@ -95,38 +95,14 @@ fn decode_wrapped(fs_key: &WrappedFsKey) -> CliResult<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::config::KmsConfig;
-    use crate::crypto::SecretBytes;
-    use crate::kms::embedded::{EmbeddedKms, KdfParams, SystemClock};
-    use crate::kms::wire::CreateKeyRequest;
-    use std::sync::Arc;
+
+    use crate::kms::embedded::{self, EmbeddedKms};
 
     /// An embedded KMS with a cheap KDF and two keys.
     fn kms_with_two_keys() -> (tempfile::TempDir, EmbeddedKms, Uuid, Uuid) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let params = KdfParams {
-            m_cost_kib: 64,
-            t_cost: 1,
-            p_cost: 1,
-        };
-        let kms = EmbeddedKms::create_with_params(
-            &dir.path().join("keystore"),
-            &SecretBytes::new(b"pass".to_vec()),
-            "test",
-            params,
-            Arc::new(SystemClock),
-        )
-        .expect("keystore");
-        let key = |name: &str| {
-            kms.create_key(&CreateKeyRequest {
-                name: name.into(),
-                description: None,
-                usage: None,
-                multi_zone: false,
-            })
-            .expect("key")
-            .id
-        };
-        let (a, b) = (key("a"), key("b"));
+        let kms = embedded::for_tests(dir.path());
+        let (a, b) = (embedded::test_key(&kms, "a"), embedded::test_key(&kms, "b"));
         (dir, kms, a, b)
     }
 

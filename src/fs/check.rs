@@ -7,7 +7,7 @@ use super::content::{self, ContentError};
 use super::keys::{KeyError, KeyPath, KeyRefusal};
 use crate::format::{
     BLOCK_CIPHER_LEN, BLOCK_OVERHEAD, BLOCK_PLAIN_LEN, CipherExtent, FileCipher, FormatError,
-    Place, block_cipher_offset,
+    block_cipher_offset,
 };
 use std::fmt;
 use std::fs::File;
@@ -206,23 +206,13 @@ pub fn check(file: &File, cipher: &FileCipher) -> Result<BlockCheck, ContentErro
     for index in 0..blocks {
         let len =
             ((plain - index * BLOCK_PLAIN_LEN).min(BLOCK_PLAIN_LEN) + BLOCK_OVERHEAD) as usize;
-        // With a torn tail, the torn block was the last: every complete block is an inner one.
-        let place = if extent.torn_len > 0 {
-            Place::Inner
-        } else {
-            Place::of(index, plain)
-        };
+        let place = content::place_in(&extent, index);
         let block = &mut buf[..len];
         content::read_exact_at(file, block, block_cipher_offset(index))?;
-        let error = match cipher.open_block_to_front(index, place, block, 0) {
+        let error = match content::open_block(file, cipher, index, place, block, 0) {
             Ok(_) => continue,
-            Err(FormatError::BlockAuth(_)) => {
-                match content::diagnosed(file, cipher, index, place, len) {
-                    ContentError::Corrupt(e) => e,
-                    ContentError::Io(e) => return Err(e.into()),
-                }
-            }
-            Err(e) => e,
+            Err(ContentError::Corrupt(e)) => e,
+            Err(ContentError::Io(e)) => return Err(e.into()),
         };
         match error {
             FormatError::EndNotSealedLast(_) | FormatError::LastBlockInside(_) => {

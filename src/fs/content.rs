@@ -182,19 +182,35 @@ pub(super) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> Result<
     Ok(())
 }
 
-/// Why block `index` (`cipher_len` bytes on disk), which failed to open at `place`, failed:
-/// read again and told apart ([`FileCipher::diagnose`]).
-pub(super) fn diagnosed(
+/// Opens block `index` at `place`, which fills `buf[src..]` as read from disk, to the front of
+/// `buf` ([`FileCipher::open_block_to_front`]); a block that fails is read again and told apart
+/// ([`FileCipher::diagnose`]: whole but in the wrong place, or damaged).
+pub(super) fn open_block(
     file: &File,
     cipher: &FileCipher,
     index: u64,
     place: Place,
-    cipher_len: usize,
-) -> ContentError {
-    let mut block = vec![0u8; cipher_len];
-    match read_exact_at(file, &mut block, block_cipher_offset(index)) {
-        Ok(()) => cipher.diagnose(index, place, &mut block).into(),
-        Err(e) => e,
+    buf: &mut [u8],
+    src: usize,
+) -> Result<usize, ContentError> {
+    match cipher.open_block_to_front(index, place, buf, src) {
+        Ok(n) => Ok(n),
+        Err(FormatError::BlockAuth(_)) => {
+            let mut block = vec![0u8; buf.len() - src];
+            read_exact_at(file, &mut block, block_cipher_offset(index))?;
+            Err(cipher.diagnose(index, place, &mut block).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The place of complete block `index` of a file of `extent`: with a torn tail, the torn block
+/// was the last, so every complete block is an inner one.
+pub(super) fn place_in(extent: &CipherExtent, index: u64) -> Place {
+    if extent.torn_len > 0 {
+        Place::Inner
+    } else {
+        Place::of(index, extent.plain_size)
     }
 }
 
@@ -208,14 +224,9 @@ fn read_block(
 ) -> Result<Vec<u8>, ContentError> {
     let mut block = vec![0u8; plain_len + BLOCK_OVERHEAD as usize];
     read_exact_at(file, &mut block, block_cipher_offset(index))?;
-    match cipher.open_block_to_front(index, place, &mut block, 0) {
-        Ok(n) => {
-            block.truncate(n);
-            Ok(block)
-        }
-        Err(FormatError::BlockAuth(_)) => Err(diagnosed(file, cipher, index, place, block.len())),
-        Err(e) => Err(e.into()),
-    }
+    let n = open_block(file, cipher, index, place, &mut block, 0)?;
+    block.truncate(n);
+    Ok(block)
 }
 
 /// Seals `plain` as block `index` at `place` and writes it.
@@ -268,30 +279,20 @@ pub fn read_into(
     }
     let buf = &mut buf[..len];
     read_exact_at(file, buf, cipher_start)?;
-    let place = |index| {
-        if extent.torn_len > 0 {
-            Place::Inner
-        } else {
-            Place::of(index, plain)
-        }
-    };
     // Each block is opened towards the front of the buffer, right behind the plaintext of the
     // block before it.
     let (mut src, mut dst) = (0, 0);
     for index in first..=last {
         let block_len = (len - src).min(BLOCK_CIPHER_LEN as usize);
-        match cipher.open_block_to_front(
+        let place = place_in(&extent, index);
+        dst += open_block(
+            file,
+            cipher,
             index,
-            place(index),
+            place,
             &mut buf[dst..src + block_len],
             src - dst,
-        ) {
-            Ok(n) => dst += n,
-            Err(FormatError::BlockAuth(_)) => {
-                return Err(diagnosed(file, cipher, index, place(index), block_len));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        )?;
         src += block_len;
     }
     let skip = (offset - first * BLOCK_PLAIN_LEN) as usize;
@@ -575,17 +576,11 @@ pub fn reseal_all(file: &File, cipher: &FileCipher) -> Result<u64, ContentError>
         let len = ((plain - index * BLOCK_PLAIN_LEN).min(BLOCK_PLAIN_LEN)) as usize;
         let raw = &mut raw[..len + BLOCK_OVERHEAD as usize];
         read_exact_at(file, raw, block_cipher_offset(index))?;
-        if raw.iter().all(|&b| b == 0) && Place::of(index, plain) == Place::Inner {
+        let place = Place::of(index, plain);
+        if place == Place::Inner && raw.iter().all(|&b| b == 0) {
             continue;
         }
-        let place = Place::of(index, plain);
-        let n = match cipher.open_block_to_front(index, place, raw, 0) {
-            Ok(n) => n,
-            Err(FormatError::BlockAuth(_)) => {
-                return Err(diagnosed(file, cipher, index, place, raw.len()));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let n = open_block(file, cipher, index, place, raw, 0)?;
         let out = &mut out[..n + BLOCK_OVERHEAD as usize];
         cipher.seal_block(index, place, &raw[..n], out);
         file.write_all_at(out, block_cipher_offset(index))?;

@@ -3,10 +3,7 @@
 
 use super::*;
 use crate::cache::DekCache;
-use crate::crypto::SecretBytes;
-use crate::kms::KeyService;
-use crate::kms::embedded::{EmbeddedKms, KdfParams, SystemClock};
-use crate::kms::wire::CreateKeyRequest;
+use crate::kms::embedded::{self};
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
@@ -25,34 +22,15 @@ pub(super) fn setup_with(
     make: impl FnOnce(&std::path::Path, KeyPath) -> FsResult<CryptFs>,
 ) -> (tempfile::TempDir, CryptFs) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let params = KdfParams {
-        m_cost_kib: 64,
-        t_cost: 1,
-        p_cost: 1,
-    };
-    let kms = EmbeddedKms::create_with_params(
-        &dir.path().join("keystore"),
-        &SecretBytes::new(b"pass".to_vec()),
-        "test",
-        params,
-        Arc::new(SystemClock),
-    )
-    .expect("keystore");
-    let key = kms
-        .create_key(&CreateKeyRequest {
-            name: "k".into(),
-            description: None,
-            usage: None,
-            multi_zone: false,
-        })
-        .expect("key");
+    let kms = embedded::for_tests(dir.path());
+    let key = embedded::test_key(&kms, "k");
     let cipher = dir.path().join("cipher");
     std::fs::create_dir(&cipher).expect("mkdir");
     let keys = KeyPath::new(
         Arc::new(kms),
         DekCache::new(16, Duration::from_secs(60)),
         [7; 16],
-        key.id,
+        key,
     );
     let fs = make(&cipher, keys).expect("fs");
     (dir, fs)

@@ -10,6 +10,38 @@ mod keystore;
 #[cfg(test)]
 mod tests;
 
+/// An embedded KMS for unit tests elsewhere in the crate: a keystore in `dir` with a cheap KDF
+/// (argon2 at 64 KiB, one pass), passphrase `pass`.
+#[cfg(test)]
+pub(crate) fn for_tests(dir: &Path) -> EmbeddedKms {
+    let params = KdfParams {
+        m_cost_kib: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
+    EmbeddedKms::create_with_params(
+        &dir.join("keystore"),
+        &SecretBytes::new(b"pass".to_vec()),
+        "test",
+        params,
+        Arc::new(SystemClock),
+    )
+    .expect("a test keystore")
+}
+
+/// Makes key `name` in a test KMS and returns its id.
+#[cfg(test)]
+pub(crate) fn test_key(kms: &EmbeddedKms, name: &str) -> Uuid {
+    kms.create_key(&super::wire::CreateKeyRequest {
+        name: name.into(),
+        description: None,
+        usage: None,
+        multi_zone: false,
+    })
+    .expect("a test key")
+    .id
+}
+
 pub use keystore::KdfParams;
 
 use super::keyring::{Keyring, SchedulerReport};

@@ -2,10 +2,8 @@
 //! changed anywhere, the key id included, fails on a cache hit as on a miss.
 
 use super::*;
-use crate::crypto::SecretBytes;
 use crate::fs::{RewrapOutcome, RewrapTarget, rewrap_file};
-use crate::kms::embedded::{EmbeddedKms, KdfParams, SystemClock};
-use crate::kms::wire::CreateKeyRequest;
+use crate::kms::embedded::{self, EmbeddedKms};
 use std::time::Duration;
 
 const FS_ID: FsId = [7; 16];
@@ -20,29 +18,8 @@ struct World {
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().expect("tempdir");
-        let params = KdfParams {
-            m_cost_kib: 64,
-            t_cost: 1,
-            p_cost: 1,
-        };
-        let kms = EmbeddedKms::create_with_params(
-            &dir.path().join("keystore"),
-            &SecretBytes::new(b"pass".to_vec()),
-            "test",
-            params,
-            Arc::new(SystemClock),
-        )
-        .expect("keystore");
-        let make = |name: &str| {
-            kms.create_key(&CreateKeyRequest {
-                name: name.into(),
-                description: None,
-                usage: None,
-                multi_zone: false,
-            })
-            .expect("key")
-            .id
-        };
+        let kms = embedded::for_tests(dir.path());
+        let make = |name: &str| embedded::test_key(&kms, name);
         let (key, other_key) = (make("k"), make("other"));
         World {
             dir,
