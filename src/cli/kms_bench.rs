@@ -93,7 +93,7 @@ pub fn run(args: BenchArgs) -> CliResult<ExitCode> {
         let key = bench_key(&kms, args.key)?;
         (key, request_body(&kms, key, args.op)?)
     };
-    let url = endpoint.url(&format!("/kms-key/{key}/{}", args.op.name()))?;
+    let url = endpoint.url(&format!("/kms-key/{key}/{}", args.op.name()));
     let tallies = load(&args, &credentials, url, body)?;
     let report = Report::new(&args, &endpoint, key, tallies);
     report.print(args.json);
@@ -173,10 +173,9 @@ fn load(
         .map_err(|e| CliError::new(format!("cannot set up HTTP: {e}")))?;
     let shared = Arc::new((client, credentials.clone(), url, body));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let decrypting = matches!(args.op, BenchOp::Decrypt);
     runtime.block_on(async move {
         let workers: Vec<_> = (0..args.concurrency)
-            .map(|_| tokio::spawn(worker(shared.clone(), deadline, decrypting)))
+            .map(|_| tokio::spawn(worker(shared.clone(), deadline)))
             .collect();
         let mut tallies = Vec::with_capacity(workers.len());
         for worker in workers {
@@ -189,7 +188,6 @@ fn load(
 async fn worker(
     shared: Arc<(reqwest::Client, Credentials, reqwest::Url, Vec<u8>)>,
     deadline: Instant,
-    decrypting: bool,
 ) -> Tally {
     let (client, credentials, url, body) = &*shared;
     let mut tally = Tally::default();
@@ -210,9 +208,7 @@ async fn worker(
                 let status = response.status().as_u16();
                 match response.bytes().await {
                     Ok(_) if (200..300).contains(&status) => Ok(()),
-                    Ok(bytes) => Err(error_kind(&http::error_from_answer(
-                        status, &bytes, decrypting,
-                    ))),
+                    Ok(bytes) => Err(error_kind(&http::error_from_answer(status, &bytes))),
                     Err(e) => Err(format!("transport: {}", http::transport_cause(&e))),
                 }
             }
@@ -240,8 +236,12 @@ fn error_kind(error: &KmsError) -> String {
     match error {
         KmsError::Refused { refusal, .. } => format!("400 {}", refusal.title()),
         KmsError::InvalidCiphertext => "400 invalid ciphertext".into(),
-        KmsError::Forbidden(_) => "403 Forbidden".into(),
-        KmsError::Other { status, title, .. } => format!("{status} {title}"),
+        KmsError::Unauthorized { .. } => "403 Forbidden".into(),
+        KmsError::Limited { .. } => "429 limited".into(),
+        KmsError::Unavailable { status, title, .. }
+        | KmsError::Unexpected { status, title, .. } => {
+            format!("{status} {title}")
+        }
         other => other.to_string(),
     }
 }

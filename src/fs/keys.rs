@@ -68,15 +68,13 @@ fn make_fresh(kms: &dyn KeyService, fs_id: &FsId, key_id: Uuid) -> Result<pool::
     let file_id: format::FileId = crate::crypto::random_array();
     let context = format::dek_context(HeaderVersion::NEWEST, fs_id, &file_id, &key_id);
     let data_key = kms.generate_data_key(key_id, DataKeySpec::Aes256, Some(&context))?;
-    let dek =
-        Key256::from_slice(data_key.plaintext.expose_secret()).ok_or_else(|| KmsError::Other {
-            status: 200,
-            title: "Bad Data Key".into(),
-            detail: format!(
-                "generate-data-key returned {} bytes, expected 32",
-                data_key.plaintext.len()
-            ),
-        })?;
+    let dek = Key256::from_slice(data_key.plaintext.expose_secret()).ok_or_else(|| {
+        KmsError::Malformed {
+            operation: "generate-data-key",
+            what: format!("a data key of {} bytes, not 32", data_key.plaintext.len()),
+            source: None,
+        }
+    })?;
     let cipher = Arc::new(FileCipher::new(&dek, file_id, HeaderVersion::NEWEST));
     Ok(pool::Fresh::new(file_id, cipher, data_key.ciphertext))
 }

@@ -46,8 +46,8 @@ pub use keystore::KdfParams;
 
 use super::keyring::{Keyring, SchedulerReport};
 use super::{
-    Applied, DataKey, DataKeySpec, KeyService, KmsError, KmsKey, RotationConfig, RotationEntry,
-    wire,
+    Applied, DataKey, DataKeySpec, KeyService, KeystoreError, KmsError, KmsKey, RotationConfig,
+    RotationEntry, wire,
 };
 use crate::crypto::SecretBytes;
 use keystore::{Loaded, SealingKeys, WriteLock};
@@ -116,23 +116,16 @@ impl EmbeddedKms {
         params: KdfParams,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, KmsError> {
-        let shown = path.display();
+        let path_buf = || path.to_path_buf();
         if passphrase.is_empty() {
-            return Err(KmsError::Keystore(format!(
-                "the passphrase for the keystore {shown} is empty"
-            )));
+            return Err(KeystoreError::EmptyPassphrase { path: path_buf() }.into());
         }
-        let keys = SealingKeys::generate(passphrase, params).ok_or_else(|| {
-            KmsError::Keystore(format!(
-                "the key derivation costs for {shown} are out of range"
-            ))
-        })?;
+        let keys = SealingKeys::generate(passphrase, params)
+            .ok_or_else(|| KeystoreError::Costs { path: path_buf() })?;
         keystore::create_parent(path)?;
         let _lock = WriteLock::acquire(path)?;
         if path.symlink_metadata().is_ok() {
-            return Err(KmsError::Keystore(format!(
-                "a keystore already exists at {shown}"
-            )));
+            return Err(KeystoreError::Exists { path: path_buf() }.into());
         }
         let mut keyring = Keyring::new(zone);
         keyring.ensure_default_key(clock.now());

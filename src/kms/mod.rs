@@ -6,10 +6,16 @@
 //! - [`blob`]: the self-describing ciphertext blob of `encrypt` and `generate-data-key`;
 //! - [`remote`]: an HTTP client of any Exoscale-v2-compatible KMS, requests signed by [`sign`];
 //! - [`seal`]: Argon2id and atomic, durable file writes, for secrets at rest;
-//! - [`wire`]: the JSON types of the Exoscale API v2 KMS operations.
+//! - [`wire`]: the JSON types of the Exoscale API v2 KMS operations;
+//! - [`backoff`]: the pauses between tries, for the remote client and the server's replication.
+//!
+//! Errors: [`KmsError`] says what happened and, through [`KmsError::retry`], whether trying
+//! again makes sense.
 
+pub mod backoff;
 pub mod blob;
 pub mod embedded;
+mod error;
 pub mod keyring;
 pub mod remote;
 pub mod seal;
@@ -17,6 +23,7 @@ pub mod sign;
 pub mod wire;
 
 use crate::crypto::SecretBytes;
+pub use error::{KeystoreError, KmsError, Refusal, Retry};
 use uuid::Uuid;
 pub use wire::{Applied, KmsKey, RotationConfig, RotationEntry};
 
@@ -36,145 +43,6 @@ pub struct DataKey {
     pub plaintext: SecretBytes,
     /// The key wrapped by the KMS key (an opaque, self-describing blob).
     pub ciphertext: Vec<u8>,
-}
-
-/// An error title of the API, exactly as the spec spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// "Key Not Found"
-    KeyNotFound,
-    /// "Key is Disabled"
-    KeyDisabled,
-    /// "Key is Pending Deletion"
-    KeyPendingDeletion,
-    /// "Not on Default"
-    NotOnDefault,
-    /// "Not on Replica"
-    NotOnReplica,
-    /// "Not on a Replica" (the spelling the spec uses for `rotate`)
-    NotOnAReplica,
-    /// "Manual Rotation Limit"
-    ManualRotationLimit,
-    /// "Conflict"
-    Conflict,
-    /// "Name Conflict"
-    NameConflict,
-    /// "Bad Request"
-    BadRequest,
-    /// "Invalid Usage"
-    InvalidUsage,
-    /// "Invalid Origin"
-    InvalidOrigin,
-    /// "Not Multizone"
-    NotMultizone,
-    /// "Not Pending Deletion"
-    NotPendingDeletion,
-    /// "Invalid Argument"
-    InvalidArgument,
-}
-
-impl Refusal {
-    /// The problem document title.
-    pub fn title(self) -> &'static str {
-        match self {
-            Refusal::KeyNotFound => "Key Not Found",
-            Refusal::KeyDisabled => "Key is Disabled",
-            Refusal::KeyPendingDeletion => "Key is Pending Deletion",
-            Refusal::NotOnDefault => "Not on Default",
-            Refusal::NotOnReplica => "Not on Replica",
-            Refusal::NotOnAReplica => "Not on a Replica",
-            Refusal::ManualRotationLimit => "Manual Rotation Limit",
-            Refusal::Conflict => "Conflict",
-            Refusal::NameConflict => "Name Conflict",
-            Refusal::BadRequest => "Bad Request",
-            Refusal::InvalidUsage => "Invalid Usage",
-            Refusal::InvalidOrigin => "Invalid Origin",
-            Refusal::NotMultizone => "Not Multizone",
-            Refusal::NotPendingDeletion => "Not Pending Deletion",
-            Refusal::InvalidArgument => "Invalid Argument",
-        }
-    }
-
-    /// The refusal with this title, if it is one of ours.
-    pub fn from_title(title: &str) -> Option<Self> {
-        ALL_REFUSALS.iter().copied().find(|r| r.title() == title)
-    }
-}
-
-const ALL_REFUSALS: [Refusal; 15] = [
-    Refusal::KeyNotFound,
-    Refusal::KeyDisabled,
-    Refusal::KeyPendingDeletion,
-    Refusal::NotOnDefault,
-    Refusal::NotOnReplica,
-    Refusal::NotOnAReplica,
-    Refusal::ManualRotationLimit,
-    Refusal::Conflict,
-    Refusal::NameConflict,
-    Refusal::BadRequest,
-    Refusal::InvalidUsage,
-    Refusal::InvalidOrigin,
-    Refusal::NotMultizone,
-    Refusal::NotPendingDeletion,
-    Refusal::InvalidArgument,
-];
-
-/// Why a KMS operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum KmsError {
-    /// The KMS refused by one of its rules (a 400 problem document on the wire).
-    #[error("{}: {detail}", refusal.title())]
-    Refused {
-        /// The rule's title.
-        refusal: Refusal,
-        /// What exactly was refused.
-        detail: String,
-    },
-    /// Decryption failed: wrong key, wrong context, or a damaged ciphertext. Deliberately opaque.
-    #[error("the ciphertext is invalid for this key and encryption context")]
-    InvalidCiphertext,
-    /// The request's credentials were refused (403).
-    #[error("the KMS refused the credentials: {0}")]
-    Forbidden(String),
-    /// The KMS could not be reached or did not answer in time; a retry may succeed.
-    #[error("the KMS is unreachable: {0}")]
-    Unavailable(String),
-    /// The KMS answered with an error this client does not know.
-    #[error("the KMS answered {status} {title}: {detail}")]
-    Other {
-        /// HTTP status.
-        status: u16,
-        /// Problem title.
-        title: String,
-        /// Problem detail.
-        detail: String,
-    },
-    /// The embedded keystore could not be opened, read or written.
-    #[error("{0}")]
-    Keystore(String),
-}
-
-impl KmsError {
-    /// A refusal with a detail sentence.
-    pub fn refused(refusal: Refusal, detail: impl Into<String>) -> Self {
-        KmsError::Refused {
-            refusal,
-            detail: detail.into(),
-        }
-    }
-
-    /// True when the same request may succeed later (transport trouble), false for answers.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, KmsError::Unavailable(_))
-    }
-
-    /// The refusal, if this is one.
-    pub fn refusal(&self) -> Option<Refusal> {
-        match self {
-            KmsError::Refused { refusal, .. } => Some(*refusal),
-            _ => None,
-        }
-    }
 }
 
 /// A KMS: the operations of the Exoscale API v2 KMS, by any backend.

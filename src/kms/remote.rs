@@ -2,9 +2,10 @@
 //! signed with EXO2-HMAC-SHA256. Works against `kmsfs kms serve` and any server of that API.
 //!
 //! Time limits (see [`http`]): a connection gets [`http::CONNECT_TIMEOUT`] (2 s), an attempt
-//! [`http::ATTEMPT_TIMEOUT`] (5 s); transport failures and 500/502/503/504 answers are tried
-//! again, at most three attempts in all, after 100 ms and 300 ms. No call blocks longer than
-//! [`http::MAX_CALL_TIME`] (15 s): attempts are cut short to fit. A 4xx answer is never retried.
+//! [`http::ATTEMPT_TIMEOUT`] (5 s). Whether a failure is tried again is [`KmsError::retry`]'s
+//! rule: transport failures, 500/502/503/504 and 429 answers are, at most three attempts in all,
+//! after 100 ms and 300 ms ([`http::BACKOFF`]); an answer that judged the request never is. No
+//! call blocks longer than [`http::MAX_CALL_TIME`] (15 s): attempts are cut short to fit.
 //! Operations that must not happen twice (create, rotate) are retried only when the connection
 //! itself failed, so the request cannot have reached the server.
 //!
@@ -12,16 +13,16 @@
 //! [`KeyService::release_connections`], so that `kmsfs mount` can check the key and then fork
 //! a single-threaded process.
 
-mod body;
 pub mod http;
 
 use crate::crypto::SecretBytes;
 use crate::kms::sign::Credentials;
-use crate::kms::wire::{self, Applied, KmsKey, RotationConfig, RotationEntry};
+use crate::kms::wire::{
+    self, Applied, Base64, CiphertextResponse, DataKeyRequest, DataKeyResponse, DecryptRequest,
+    EncryptRequest, KmsKey, PlaintextResponse, ReEncryptDestination, ReEncryptRequest,
+    ReEncryptSource, RotationConfig, RotationEntry, SecretBase64,
+};
 use crate::kms::{DataKey, DataKeySpec, KeyService, KmsError};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use body::{CryptoAnswer, CryptoBody, ReEncryptBody, ReEncryptSide, b64_opt};
 use http::Endpoint;
 pub use http::RemoteError;
 use reqwest::blocking::Client;
@@ -121,7 +122,7 @@ impl RemoteKms {
             .timeout(http::ATTEMPT_TIMEOUT)
             .user_agent(concat!("kmsfs/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| KmsError::Unavailable(format!("cannot set up HTTP: {e}")))?;
+            .map_err(|e| KmsError::Client(Box::new(e)))?;
         *slot = Some(client.clone());
         Ok(client)
     }
@@ -131,11 +132,10 @@ impl RemoteKms {
         let span = tracing::debug_span!("kms_request", op = op.name, key = ?op.key);
         let _entered = span.enter();
         let client = self.client()?;
-        let url = self.endpoint.url(&op.route)?;
+        let url = self.endpoint.url(&op.route);
         let body = body.unwrap_or_default();
-        let decrypting = matches!(op.name, "decrypt" | "re-encrypt");
         let started = Instant::now();
-        let mut attempt = 0usize;
+        let mut attempt = 0u32;
         loop {
             let remaining = http::MAX_CALL_TIME.saturating_sub(started.elapsed());
             let mut request = client
@@ -155,39 +155,31 @@ impl RemoteKms {
                 r.bytes().map(|b| (status, b))
             }) {
                 Ok((status, bytes)) if (200..300).contains(&status) => {
-                    return serde_json::from_slice(&bytes).map_err(|e| KmsError::Other {
-                        status,
-                        title: "Unreadable Answer".into(),
-                        detail: format!("{} answered JSON this client cannot read: {e}", op.name),
+                    return serde_json::from_slice(&bytes).map_err(|e| KmsError::Malformed {
+                        operation: op.name,
+                        what: format!("JSON this client cannot read: {e}"),
+                        source: Some(e),
                     });
                 }
-                Ok((status, bytes)) => {
-                    let error = http::error_from_answer(status, &bytes, decrypting);
-                    if !http::is_retryable_status(status) || op.repeat == Repeat::ConnectOnly {
-                        return Err(error);
-                    }
-                    error
-                }
-                Err(e) => {
-                    let cause = http::transport_cause(&e);
-                    let again = op.repeat == Repeat::Safe || e.is_connect();
-                    let error = KmsError::Unavailable(format!(
-                        "{} {url} failed after {} attempt(s) in {:.1} s: {cause}",
+                Ok((status, bytes)) => http::error_from_answer(status, &bytes),
+                Err(e) => KmsError::Unreachable {
+                    what: format!(
+                        "{} {url} failed after {} attempt(s) in {:.1} s: {}",
                         op.method,
                         attempt + 1,
-                        started.elapsed().as_secs_f64()
-                    ));
-                    if !again {
-                        return Err(error);
-                    }
-                    error
-                }
+                        started.elapsed().as_secs_f64(),
+                        http::transport_cause(&e)
+                    ),
+                    sent: !e.is_connect(),
+                    source: Box::new(e),
+                },
             };
-            let Some(pause) = http::BACKOFF.get(attempt).copied() else {
+            let again = failure.retry().allows(op.repeat == Repeat::Safe);
+            let Some(pause) = http::BACKOFF.pause(attempt).filter(|_| again) else {
                 return Err(failure);
             };
             // Too little time left for a useful attempt after the pause: give up now.
-            if started.elapsed() + pause + http::BACKOFF[0] >= http::MAX_CALL_TIME {
+            if started.elapsed() + pause + http::BACKOFF.first >= http::MAX_CALL_TIME {
                 return Err(failure);
             }
             tracing::debug!(
@@ -303,11 +295,15 @@ impl KeyService for RemoteKms {
     }
 
     fn encrypt(&self, id: Uuid, plain: &[u8], context: Option<&[u8]>) -> Result<Vec<u8>, KmsError> {
-        let mut body = CryptoBody::new(context);
-        body.plaintext = Some(B64.encode(plain));
+        let body = EncryptRequest {
+            plaintext: SecretBase64(SecretBytes::new(plain.to_vec())),
+            context: Base64::of(context),
+        };
         let op = Op::post("encrypt", &id, "encrypt", Repeat::Safe);
-        self.call::<CryptoAnswer>(op, json(&body))?
-            .field("ciphertext")
+        Ok(self
+            .call::<CiphertextResponse>(op, json(&body))?
+            .ciphertext
+            .0)
     }
 
     fn decrypt(
@@ -316,13 +312,12 @@ impl KeyService for RemoteKms {
         ciphertext: &[u8],
         context: Option<&[u8]>,
     ) -> Result<SecretBytes, KmsError> {
-        let mut body = CryptoBody::new(context);
-        body.ciphertext = Some(B64.encode(ciphertext));
+        let body = DecryptRequest {
+            ciphertext: Base64(ciphertext.to_vec()),
+            context: Base64::of(context),
+        };
         let op = Op::post("decrypt", &id, "decrypt", Repeat::Safe);
-        Ok(SecretBytes::new(
-            self.call::<CryptoAnswer>(op, json(&body))?
-                .field("plaintext")?,
-        ))
+        Ok(self.call::<PlaintextResponse>(op, json(&body))?.plaintext.0)
     }
 
     fn generate_data_key(
@@ -331,16 +326,19 @@ impl KeyService for RemoteKms {
         spec: DataKeySpec,
         context: Option<&[u8]>,
     ) -> Result<DataKey, KmsError> {
-        let mut body = CryptoBody::new(context);
+        let mut body = DataKeyRequest {
+            context: Base64::of(context),
+            ..DataKeyRequest::default()
+        };
         match spec {
-            DataKeySpec::Aes256 => body.key_spec = Some("AES-256"),
-            DataKeySpec::Bytes(n) => body.bytes_count = Some(n),
+            DataKeySpec::Aes256 => body.key_spec = Some("AES-256".into()),
+            DataKeySpec::Bytes(n) => body.bytes_count = Some(i64::from(n)),
         }
         let op = Op::post("generate-data-key", &id, "generate-data-key", Repeat::Safe);
-        let answer: CryptoAnswer = self.call(op, json(&body))?;
+        let answer: DataKeyResponse = self.call(op, json(&body))?;
         Ok(DataKey {
-            plaintext: SecretBytes::new(answer.field("plaintext")?),
-            ciphertext: answer.field("ciphertext")?,
+            plaintext: answer.plaintext.0,
+            ciphertext: answer.ciphertext.0,
         })
     }
 
@@ -352,21 +350,22 @@ impl KeyService for RemoteKms {
         destination: Uuid,
         destination_context: Option<&[u8]>,
     ) -> Result<Vec<u8>, KmsError> {
-        let body = ReEncryptBody {
-            source: ReEncryptSide {
+        let body = ReEncryptRequest {
+            source: ReEncryptSource {
                 key: source,
-                ciphertext: Some(B64.encode(ciphertext)),
-                encryption_context: b64_opt(source_context),
+                ciphertext: Base64(ciphertext.to_vec()),
+                context: Base64::of(source_context),
             },
-            destination: ReEncryptSide {
+            destination: ReEncryptDestination {
                 key: destination,
-                ciphertext: None,
-                encryption_context: b64_opt(destination_context),
+                context: Base64::of(destination_context),
             },
         };
         let op = Op::post("re-encrypt", &source, "re-encrypt", Repeat::Safe);
-        self.call::<CryptoAnswer>(op, json(&body))?
-            .field("ciphertext")
+        Ok(self
+            .call::<CiphertextResponse>(op, json(&body))?
+            .ciphertext
+            .0)
     }
 
     fn is_remote(&self) -> bool {

@@ -24,6 +24,8 @@ pub const SCHEME: &str = "EXO2-HMAC-SHA256";
 
 /// How far in the future a request's expiry may lie; beyond that it is refused.
 pub const MAX_EXPIRY_AHEAD_SECS: i64 = 3600;
+/// How long a client's request signature stays valid: its expiry is this far after signing.
+pub const SIGNATURE_LIFETIME_SECS: i64 = 300;
 
 /// An API key and its secret.
 #[derive(Clone)]
@@ -178,6 +180,18 @@ pub fn parse_authorization(header: &str) -> Result<Authorization, SignError> {
     })
 }
 
+/// The accepted window of a request's expiry: not past at `now`, and at most
+/// [`MAX_EXPIRY_AHEAD_SECS`] ahead.
+pub fn check_expiry(expires: i64, now: i64) -> Result<(), SignError> {
+    if expires < now {
+        return Err(SignError::Expired { expires, now });
+    }
+    if expires > now + MAX_EXPIRY_AHEAD_SECS {
+        return Err(SignError::TooFarAhead { expires });
+    }
+    Ok(())
+}
+
 /// Verifies a parsed header against the request, over the raw body bytes, in constant time.
 /// `query` is the request's query string as (name, value) pairs.
 pub fn verify(
@@ -189,17 +203,7 @@ pub fn verify(
     query: &[(String, String)],
     now: i64,
 ) -> Result<(), SignError> {
-    if auth.expires < now {
-        return Err(SignError::Expired {
-            expires: auth.expires,
-            now,
-        });
-    }
-    if auth.expires > now + MAX_EXPIRY_AHEAD_SECS {
-        return Err(SignError::TooFarAhead {
-            expires: auth.expires,
-        });
-    }
+    check_expiry(auth.expires, now)?;
     let mut values = Vec::with_capacity(auth.signed_query_args.len());
     for name in &auth.signed_query_args {
         let value = query
@@ -281,6 +285,26 @@ mod tests {
             ),
             Ok(())
         );
+    }
+
+    #[test]
+    fn the_expiry_window_has_both_edges() {
+        assert_eq!(check_expiry(1000, 1000), Ok(()));
+        assert_eq!(check_expiry(1000 + MAX_EXPIRY_AHEAD_SECS, 1000), Ok(()));
+        assert_eq!(
+            check_expiry(999, 1000),
+            Err(SignError::Expired {
+                expires: 999,
+                now: 1000
+            })
+        );
+        assert_eq!(
+            check_expiry(1001 + MAX_EXPIRY_AHEAD_SECS, 1000),
+            Err(SignError::TooFarAhead {
+                expires: 1001 + MAX_EXPIRY_AHEAD_SECS
+            })
+        );
+        const { assert!(SIGNATURE_LIFETIME_SECS < MAX_EXPIRY_AHEAD_SECS) };
     }
 
     #[test]

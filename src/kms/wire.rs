@@ -1,9 +1,14 @@
 //! The JSON types of the Exoscale API v2 KMS operations (`spec/exoscale-kms-v2.openapi.json`),
-//! with the spec's exact field names. Shared by the remote client, the server and `--json` output.
+//! with the spec's exact field names. Shared by the remote client, the server and `--json` output:
+//! the client writes the requests and reads the answers, the server the other way round.
 
-use serde::{Deserialize, Serialize};
+use crate::crypto::SecretBytes;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 /// RFC 3339 timestamps, as the API writes them.
 pub mod rfc3339 {
@@ -282,4 +287,222 @@ pub struct Problem {
     /// What exactly went wrong.
     #[serde(default)]
     pub detail: String,
+}
+
+fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
+    BASE64
+        .decode(text)
+        .map_err(|_| "not valid base64 (standard alphabet, padded)".to_string())
+}
+
+/// Bytes that travel as standard padded base64 and are not secret (ciphertexts, encryption
+/// contexts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Base64(pub Vec<u8>);
+
+impl Serialize for Base64 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&BASE64.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Base64 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        decode_base64(&text)
+            .map(Base64)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Base64 {
+    /// Optional bytes as an optional field.
+    pub fn of(bytes: Option<&[u8]>) -> Option<Self> {
+        bytes.map(|b| Base64(b.to_vec()))
+    }
+
+    /// An optional field as the keyring takes it.
+    pub fn bytes(field: &Option<Self>) -> Option<&[u8]> {
+        field.as_ref().map(|b| b.0.as_slice())
+    }
+}
+
+/// Secret bytes (plaintexts, data keys) as they travel: base64. The text is wiped after
+/// writing and after reading; the bytes stay in a [`SecretBytes`]. This wire form is the one
+/// place a secret is serialized, for the API that carries it.
+#[derive(Debug, Default)]
+pub struct SecretBase64(pub SecretBytes);
+
+impl Serialize for SecretBase64 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = Zeroizing::new(BASE64.encode(self.0.expose_secret()));
+        serializer.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretBase64 {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Zeroizing::new(String::deserialize(deserializer)?);
+        decode_base64(&text)
+            .map(|bytes| SecretBase64(SecretBytes::new(bytes)))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `encrypt-request`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptRequest {
+    /// At most 4096 bytes.
+    pub plaintext: SecretBase64,
+    /// Additional authenticated data, to give again on decrypt.
+    #[serde(
+        rename = "encryption-context",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub context: Option<Base64>,
+}
+
+/// `decrypt-request`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptRequest {
+    /// A blob made by `encrypt` or `generate-data-key`.
+    pub ciphertext: Base64,
+    /// The context it was made with.
+    #[serde(
+        rename = "encryption-context",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub context: Option<Base64>,
+}
+
+/// `generate-data-key-request`: `key-spec` or `bytes-count`, or neither (32 bytes).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataKeyRequest {
+    /// Only `AES-256`.
+    #[serde(rename = "key-spec", default, skip_serializing_if = "Option::is_none")]
+    pub key_spec: Option<String>,
+    /// 1 to 1024.
+    #[serde(
+        rename = "bytes-count",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bytes_count: Option<i64>,
+    /// Additional authenticated data.
+    #[serde(
+        rename = "encryption-context",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub context: Option<Base64>,
+}
+
+/// `re-encrypt-request`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReEncryptRequest {
+    /// The key, blob and context to unwrap under.
+    pub source: ReEncryptSource,
+    /// The key and context to wrap under.
+    pub destination: ReEncryptDestination,
+}
+
+/// The source side of a re-encrypt request.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReEncryptSource {
+    /// The key the blob was made under.
+    pub key: Uuid,
+    /// The blob.
+    pub ciphertext: Base64,
+    /// Its context.
+    #[serde(
+        rename = "encryption-context",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub context: Option<Base64>,
+}
+
+/// The destination side of a re-encrypt request.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReEncryptDestination {
+    /// The key to wrap under (its newest material).
+    pub key: Uuid,
+    /// The new context.
+    #[serde(
+        rename = "encryption-context",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub context: Option<Base64>,
+}
+
+/// The answer of `encrypt` and `re-encrypt`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CiphertextResponse {
+    /// The blob.
+    pub ciphertext: Base64,
+}
+
+/// The answer of `decrypt`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PlaintextResponse {
+    /// The plaintext.
+    pub plaintext: SecretBase64,
+}
+
+/// The answer of `generate-data-key`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DataKeyResponse {
+    /// The data key in the clear.
+    pub plaintext: SecretBase64,
+    /// The data key wrapped under the KMS key.
+    pub ciphertext: Base64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crypto_bodies_have_the_spec_s_fields_in_order() {
+        let request = DataKeyRequest {
+            key_spec: Some("AES-256".into()),
+            bytes_count: None,
+            context: Base64::of(Some(b"ctx")),
+        };
+        assert_eq!(
+            serde_json::to_string(&request).expect("json"),
+            r#"{"key-spec":"AES-256","encryption-context":"Y3R4"}"#
+        );
+        let answer = DataKeyResponse {
+            plaintext: SecretBase64(SecretBytes::new(vec![0, 1, 2])),
+            ciphertext: Base64(vec![9]),
+        };
+        assert_eq!(
+            serde_json::to_string(&answer).expect("json"),
+            r#"{"plaintext":"AAEC","ciphertext":"CQ=="}"#
+        );
+        let back: DataKeyResponse =
+            serde_json::from_str(r#"{"plaintext":"AAEC","ciphertext":"CQ==","extra":1}"#)
+                .expect("answers may carry more");
+        assert_eq!(back.plaintext.0.expose_secret(), &[0, 1, 2]);
+    }
+
+    #[test]
+    fn bad_base64_and_unknown_request_fields_are_refused() {
+        let err = serde_json::from_str::<DecryptRequest>(r#"{"ciphertext":"***"}"#)
+            .expect_err("not base64");
+        assert!(err.to_string().contains("not valid base64"), "{err}");
+        assert!(serde_json::from_str::<DecryptRequest>(r#"{"ciphertext":"","x":1}"#).is_err());
+        assert!(serde_json::from_str::<PlaintextResponse>(r#"{"ciphertext":"AA=="}"#).is_err());
+        assert!(serde_json::from_str::<PlaintextResponse>(r#"{"plaintext":"A"}"#).is_err());
+    }
 }

@@ -55,12 +55,7 @@ impl FromRequest<Arc<App>> for Signed {
             .map_err(|_| ApiError::TooLarge)?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         // Check the clock before looking the key up, so stale requests cost no rescan.
-        if auth.expires < now || auth.expires > now + sign::MAX_EXPIRY_AHEAD_SECS {
-            return Err(ApiError::Forbidden(format!(
-                "expiry {} is outside the accepted window (now {now})",
-                auth.expires
-            )));
-        }
+        sign::check_expiry(auth.expires, now).map_err(|e| ApiError::Forbidden(e.to_string()))?;
         let (org, secret) = app
             .store
             .credential_reloading(&auth.credential)

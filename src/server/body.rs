@@ -1,15 +1,11 @@
 //! Request parsing shared by the routes: the key id in the path, JSON bodies parsed strictly
-//! (unknown fields refused) with errors that name the field (`serde_path_to_error`), and base64
-//! values. Every failure is a 400 "Bad Request".
+//! (unknown fields refused) with errors that name the field (`serde_path_to_error`). The body
+//! types are [`crate::kms::wire`]'s. Every failure is a 400 "Bad Request".
 
 use super::problem::ApiError;
-use crate::crypto::SecretBytes;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
-use zeroize::Zeroizing;
 
 /// The key id of the path, which must be a UUID.
 pub(crate) fn key_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -52,49 +48,10 @@ pub(crate) fn no_body(body: &[u8]) -> Result<(), ApiError> {
     json_or_default::<Empty>(body).map(|_| ())
 }
 
-fn decode(text: &str) -> Result<Vec<u8>, String> {
-    BASE64
-        .decode(text)
-        .map_err(|_| "not valid base64 (standard alphabet, padded)".to_string())
-}
-
-/// A base64 field whose bytes are not secret (ciphertexts, encryption contexts).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Base64(pub(crate) Vec<u8>);
-
-impl<'de> Deserialize<'de> for Base64 {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        decode(&text).map(Base64).map_err(serde::de::Error::custom)
-    }
-}
-
-/// A base64 field whose bytes are secret (plaintexts); zeroized on drop.
-#[derive(Default)]
-pub(crate) struct SecretBase64(pub(crate) SecretBytes);
-
-impl<'de> Deserialize<'de> for SecretBase64 {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = Zeroizing::new(String::deserialize(deserializer)?);
-        decode(&text)
-            .map(|bytes| SecretBase64(SecretBytes::new(bytes)))
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// Standard padded base64 of `bytes`.
-pub(crate) fn base64(bytes: &[u8]) -> String {
-    BASE64.encode(bytes)
-}
-
-/// An optional context field as the keyring takes it.
-pub(crate) fn context(field: &Option<Base64>) -> Option<&[u8]> {
-    field.as_ref().map(|c| c.0.as_slice())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kms::wire::Base64;
 
     #[derive(Deserialize, Debug)]
     #[serde(deny_unknown_fields)]

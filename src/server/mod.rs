@@ -29,6 +29,7 @@ pub use problem::{ApiError, PROBLEM_JSON};
 pub use store::{Store, create_org, import_org};
 
 use crate::crypto::SecretBytes;
+use crate::kms::KmsError;
 use audit::AuditLog;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,15 +43,87 @@ pub const SCHEDULER_INTERVAL: Duration = Duration::from_secs(60);
 /// Why the server could not start or keep its state.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The state directory or a file in it is unusable (names the file and the reason).
+    /// The operating system refused a read or write of the state.
+    #[error("cannot {doing} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("read", "create the root key").
+        doing: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A state file is not of its kind, or is damaged.
+    #[error("{what} {} is damaged ({why})", path.display())]
+    Damaged {
+        /// "the org file", "the root key", ...
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The passphrase does not open the data directory.
+    #[error("wrong passphrase for the data directory {}", dir.display())]
+    WrongPassphrase {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The state holds something that cannot be served (an organization of another zone, a
+    /// file sealed the other way); the sentence says what.
     #[error("{0}")]
-    State(String),
-    /// A setting or input is wrong.
+    Inconsistent(String),
+    /// A keyring in the state breaks a rule or cannot be written.
+    #[error(transparent)]
+    Keyring(#[from] KmsError),
+    /// A setting or input is wrong; the sentence names it.
     #[error("{0}")]
-    Config(String),
-    /// The network side failed (bind, TLS files).
-    #[error("{0}")]
-    Net(String),
+    Invalid(String),
+    /// The address cannot be listened on.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TLS file cannot be read or used.
+    #[error("{what}: {source}")]
+    Tls {
+        /// What failed, naming the file.
+        what: String,
+        /// The TLS or PEM error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The HTTP client for the peers cannot be made.
+    #[error("cannot build the peer HTTP client: {0}")]
+    PeerClient(#[source] reqwest::Error),
+    /// A background task of the server died.
+    #[error("{doing} failed: {source}")]
+    Task {
+        /// What the task was doing.
+        doing: &'static str,
+        /// How it ended.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// Serving stopped on an I/O error.
+    #[error("the server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+impl ServerError {
+    /// An operating system error while `doing` something to `path`.
+    pub(crate) fn io(doing: &'static str, path: &Path, source: std::io::Error) -> Self {
+        ServerError::Io {
+            doing,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 /// The certificate chain and private key files of HTTPS.
@@ -120,23 +193,23 @@ fn replication_of(
         return Ok(None);
     }
     let secret =
-        secret.ok_or_else(|| ServerError::Config("--peer needs --peer-secret-file".into()))?;
+        secret.ok_or_else(|| ServerError::Invalid("--peer needs --peer-secret-file".into()))?;
     let mut urls = std::collections::BTreeMap::new();
     for (peer_zone, url) in peers {
         if peer_zone.trim().is_empty() || peer_zone == zone {
-            return Err(ServerError::Config(format!(
+            return Err(ServerError::Invalid(format!(
                 "peer zone {peer_zone:?} must be another zone than {zone}"
             )));
         }
         let parsed = reqwest::Url::parse(&url)
-            .map_err(|e| ServerError::Config(format!("peer URL {url} is invalid: {e}")))?;
+            .map_err(|e| ServerError::Invalid(format!("peer URL {url} is invalid: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") || !parsed.path().ends_with("/v2") {
-            return Err(ServerError::Config(format!(
+            return Err(ServerError::Invalid(format!(
                 "peer URL {url} must be http(s)://HOST:PORT/v2"
             )));
         }
         if urls.insert(peer_zone.clone(), url).is_some() {
-            return Err(ServerError::Config(format!(
+            return Err(ServerError::Invalid(format!(
                 "zone {peer_zone} is named twice"
             )));
         }
@@ -147,7 +220,7 @@ fn replication_of(
         .connect_timeout(replication::CONNECT_TIMEOUT)
         .timeout(replication::PUSH_TIMEOUT)
         .build()
-        .map_err(|e| ServerError::Net(format!("cannot build the peer HTTP client: {e}")))?;
+        .map_err(ServerError::PeerClient)?;
     Ok(Some(Replication {
         peers: peer::Peers {
             own_zone: zone.to_string(),
@@ -177,7 +250,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     if options.zone.trim().is_empty() {
-        return Err(ServerError::Config("the zone is empty".into()));
+        return Err(ServerError::Invalid("the zone is empty".into()));
     }
     let data = options.data.clone();
     let zone = options.zone.clone();
@@ -188,13 +261,12 @@ pub async fn serve(
         Store::open_with(&data, &zone, passphrase.as_ref(), store_secret)
     })
     .await
-    .map_err(|e| ServerError::State(format!("loading the state failed: {e}")))??;
-    let audit = AuditLog::open(&options.data.join("audit.log")).map_err(|e| {
-        ServerError::State(format!(
-            "cannot open {}/audit.log: {e}",
-            options.data.display()
-        ))
-    })?;
+    .map_err(|source| ServerError::Task {
+        doing: "loading the state",
+        source,
+    })??;
+    let audit_path = options.data.join("audit.log");
+    let audit = AuditLog::open(&audit_path).map_err(|e| ServerError::io("open", &audit_path, e))?;
     let app = Arc::new(App {
         store: Arc::new(store),
         audit,
@@ -206,10 +278,16 @@ pub async fn serve(
     };
     let listener = tokio::net::TcpListener::bind(&options.listen)
         .await
-        .map_err(|e| ServerError::Net(format!("cannot listen on {}: {e}", options.listen)))?;
+        .map_err(|source| ServerError::Listen {
+            addr: options.listen.clone(),
+            source,
+        })?;
     let addr: SocketAddr = listener
         .local_addr()
-        .map_err(|e| ServerError::Net(format!("cannot read the bound address: {e}")))?;
+        .map_err(|source| ServerError::Listen {
+            addr: options.listen.clone(),
+            source,
+        })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     on_listening(&format!("{scheme}://{addr}/v2"));
     let scheduler = tokio::spawn(run_scheduler(Arc::clone(&app)));
@@ -232,7 +310,7 @@ pub async fn serve(
         task.abort();
     }
     app.audit.flush();
-    served.map_err(|e| ServerError::Net(format!("the server failed: {e}")))
+    served.map_err(ServerError::Serve)
 }
 
 /// Runs every organization's rotation scheduler every [`SCHEDULER_INTERVAL`]; a run that

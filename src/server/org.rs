@@ -14,6 +14,7 @@ use super::root::RootKey;
 use crate::crypto::{SecretBytes, fill_random};
 use crate::kms::keyring::Keyring;
 use crate::kms::sign::Credentials;
+use crate::kms::{KeystoreError, KmsError};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
@@ -100,14 +101,14 @@ impl OrgCredentials {
     /// Reads what [`OrgCredentials::to_json`] wrote.
     ///
     /// # Errors
-    /// [`ServerError::Config`] naming what is wrong.
+    /// [`ServerError::Invalid`] naming what is wrong.
     pub fn from_json(text: &[u8]) -> Result<Self, ServerError> {
         let json: CredentialsJson = serde_json::from_slice(text).map_err(|e| {
-            ServerError::Config(format!("not the JSON of `kmsfs kms org create`: {e}"))
+            ServerError::Invalid(format!("not the JSON of `kmsfs kms org create`: {e}"))
         })?;
         let secret = Zeroizing::new(json.api_secret);
         if json.name.trim().is_empty() || !valid_api_key(&json.api_key) || secret.len() < 32 {
-            return Err(ServerError::Config(
+            return Err(ServerError::Invalid(
                 "the organization needs a name, an api-key like EXO + hex digits, and an \
                  api-secret of at least 32 characters"
                     .into(),
@@ -195,6 +196,9 @@ fn aad(org: Uuid) -> Vec<u8> {
 }
 
 /// The sealed org file of organization `id`.
+///
+/// # Errors
+/// [`KmsError::Keystore`] when the keyring cannot be serialized or the metadata is too large.
 pub(crate) fn seal_org_file(
     root: &RootKey,
     id: Uuid,
@@ -202,7 +206,7 @@ pub(crate) fn seal_org_file(
     credentials: &[Credentials],
     created_at: Option<OffsetDateTime>,
     keyring: Option<&Keyring>,
-) -> Result<Vec<u8>, ServerError> {
+) -> Result<Vec<u8>, KmsError> {
     let meta = Meta {
         name: name.to_string(),
         credentials: credentials
@@ -220,13 +224,12 @@ pub(crate) fn seal_org_file(
         let _ = Zeroizing::new(c.api_secret);
     }
     let keyring = match keyring {
-        Some(k) => k
-            .to_persisted()
-            .map_err(|e| ServerError::State(e.to_string()))?,
+        Some(k) => k.to_persisted()?,
         None => SecretBytes::default(),
     };
-    let meta_len = u32::try_from(meta_bytes.len())
-        .map_err(|_| ServerError::State("the organization metadata is too large".into()))?;
+    let meta_len = u32::try_from(meta_bytes.len()).map_err(|_| KeystoreError::TooLarge {
+        what: "the organization metadata",
+    })?;
     let mut plain = Zeroizing::new(Vec::with_capacity(4 + meta_bytes.len() + keyring.len()));
     plain.extend_from_slice(&meta_len.to_be_bytes());
     plain.extend_from_slice(&meta_bytes);
@@ -243,19 +246,16 @@ pub(crate) fn seal_org_file(
 impl OrgState {
     /// Reads and opens the org file at `path`. All or nothing; never panics.
     pub(crate) fn read(path: &Path, root: &RootKey) -> Result<Self, ServerError> {
-        let damaged = |why: &str| {
-            ServerError::State(format!(
-                "the org file {} is damaged ({why})",
-                path.display()
-            ))
+        let damaged = |why: &str| ServerError::Damaged {
+            what: "the org file",
+            path: path.to_path_buf(),
+            why: why.into(),
         };
-        let meta = std::fs::metadata(path)
-            .map_err(|e| ServerError::State(format!("cannot read {}: {e}", path.display())))?;
+        let meta = std::fs::metadata(path).map_err(|e| ServerError::io("read", path, e))?;
         if !meta.is_file() || meta.len() > MAX_FILE_LEN {
             return Err(damaged("not an org file"));
         }
-        let text = std::fs::read(path)
-            .map_err(|e| ServerError::State(format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read(path).map_err(|e| ServerError::io("read", path, e))?;
         let file: OrgFile =
             serde_json::from_slice(&text).map_err(|_| damaged("not JSON of this shape"))?;
         if file.format != FORMAT || file.version != 1 {

@@ -59,14 +59,14 @@ impl PeerSecret {
     /// The secret from the bytes of a peer secret file (trailing whitespace removed).
     ///
     /// # Errors
-    /// [`ServerError::Config`] when it is shorter than [`MIN_SECRET_LEN`] bytes.
+    /// [`ServerError::Invalid`] when it is shorter than [`MIN_SECRET_LEN`] bytes.
     pub fn from_file_bytes(bytes: &[u8]) -> Result<Self, ServerError> {
         let end = bytes
             .iter()
             .rposition(|b| !b.is_ascii_whitespace())
             .map_or(0, |i| i + 1);
         if end < MIN_SECRET_LEN {
-            return Err(ServerError::Config(format!(
+            return Err(ServerError::Invalid(format!(
                 "the peer secret must hold at least {MIN_SECRET_LEN} bytes"
             )));
         }

@@ -1,7 +1,9 @@
 //! What a failed request answers: an RFC 9457 problem document (`application/problem+json`,
 //! `{type, title, status, detail}`). Refusals of the key rules are 400 with the spec's titles;
-//! authentication failures 403; unknown paths 404; wrong methods 405.
+//! authentication failures 403; unknown paths 404; wrong methods 405. An invalid ciphertext is a
+//! 400 "Bad Request" whose `type` alone names it, so that clients need not read the detail.
 
+use crate::kms::remote::http::INVALID_CIPHERTEXT_TYPE;
 use crate::kms::{KmsError, Refusal};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -72,7 +74,8 @@ impl ApiError {
     /// The problem `type`: a URN naming the refusal, `about:blank` for plain HTTP errors.
     fn kind(&self) -> String {
         match self {
-            ApiError::Refused(..) | ApiError::InvalidCiphertext => format!(
+            ApiError::InvalidCiphertext => INVALID_CIPHERTEXT_TYPE.into(),
+            ApiError::Refused(..) => format!(
                 "urn:kmsfs:problem:{}",
                 self.title().to_ascii_lowercase().replace(' ', "-")
             ),
@@ -86,7 +89,16 @@ impl From<KmsError> for ApiError {
         match e {
             KmsError::Refused { refusal, detail } => ApiError::Refused(refusal, detail),
             KmsError::InvalidCiphertext => ApiError::InvalidCiphertext,
-            other => ApiError::Internal(other.to_string()),
+            // The keyring behind the server has no other answers: anything else is the
+            // server's own failure (its state file, a peer), told in the log only.
+            other @ (KmsError::Unauthorized { .. }
+            | KmsError::Limited { .. }
+            | KmsError::Unreachable { .. }
+            | KmsError::Unavailable { .. }
+            | KmsError::Unexpected { .. }
+            | KmsError::Malformed { .. }
+            | KmsError::Client(_)
+            | KmsError::Keystore(_)) => ApiError::Internal(other.to_string()),
         }
     }
 }
@@ -121,6 +133,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kms::KeystoreError;
 
     #[test]
     fn titles_and_statuses() {
@@ -134,8 +147,69 @@ mod tests {
         assert_eq!(ApiError::MethodNotAllowed.title(), "Method Not Allowed");
         assert_eq!(ApiError::InvalidCiphertext.title(), "Bad Request");
         assert_eq!(
-            ApiError::from(KmsError::Keystore("disk".into())).status(),
-            StatusCode::INTERNAL_SERVER_ERROR
+            ApiError::InvalidCiphertext.kind(),
+            "urn:kmsfs:problem:invalid-ciphertext"
+        );
+        assert_eq!(
+            ApiError::bad_request("x").kind(),
+            "urn:kmsfs:problem:bad-request"
+        );
+    }
+
+    #[test]
+    fn kms_errors_become_http_statuses() {
+        let io = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let cases = [
+            (
+                KmsError::refused(Refusal::KeyNotFound, "k"),
+                400,
+                "Key Not Found",
+            ),
+            (
+                KmsError::refused(Refusal::KeyDisabled, "k"),
+                400,
+                "Key is Disabled",
+            ),
+            (
+                KmsError::refused(Refusal::KeyPendingDeletion, "k"),
+                400,
+                "Key is Pending Deletion",
+            ),
+            (
+                KmsError::refused(Refusal::NameConflict, "n"),
+                400,
+                "Name Conflict",
+            ),
+            (
+                KmsError::refused(Refusal::ManualRotationLimit, "n"),
+                400,
+                "Manual Rotation Limit",
+            ),
+            (KmsError::InvalidCiphertext, 400, "Bad Request"),
+            (
+                KmsError::from(KeystoreError::io("write", "/d/orgs/x", io)),
+                500,
+                "Internal Server Error",
+            ),
+            (
+                KmsError::from(KeystoreError::Invalid {
+                    why: "gap".into(),
+                    source: None,
+                }),
+                500,
+                "Internal Server Error",
+            ),
+        ];
+        for (error, status, title) in cases {
+            let text = error.to_string();
+            let answer = ApiError::from(error);
+            assert_eq!(answer.status().as_u16(), status, "{text}");
+            assert_eq!(answer.title(), title, "{text}");
+        }
+        let internal = ApiError::from(KmsError::from(KeystoreError::TooLarge { what: "x" }));
+        assert!(
+            !internal.detail().contains("too large"),
+            "no server detail is sent"
         );
     }
 }

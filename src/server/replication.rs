@@ -6,13 +6,14 @@
 //! key record, sealed under the peer transport key (see [`super::peer`]), in a request signed
 //! as `peer:OWN-ZONE`. The replica answers the watermark it applied; the primary records it as
 //! the replica's `last-applied-watermark`, or records the failure as `last-failure` and retries
-//! that replica after a backoff that doubles from [`FIRST_BACKOFF`] to [`MAX_BACKOFF`]. The
+//! that replica after a pause that doubles from 250 ms to 2 s ([`PUSH_BACKOFF`]). The
 //! watermarks are part of the persisted keyring, so after a restart the tasks carry on where they
 //! were; a replica zone that was down catches up as soon as it answers again.
 
 use super::App;
 use super::peer::{PushRequest, PushResponse, REPLICA_PATH, RecordRoute};
 use super::store::Org;
+use crate::kms::backoff::Backoff;
 use crate::kms::keyring::ReplicaLag;
 use crate::kms::sign;
 use crate::kms::wire::ReplicaFailure;
@@ -27,10 +28,13 @@ use uuid::Uuid;
 
 /// How often a replication task looks for lagging replicas.
 pub const TICK: Duration = Duration::from_millis(250);
-/// The first wait after a failed push.
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-/// The longest wait between two tries for one replica.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// The waits after failed pushes to one replica: 250 ms, doubling up to 2 s, without end.
+pub const PUSH_BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(250),
+    factor: 2,
+    max: Duration::from_secs(2),
+    retries: None,
+};
 /// How long one push may take.
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long connecting to a peer may take.
@@ -49,17 +53,17 @@ pub(crate) fn spawn_tasks(app: &Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
         .collect()
 }
 
-/// When a replica may be tried again, and how long the next wait is.
-struct Backoff {
+/// When a replica that failed may be tried again, and how many retries it has had.
+struct Waiting {
     next_try: Instant,
-    delay: Duration,
+    retry: u32,
 }
 
 async fn run_peer(app: Arc<App>, zone: String) {
     let Some(replication) = &app.replication else {
         return;
     };
-    let mut backoff: HashMap<(Uuid, Uuid), Backoff> = HashMap::new();
+    let mut backoff: HashMap<(Uuid, Uuid), Waiting> = HashMap::new();
     loop {
         tokio::select! {
             () = tokio::time::sleep(TICK) => {}
@@ -92,16 +96,12 @@ async fn run_peer(app: Arc<App>, zone: String) {
                     backoff.remove(&slot);
                 }
                 Err(_) => {
-                    let delay = backoff
-                        .get(&slot)
-                        .map_or(FIRST_BACKOFF, |b| (b.delay * 2).min(MAX_BACKOFF));
-                    backoff.insert(
-                        slot,
-                        Backoff {
-                            next_try: Instant::now() + delay,
-                            delay,
-                        },
-                    );
+                    let retry = backoff.get(&slot).map_or(0, |w| w.retry.saturating_add(1));
+                    let pause = PUSH_BACKOFF
+                        .pause(retry)
+                        .expect("BUG: the push backoff has no retry limit");
+                    let next_try = Instant::now() + pause;
+                    backoff.insert(slot, Waiting { next_try, retry });
                 }
             }
         }

@@ -52,17 +52,14 @@ impl std::fmt::Debug for RootKey {
     }
 }
 
-fn io(doing: &str, path: &Path, e: &std::io::Error) -> ServerError {
-    ServerError::State(format!("cannot {doing} {}: {e}", path.display()))
-}
-
 impl RootKey {
     /// Opens the root key of the data directory `dir`, creating it on first use: from
     /// `root.key`, or with a passphrase from `root.kdf`.
     ///
     /// # Errors
-    /// [`ServerError::State`] for a wrong passphrase, a damaged key file, a directory sealed the
-    /// other way (passphrase vs key file), or an operating system error.
+    /// [`ServerError::WrongPassphrase`], [`ServerError::Damaged`] for a damaged key file,
+    /// [`ServerError::Inconsistent`] for a directory sealed the other way (passphrase vs key
+    /// file), [`ServerError::Io`].
     pub fn open_or_create(
         dir: &Path,
         passphrase: Option<&SecretBytes>,
@@ -71,7 +68,7 @@ impl RootKey {
         let root = match passphrase {
             None => {
                 if kdf_path.exists() {
-                    return Err(ServerError::State(format!(
+                    return Err(ServerError::Inconsistent(format!(
                         "the data directory {} is sealed with a passphrase; give --passphrase-file",
                         dir.display()
                     )));
@@ -80,7 +77,7 @@ impl RootKey {
             }
             Some(passphrase) => {
                 if key_path.exists() {
-                    return Err(ServerError::State(format!(
+                    return Err(ServerError::Inconsistent(format!(
                         "the data directory {} is sealed with {}; do not give --passphrase-file",
                         dir.display(),
                         key_path.display()
@@ -116,16 +113,15 @@ fn key_file(path: &Path) -> Result<Key256, ServerError> {
     if !path.exists() {
         let fresh = Key256::random();
         seal::write_new(path, fresh.expose_secret())
-            .map_err(|e| io("create the root key", path, &e))?;
+            .map_err(|e| ServerError::io("create the root key", path, e))?;
     }
     let bytes = zeroize::Zeroizing::new(
-        std::fs::read(path).map_err(|e| io("read the root key", path, &e))?,
+        std::fs::read(path).map_err(|e| ServerError::io("read the root key", path, e))?,
     );
-    Key256::from_slice(&bytes).ok_or_else(|| {
-        ServerError::State(format!(
-            "the root key {} is damaged (not 32 bytes)",
-            path.display()
-        ))
+    Key256::from_slice(&bytes).ok_or_else(|| ServerError::Damaged {
+        what: "the root key",
+        path: path.to_path_buf(),
+        why: "not 32 bytes".into(),
     })
 }
 
@@ -137,19 +133,18 @@ fn check_value(root: &Key256, salt: &[u8]) -> [u8; 32] {
 /// Derives the root from the passphrase with `root.kdf`, creating the file when absent.
 fn kdf_file(path: &Path, passphrase: &SecretBytes) -> Result<Key256, ServerError> {
     if passphrase.is_empty() {
-        return Err(ServerError::State("the passphrase is empty".into()));
+        return Err(ServerError::Invalid("the passphrase is empty".into()));
     }
-    let damaged = |why: &str| {
-        ServerError::State(format!(
-            "the root key file {} is damaged ({why})",
-            path.display()
-        ))
+    let damaged = |why: &str| ServerError::Damaged {
+        what: "the root key file",
+        path: path.to_path_buf(),
+        why: why.into(),
     };
     if !path.exists() {
         let params = KdfParams::default();
         let salt: [u8; SALT_LEN] = random_array();
         let root = seal::argon2id(passphrase, params, &salt)
-            .ok_or_else(|| ServerError::State("the key derivation failed".into()))?;
+            .ok_or_else(|| damaged("key derivation parameters out of range"))?;
         let file = KdfFile {
             format: KDF_FORMAT.into(),
             version: 1,
@@ -160,11 +155,11 @@ fn kdf_file(path: &Path, passphrase: &SecretBytes) -> Result<Key256, ServerError
             check: BASE64.encode(check_value(&root, &salt)),
         };
         let text = serde_json::to_vec(&file).expect("BUG: the root key file always serializes");
-        if seal::write_new(path, &text).map_err(|e| io("create", path, &e))? {
+        if seal::write_new(path, &text).map_err(|e| ServerError::io("create", path, e))? {
             return Ok(root);
         }
     }
-    let text = std::fs::read(path).map_err(|e| io("read", path, &e))?;
+    let text = std::fs::read(path).map_err(|e| ServerError::io("read", path, e))?;
     let file: KdfFile =
         serde_json::from_slice(&text).map_err(|_| damaged("not JSON of this shape"))?;
     if file.format != KDF_FORMAT || file.version != 1 {
@@ -180,10 +175,9 @@ fn kdf_file(path: &Path, passphrase: &SecretBytes) -> Result<Key256, ServerError
     let root = seal::argon2id(passphrase, params, &salt)
         .ok_or_else(|| damaged("key derivation parameters out of range"))?;
     if !constant_time_eq(&check, &check_value(&root, &salt)) {
-        return Err(ServerError::State(format!(
-            "wrong passphrase for the data directory {}",
-            super::parent_of(path).display()
-        )));
+        return Err(ServerError::WrongPassphrase {
+            dir: super::parent_of(path),
+        });
     }
     Ok(root)
 }

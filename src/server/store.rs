@@ -12,10 +12,10 @@ use super::org::{self, OrgCredentials, OrgState};
 use super::peer::{PeerSecret, ensure_default_key};
 use super::root::RootKey;
 use crate::crypto::SecretBytes;
-use crate::kms::KmsError;
 use crate::kms::keyring::Keyring;
 use crate::kms::seal;
 use crate::kms::sign::Credentials;
+use crate::kms::{KeystoreError, KmsError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
@@ -63,14 +63,13 @@ fn create_dirs(dir: &Path) -> Result<(), ServerError> {
         .recursive(true)
         .mode(0o700)
         .create(&orgs)
-        .map_err(|e| ServerError::State(format!("cannot create {}: {e}", orgs.display())))
+        .map_err(|e| ServerError::io("create", &orgs, e))
 }
 
 /// Every org file in `dir`, by id.
 fn org_files(dir: &Path) -> Result<Vec<(Uuid, PathBuf)>, ServerError> {
     let orgs = org::orgs_dir(dir);
-    let entries = std::fs::read_dir(&orgs)
-        .map_err(|e| ServerError::State(format!("cannot list {}: {e}", orgs.display())))?;
+    let entries = std::fs::read_dir(&orgs).map_err(|e| ServerError::io("list", &orgs, e))?;
     Ok(entries
         .filter_map(Result::ok)
         .filter_map(|e| {
@@ -84,14 +83,16 @@ fn org_files(dir: &Path) -> Result<Vec<(Uuid, PathBuf)>, ServerError> {
 /// server runs there: it only adds a file). Returns what to hand to the organization.
 ///
 /// # Errors
-/// [`ServerError::State`] when the directory or its root key cannot be used.
+/// [`ServerError`] when the directory or its root key cannot be used.
 pub fn create_org(
     dir: &Path,
     name: &str,
     passphrase: Option<&SecretBytes>,
 ) -> Result<OrgCredentials, ServerError> {
     if name.trim().is_empty() {
-        return Err(ServerError::Config("the organization name is empty".into()));
+        return Err(ServerError::Invalid(
+            "the organization name is empty".into(),
+        ));
     }
     let made = OrgCredentials::generate(name, OffsetDateTime::now_utc());
     import_org(dir, &made, passphrase)?;
@@ -102,8 +103,8 @@ pub fn create_org(
 /// directory, say). Installing the same one twice is fine.
 ///
 /// # Errors
-/// [`ServerError::Config`] when the organization exists with other credentials or the API key
-/// belongs to another organization; [`ServerError::State`] for disk trouble.
+/// [`ServerError::Invalid`] when the organization exists with other credentials or the API key
+/// belongs to another organization; [`ServerError::Io`] for disk trouble.
 pub fn import_org(
     dir: &Path,
     org: &OrgCredentials,
@@ -124,12 +125,12 @@ pub fn import_org(
                 return Ok(());
             }
             (true, _) => {
-                return Err(ServerError::Config(format!(
+                return Err(ServerError::Invalid(format!(
                     "organization {id} exists already with other credentials"
                 )));
             }
             (false, Some(_)) => {
-                return Err(ServerError::Config(format!(
+                return Err(ServerError::Invalid(format!(
                     "API key {} belongs to organization {id}",
                     org.credentials.key
                 )));
@@ -148,14 +149,11 @@ pub fn import_org(
     )?;
     match seal::write_new(&path, &bytes) {
         Ok(true) => Ok(()),
-        Ok(false) => Err(ServerError::Config(format!(
+        Ok(false) => Err(ServerError::Invalid(format!(
             "organization {} was created at the same moment",
             org.org
         ))),
-        Err(e) => Err(ServerError::State(format!(
-            "cannot write {}: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(ServerError::io("write", &path, e)),
     }
 }
 
@@ -164,8 +162,9 @@ impl Store {
     /// organization, giving each its Default Organization Key.
     ///
     /// # Errors
-    /// [`ServerError::State`] for a damaged or unreadable file, a wrong passphrase, or an
-    /// organization that belongs to another zone.
+    /// [`ServerError::Damaged`] or [`ServerError::Io`] for a damaged or unreadable file,
+    /// [`ServerError::WrongPassphrase`], [`ServerError::Inconsistent`] for an organization that
+    /// belongs to another zone.
     pub fn open(
         dir: &Path,
         zone: &str,
@@ -216,7 +215,7 @@ impl Store {
     fn load(&self, id: Uuid, path: &Path) -> Result<(), ServerError> {
         let state = OrgState::read(path, &self.root)?;
         if state.id != id {
-            return Err(ServerError::State(format!(
+            return Err(ServerError::Inconsistent(format!(
                 "the org file {} holds organization {}",
                 path.display(),
                 state.id
@@ -224,7 +223,7 @@ impl Store {
         }
         let mut keyring = match state.keyring {
             Some(k) if k.zone() != self.zone => {
-                return Err(ServerError::State(format!(
+                return Err(ServerError::Inconsistent(format!(
                     "organization {id} belongs to zone {}, not {}",
                     k.zone(),
                     self.zone
@@ -250,8 +249,7 @@ impl Store {
         });
         if created {
             let ring = org.keyring();
-            self.persist(&org, &ring)
-                .map_err(|e| ServerError::State(e.to_string()))?;
+            self.persist(&org, &ring)?;
         }
         let mut by_key = self
             .by_api_key
@@ -351,10 +349,8 @@ impl Store {
             &org.credentials,
             org.created_at,
             Some(keyring),
-        )
-        .map_err(|e| KmsError::Keystore(e.to_string()))?;
-        seal::write_atomic(&path, &bytes)
-            .map_err(|e| KmsError::Keystore(format!("cannot write {}: {e}", path.display())))
+        )?;
+        seal::write_atomic(&path, &bytes).map_err(|e| KeystoreError::io("write", path, e).into())
     }
 
     /// Applies a change to `org`'s keyring: `change` gets a copy and says whether it changed

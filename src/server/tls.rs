@@ -18,33 +18,32 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A TLS acceptor for the certificate chain and key in `files`.
 ///
 /// # Errors
-/// [`ServerError::Net`] naming the file that cannot be read or used.
+/// [`ServerError::Tls`] naming the file that cannot be read or used.
 pub(crate) fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ServerError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|certs| certs.collect::<Result<_, _>>())
-        .map_err(|e| {
-            ServerError::Net(format!(
-                "cannot read the certificate {}: {e}",
-                files.cert.display()
-            ))
+        .map_err(|e| ServerError::Tls {
+            what: format!("cannot read the certificate {}", files.cert.display()),
+            source: Box::new(e),
         })?;
     if certs.is_empty() {
-        return Err(ServerError::Net(format!(
+        return Err(ServerError::Invalid(format!(
             "no certificate in {}",
             files.cert.display()
         )));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
-        ServerError::Net(format!(
-            "cannot read the private key {}: {e}",
-            files.key.display()
-        ))
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| ServerError::Tls {
+        what: format!("cannot read the private key {}", files.key.display()),
+        source: Box::new(e),
     })?;
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| ServerError::Net(format!("the certificate and key do not fit: {e}")))?;
+        .map_err(|e| ServerError::Tls {
+            what: "the certificate and key do not fit".into(),
+            source: Box::new(e),
+        })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

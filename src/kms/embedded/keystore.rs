@@ -20,7 +20,7 @@
 use crate::crypto::{AeadKey, NONCE_LEN, SecretBytes, constant_time_eq, hkdf_sha256, hmac_sha256};
 use crate::crypto::{TAG_LEN, random_array};
 use crate::kms::keyring::Keyring;
-use crate::kms::{KmsError, seal};
+use crate::kms::{KeystoreError, KmsError, seal};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
@@ -145,21 +145,22 @@ pub(super) struct Loaded {
 }
 
 fn damaged(path: &Path, why: impl std::fmt::Display) -> KmsError {
-    KmsError::Keystore(format!(
-        "the keystore {} is damaged ({why})",
-        path.display()
-    ))
+    KeystoreError::Damaged {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    }
+    .into()
 }
 
 fn missing(path: &Path) -> KmsError {
-    KmsError::Keystore(format!(
-        "there is no keystore at {}; create one with `kmsfs init`",
-        path.display()
-    ))
+    KeystoreError::Missing {
+        path: path.to_path_buf(),
+    }
+    .into()
 }
 
-fn io_error(doing: &str, path: &Path, e: &std::io::Error) -> KmsError {
-    KmsError::Keystore(format!("cannot {doing} {}: {e}", path.display()))
+fn io_error(doing: &'static str, path: &Path, e: std::io::Error) -> KmsError {
+    KeystoreError::io(doing, path, e).into()
 }
 
 /// The stamp of the file at `path` now.
@@ -167,7 +168,7 @@ pub(super) fn stamp(path: &Path) -> Result<FileStamp, KmsError> {
     match std::fs::metadata(path) {
         Ok(meta) => Ok(FileStamp::of(&meta)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing(path)),
-        Err(e) => Err(io_error("read the keystore", path, &e)),
+        Err(e) => Err(io_error("read the keystore", path, e)),
     }
 }
 
@@ -180,11 +181,11 @@ pub(super) fn read(
 ) -> Result<Loaded, KmsError> {
     let mut file = File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => missing(path),
-        _ => io_error("read the keystore", path, &e),
+        _ => io_error("read the keystore", path, e),
     })?;
     let meta = file
         .metadata()
-        .map_err(|e| io_error("read the keystore", path, &e))?;
+        .map_err(|e| io_error("read the keystore", path, e))?;
     if !meta.is_file() || meta.len() > MAX_FILE_LEN {
         return Err(damaged(path, "not a kmsfs keystore"));
     }
@@ -192,7 +193,7 @@ pub(super) fn read(
     Read::by_ref(&mut file)
         .take(MAX_FILE_LEN)
         .read_to_end(&mut text)
-        .map_err(|e| io_error("read the keystore", path, &e))?;
+        .map_err(|e| io_error("read the keystore", path, e))?;
     let envelope: Envelope =
         serde_json::from_slice(&text).map_err(|_| damaged(path, "not a kmsfs keystore"))?;
     if envelope.format != FORMAT || envelope.kdf.algorithm != ALGORITHM {
@@ -228,10 +229,10 @@ pub(super) fn read(
         ),
     };
     if !constant_time_eq(&check, &keys.check) {
-        return Err(KmsError::Keystore(format!(
-            "wrong passphrase for the keystore {}",
-            path.display()
-        )));
+        return Err(KeystoreError::WrongPassphrase {
+            path: path.to_path_buf(),
+        }
+        .into());
     }
     let plain = keys
         .seal
@@ -276,7 +277,7 @@ pub(super) fn write(
     };
     let mut text = serde_json::to_vec(&envelope).expect("BUG: the envelope always serializes");
     text.push(b'\n');
-    seal::write_atomic(path, &text).map_err(|e| io_error("write the keystore", path, &e))?;
+    seal::write_atomic(path, &text).map_err(|e| io_error("write the keystore", path, e))?;
     stamp(path)
 }
 
@@ -288,7 +289,7 @@ pub(super) fn create_parent(path: &Path) -> Result<(), KmsError> {
         .recursive(true)
         .mode(0o700)
         .create(&dir)
-        .map_err(|e| io_error("create the directory", &dir, &e))
+        .map_err(|e| io_error("create the directory", &dir, e))
 }
 
 /// An exclusive lock on `PATH.lock`, held by whoever rewrites the keystore; released on drop.
@@ -309,8 +310,8 @@ impl WriteLock {
             .truncate(false)
             .mode(0o600)
             .open(&lock_path)
-            .map_err(|e| io_error("open the lock file", &lock_path, &e))?;
-        file.lock().map_err(|e| io_error("lock", &lock_path, &e))?;
+            .map_err(|e| io_error("open the lock file", &lock_path, e))?;
+        file.lock().map_err(|e| io_error("lock", &lock_path, e))?;
         Ok(WriteLock { _file: file })
     }
 }

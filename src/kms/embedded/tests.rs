@@ -74,7 +74,7 @@ fn setup() -> Setup {
 
 fn keystore_message<T: std::fmt::Debug>(result: Result<T, KmsError>) -> String {
     match result {
-        Err(KmsError::Keystore(message)) => message,
+        Err(KmsError::Keystore(e)) => e.to_string(),
         other => panic!("expected a keystore error, got {other:?}"),
     }
 }
@@ -122,7 +122,12 @@ fn create_then_open_round_trips_keys_and_ciphertexts() {
 fn open_names_the_problem_in_one_sentence() {
     let s = setup();
     let shown = s.path.display().to_string();
-    let wrong = keystore_message(EmbeddedKms::open(&s.path, &pass("wrong horse")));
+    let result = EmbeddedKms::open(&s.path, &pass("wrong horse"));
+    assert!(matches!(
+        &result,
+        Err(KmsError::Keystore(KeystoreError::WrongPassphrase { path })) if *path == s.path
+    ));
+    let wrong = keystore_message(result);
     assert_eq!(wrong, format!("wrong passphrase for the keystore {shown}"));
     let missing_path = s.path.with_file_name("absent");
     let missing = keystore_message(EmbeddedKms::open(&missing_path, &pass("x")));

@@ -9,8 +9,8 @@
 
 use super::{KeyRecord, Keyring, MANUAL_ROTATION_LIMIT, MaterialVersion, ROTATION_DAYS};
 use crate::crypto::{Key256, SecretBytes};
-use crate::kms::KmsError;
 use crate::kms::wire::{KeyStatus, ReplicaState, Revision, RotationConfig, rfc3339};
+use crate::kms::{KeystoreError, KmsError};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -119,7 +119,23 @@ impl std::io::Write for ByteCounter {
 }
 
 fn invalid(what: impl std::fmt::Display) -> KmsError {
-    KmsError::Keystore(format!("the keyring is invalid: {what}"))
+    KeystoreError::Invalid {
+        why: what.to_string(),
+        source: None,
+    }
+    .into()
+}
+
+fn not_json(e: serde_json::Error) -> KmsError {
+    KeystoreError::Invalid {
+        why: e.to_string(),
+        source: Some(e),
+    }
+    .into()
+}
+
+fn unserializable(what: &'static str) -> impl Fn(serde_json::Error) -> KmsError + Copy {
+    move |source| KeystoreError::Serialize { what, source }.into()
 }
 
 impl Keyring {
@@ -135,8 +151,7 @@ impl Keyring {
             zone: self.zone.clone(),
             keys: self.keys.values().map(persisted_key).collect(),
         };
-        let fail =
-            |e: serde_json::Error| KmsError::Keystore(format!("cannot serialize the keyring: {e}"));
+        let fail = unserializable("the keyring");
         let mut counter = ByteCounter(0);
         serde_json::to_writer(&mut counter, &doc).map_err(fail)?;
         let mut out = Vec::with_capacity(counter.0);
@@ -150,7 +165,7 @@ impl Keyring {
     /// [`KmsError::Keystore`] naming the first problem: not JSON of this shape, another format
     /// or version, or a broken invariant (duplicate ids or names, version gaps, ...).
     pub fn from_persisted(bytes: &[u8]) -> Result<Self, KmsError> {
-        let doc: PersistedKeyring = serde_json::from_slice(bytes).map_err(invalid)?;
+        let doc: PersistedKeyring = serde_json::from_slice(bytes).map_err(not_json)?;
         if doc.format != FORMAT {
             return Err(invalid(format!(
                 "format {:?}, expected {FORMAT:?}",
@@ -229,7 +244,7 @@ impl KeyRecord {
     /// [`KmsError::Keystore`] when a timestamp cannot be written as RFC 3339.
     pub fn to_bytes(&self) -> Result<SecretBytes, KmsError> {
         let doc = persisted_key(self);
-        let fail = |e: serde_json::Error| KmsError::Keystore(format!("cannot serialize key: {e}"));
+        let fail = unserializable("key");
         let mut counter = ByteCounter(0);
         serde_json::to_writer(&mut counter, &doc).map_err(fail)?;
         let mut out = Vec::with_capacity(counter.0);
@@ -243,7 +258,7 @@ impl KeyRecord {
     /// # Errors
     /// [`KmsError::Keystore`] naming the first problem.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KmsError> {
-        let doc: PersistedKey = serde_json::from_slice(bytes).map_err(invalid)?;
+        let doc: PersistedKey = serde_json::from_slice(bytes).map_err(not_json)?;
         record_from(doc)
     }
 }
@@ -480,7 +495,13 @@ mod tests {
         ];
         for (name, bytes) in cases {
             let result = Keyring::from_persisted(&bytes);
-            assert!(matches!(result, Err(KmsError::Keystore(_))), "{name}");
+            assert!(
+                matches!(
+                    result,
+                    Err(KmsError::Keystore(KeystoreError::Invalid { .. }))
+                ),
+                "{name}"
+            );
         }
         let bytes = ring.to_persisted().expect("serializes");
         let bytes = bytes.expose_secret();

@@ -1,8 +1,11 @@
 //! The HTTP side of the remote KMS, shared by the blocking [`super::RemoteKms`] and the async
 //! `kmsfs kms bench`: the endpoint and its URLs, credentials from the environment, request
-//! signing, the time limits, and turning an answer (or its absence) into a [`KmsError`].
+//! signing, the time limits, and turning an answer (or its absence) into a [`KmsError`]. An
+//! error answer is known by its status and its problem document's `title` or `type`, never by
+//! the words of its `detail`.
 
 use crate::crypto::SecretBytes;
+use crate::kms::backoff::Backoff;
 use crate::kms::sign::{self, Credentials};
 use crate::kms::wire::Problem;
 use crate::kms::{KmsError, Refusal};
@@ -19,13 +22,16 @@ pub const API_SECRET_ENV: &str = "EXOSCALE_API_SECRET";
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest wait for one attempt: connect, send, and read the whole answer.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Pauses before the second and third attempts; there is no fourth.
-pub const BACKOFF: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(300)];
+/// Pauses before the second and third attempts (100 ms, 300 ms); there is no fourth.
+pub const BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(100),
+    factor: 3,
+    max: Duration::from_millis(300),
+    retries: Some(2),
+};
 /// Longest time any one call may block, retries and pauses included: attempts are cut short
 /// so that the sum never exceeds it.
 pub const MAX_CALL_TIME: Duration = Duration::from_secs(15);
-/// How long a request signature stays valid (the server refuses it afterwards).
-pub const SIGNATURE_LIFETIME_SECS: i64 = 300;
 
 /// Why a remote KMS cannot be set up; each a plain sentence.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,13 +89,10 @@ impl Endpoint {
         &self.base
     }
 
-    /// The URL of `route` (which starts with `/kms-key`).
-    pub fn url(&self, route: &str) -> Result<Url, KmsError> {
-        Url::parse(&format!("{}{route}", self.base)).map_err(|e| KmsError::Other {
-            status: 0,
-            title: "Bad URL".into(),
-            detail: e.to_string(),
-        })
+    /// The URL of `route` (which starts with `/kms-key` and holds only ids and action names).
+    pub fn url(&self, route: &str) -> Url {
+        Url::parse(&format!("{}{route}", self.base))
+            .expect("BUG: a checked endpoint followed by an ASCII path is a URL")
     }
 }
 
@@ -109,21 +112,19 @@ pub fn install_crypto_provider() {
 }
 
 /// The `Authorization` header of a request to `url` with `body`, valid for
-/// [`SIGNATURE_LIFETIME_SECS`]. No query argument is signed: the KMS routes take none.
+/// [`sign::SIGNATURE_LIFETIME_SECS`]. No query argument is signed: the KMS routes take none.
 pub fn authorization(credentials: &Credentials, method: &str, url: &Url, body: &[u8]) -> String {
-    let expires = time::OffsetDateTime::now_utc().unix_timestamp() + SIGNATURE_LIFETIME_SECS;
+    let expires = time::OffsetDateTime::now_utc().unix_timestamp() + sign::SIGNATURE_LIFETIME_SECS;
     sign::authorization(credentials, method, url.path(), body, &[], expires)
 }
 
-/// True for the statuses worth another attempt: the server or a proxy in front of it is in
-/// trouble, the request was not judged.
-pub fn is_retryable_status(status: u16) -> bool {
-    matches!(status, 500 | 502 | 503 | 504)
-}
+/// The problem `type` of an invalid ciphertext, as `kmsfs kms serve` writes it.
+pub const INVALID_CIPHERTEXT_TYPE: &str = "urn:kmsfs:problem:invalid-ciphertext";
+/// The title other servers may give an invalid ciphertext.
+const INVALID_CIPHERTEXT_TITLE: &str = "Invalid Ciphertext";
 
-/// The error an error answer stands for. `decrypting` marks decrypt and re-encrypt, where an
-/// invalid-ciphertext answer becomes the opaque [`KmsError::InvalidCiphertext`].
-pub fn error_from_answer(status: u16, body: &[u8], decrypting: bool) -> KmsError {
+/// The error an error answer stands for, by its status and its problem's title or type.
+pub fn error_from_answer(status: u16, body: &[u8]) -> KmsError {
     let problem: Problem = serde_json::from_slice(body).unwrap_or_else(|_| Problem {
         kind: String::new(),
         title: String::new(),
@@ -137,29 +138,31 @@ pub fn error_from_answer(status: u16, body: &[u8], decrypting: bool) -> KmsError
     } else {
         problem.title.clone()
     };
-    if status == 403 {
-        return KmsError::Forbidden(join(&title, &problem.detail));
-    }
-    if decrypting && names_invalid_ciphertext(&problem) {
-        return KmsError::InvalidCiphertext;
-    }
-    match Refusal::from_title(&problem.title) {
-        Some(refusal) if (400..500).contains(&status) => KmsError::Refused {
+    let invalid_ciphertext =
+        problem.kind == INVALID_CIPHERTEXT_TYPE || problem.title == INVALID_CIPHERTEXT_TITLE;
+    match (status, Refusal::from_title(&problem.title)) {
+        (401 | 403, _) => KmsError::Unauthorized {
+            detail: join(&title, &problem.detail),
+        },
+        (429, _) => KmsError::Limited {
+            detail: join(&title, &problem.detail),
+        },
+        (400..=499, _) if invalid_ciphertext => KmsError::InvalidCiphertext,
+        (400..=499, Some(refusal)) => KmsError::Refused {
             refusal,
             detail: problem.detail,
         },
-        _ => KmsError::Other {
+        (500 | 502 | 503 | 504, _) => KmsError::Unavailable {
+            status,
+            title,
+            detail: problem.detail,
+        },
+        _ => KmsError::Unexpected {
             status,
             title,
             detail: problem.detail,
         },
     }
-}
-
-fn names_invalid_ciphertext(problem: &Problem) -> bool {
-    let detail = problem.detail.to_ascii_lowercase();
-    problem.title.eq_ignore_ascii_case("Invalid Ciphertext")
-        || (detail.contains("ciphertext") && detail.contains("invalid"))
 }
 
 fn join(title: &str, detail: &str) -> String {
@@ -191,7 +194,7 @@ mod tests {
     fn endpoints_are_checked_and_normalized() {
         let e = Endpoint::parse("http://127.0.0.1:8400/v2/").expect("valid");
         assert_eq!(e.as_str(), "http://127.0.0.1:8400/v2");
-        let url = e.url("/kms-key/abc/decrypt").expect("url");
+        let url = e.url("/kms-key/abc/decrypt");
         assert_eq!(url.path(), "/v2/kms-key/abc/decrypt");
         assert!(Endpoint::parse("https://api-ch-gva-2.exoscale.com/v2").is_ok());
         for bad in [
@@ -219,14 +222,14 @@ mod tests {
         let header = authorization(&creds, "POST", &url, b"{}");
         let auth = sign::parse_authorization(&header).expect("parses");
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        assert!(auth.expires > now && auth.expires <= now + SIGNATURE_LIFETIME_SECS);
+        assert!(auth.expires > now && auth.expires <= now + sign::SIGNATURE_LIFETIME_SECS);
         let ok = sign::verify(&creds.secret, &auth, "POST", "/v2/kms-key", b"{}", &[], now);
         assert_eq!(ok, Ok(()));
     }
 
-    fn problem(status: u16, title: &str, detail: &str) -> Vec<u8> {
+    fn problem(status: u16, kind: &str, title: &str, detail: &str) -> Vec<u8> {
         serde_json::to_vec(&Problem {
-            kind: "about:blank".into(),
+            kind: kind.into(),
             title: title.into(),
             status,
             detail: detail.into(),
@@ -234,25 +237,67 @@ mod tests {
         .expect("serializes")
     }
 
+    fn answer(status: u16, title: &str, detail: &str) -> KmsError {
+        error_from_answer(status, &problem(status, "about:blank", title, detail))
+    }
+
     #[test]
-    fn answers_become_errors() {
-        let e = error_from_answer(400, &problem(400, "Key is Disabled", "key x"), false);
+    fn refusals_keep_the_spec_s_titles() {
+        let e = answer(400, "Key is Disabled", "key x");
         assert_eq!(e.refusal(), Some(Refusal::KeyDisabled));
         assert_eq!(e.to_string(), "Key is Disabled: key x");
-        let e = error_from_answer(403, &problem(403, "Forbidden", "bad signature"), false);
-        assert!(matches!(e, KmsError::Forbidden(_)));
+        let e = answer(400, "Key is Pending Deletion", "key x");
+        assert_eq!(e.refusal(), Some(Refusal::KeyPendingDeletion));
+        assert_eq!(
+            answer(400, "Key Not Found", "").refusal(),
+            Some(Refusal::KeyNotFound)
+        );
+        // A spec title in a 5xx answer is not a refusal: the request was not judged.
+        let e = answer(503, "Key Not Found", "x");
+        assert!(
+            matches!(e, KmsError::Unavailable { status: 503, .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn credentials_limits_and_trouble_are_told_apart() {
+        let e = answer(403, "Forbidden", "bad signature");
+        assert!(matches!(e, KmsError::Unauthorized { .. }), "{e}");
         assert!(e.to_string().contains("Forbidden: bad signature"), "{e}");
-        let e = error_from_answer(400, &problem(400, "Weird", "w"), false);
-        assert_eq!(e.to_string(), "the KMS answered 400 Weird: w");
-        let e = error_from_answer(502, b"<html>bad gateway</html>", false);
-        assert!(e.to_string().contains("502"), "{e}");
-        assert!(!e.is_retryable());
-        let invalid = problem(400, "Bad Request", "the ciphertext is invalid");
         assert!(matches!(
-            error_from_answer(400, &invalid, true),
+            answer(401, "Unauthorized", ""),
+            KmsError::Unauthorized { .. }
+        ));
+        let e = answer(429, "Too Many Requests", "slow down");
+        assert!(matches!(e, KmsError::Limited { .. }), "{e}");
+        let e = error_from_answer(502, b"<html>bad gateway</html>");
+        assert!(
+            matches!(e, KmsError::Unavailable { status: 502, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("502"), "{e}");
+        let e = answer(400, "Weird", "w");
+        assert_eq!(e.to_string(), "the KMS answered 400 Weird: w");
+        let e = answer(501, "Not Implemented", "");
+        assert!(matches!(e, KmsError::Unexpected { status: 501, .. }), "{e}");
+        let e = error_from_answer(404, b"");
+        assert!(matches!(e, KmsError::Unexpected { status: 404, .. }), "{e}");
+    }
+
+    #[test]
+    fn invalid_ciphertexts_are_known_by_type_or_title_not_by_detail() {
+        let ours = problem(400, INVALID_CIPHERTEXT_TYPE, "Bad Request", "whatever");
+        assert!(matches!(
+            error_from_answer(400, &ours),
             KmsError::InvalidCiphertext
         ));
-        assert!(error_from_answer(400, &invalid, false).refusal() == Some(Refusal::BadRequest));
-        assert!(is_retryable_status(503) && !is_retryable_status(400));
+        let theirs = answer(400, "Invalid Ciphertext", "");
+        assert!(matches!(theirs, KmsError::InvalidCiphertext), "{theirs}");
+        // The words of a detail prove nothing.
+        let worded = answer(400, "Bad Request", "the ciphertext is invalid");
+        assert_eq!(worded.refusal(), Some(Refusal::BadRequest));
+        let worded = answer(500, "Internal Server Error", "invalid ciphertext");
+        assert!(matches!(worded, KmsError::Unavailable { .. }), "{worded}");
     }
 }

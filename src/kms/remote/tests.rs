@@ -79,7 +79,7 @@ fn refused_connections_fail_after_three_quick_attempts() {
     let kms = RemoteKms::new(&format!("http://127.0.0.1:{port}/v2"), creds()).expect("endpoint");
     let started = Instant::now();
     let err = kms.get_key(Uuid::new_v4()).unwrap_err();
-    assert!(err.is_retryable(), "{err}");
+    assert_eq!(err.retry(), crate::kms::Retry::Yes, "{err}");
     let text = err.to_string();
     assert!(text.contains("after 3 attempt(s)"), "{text}");
     assert!(started.elapsed() >= Duration::from_millis(400));
@@ -118,6 +118,10 @@ fn server_trouble_ends_after_three_attempts_and_create_is_not_repeated() {
     let kms = RemoteKms::new(&url, creds()).expect("endpoint");
     let err = kms.list_keys().unwrap_err();
     assert!(err.to_string().contains("503 Service Unavailable"), "{err}");
+    assert!(
+        matches!(err, KmsError::Unavailable { status: 503, .. }),
+        "{err}"
+    );
     assert_eq!(count.load(Ordering::SeqCst), 3);
 
     let (url, count) = canned(answers);
@@ -157,7 +161,17 @@ fn garbage_answers_are_plain_errors() {
     let err = kms.get_key(Uuid::new_v4()).unwrap_err();
     assert!(err.to_string().contains("cannot read"), "{err}");
     let err = kms.decrypt(Uuid::new_v4(), b"b", None).unwrap_err();
-    assert!(err.to_string().contains("not base64"), "{err}");
+    assert!(err.to_string().contains("not valid base64"), "{err}");
+    assert!(
+        matches!(
+            err,
+            KmsError::Malformed {
+                operation: "decrypt",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -176,4 +190,47 @@ fn released_connections_come_back() {
         [0, 1, 2]
     );
     assert_eq!(count.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn rate_limits_are_retried_but_credentials_are_not() {
+    const LIMITED: &str = r#"{"title":"Too Many Requests","status":429,"detail":"slow"}"#;
+    let (url, count) = canned(vec![(429, LIMITED), (200, r#"{"ciphertext":"AAEC"}"#)]);
+    let kms = RemoteKms::new(&url, creds()).expect("endpoint");
+    let blob = kms.encrypt(Uuid::new_v4(), b"x", None).expect("second try");
+    assert_eq!(blob, [0, 1, 2]);
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+
+    const FORBIDDEN: &str = r#"{"title":"Forbidden","status":403,"detail":"no"}"#;
+    let (url, count) = canned(vec![(403, FORBIDDEN), (403, FORBIDDEN)]);
+    let kms = RemoteKms::new(&url, creds()).expect("endpoint");
+    let err = kms.encrypt(Uuid::new_v4(), b"x", None).unwrap_err();
+    assert!(matches!(err, KmsError::Unauthorized { .. }), "{err}");
+    assert_eq!(count.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_invalid_ciphertext_is_known_by_its_problem_type() {
+    const INVALID: &str = r#"{"type":"urn:kmsfs:problem:invalid-ciphertext","title":"Bad Request","status":400,"detail":"-"}"#;
+    const WORDED: &str = r#"{"type":"urn:kmsfs:problem:bad-request","title":"Bad Request","status":400,"detail":"the ciphertext is invalid"}"#;
+    let (url, count) = canned(vec![(400, INVALID), (400, WORDED)]);
+    let kms = RemoteKms::new(&url, creds()).expect("endpoint");
+    let err = kms.decrypt(Uuid::new_v4(), b"blob", None).unwrap_err();
+    assert!(matches!(err, KmsError::InvalidCiphertext), "{err}");
+    let err = kms.decrypt(Uuid::new_v4(), b"blob", None).unwrap_err();
+    assert_eq!(
+        err.refusal(),
+        Some(crate::kms::Refusal::BadRequest),
+        "{err}"
+    );
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn answers_without_their_fields_are_malformed() {
+    let (url, _) = canned(vec![(200, r#"{"ciphertext":"AAEC"}"#)]);
+    let kms = RemoteKms::new(&url, creds()).expect("endpoint");
+    let err = kms.decrypt(Uuid::new_v4(), b"b", None).unwrap_err();
+    assert!(matches!(err, KmsError::Malformed { .. }), "{err}");
+    assert!(err.to_string().contains("plaintext"), "{err}");
 }

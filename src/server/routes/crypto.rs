@@ -4,82 +4,17 @@
 use super::Call;
 use crate::kms::DataKeySpec;
 use crate::kms::keyring::DATA_KEY_BYTES;
+use crate::kms::wire::{
+    Base64, CiphertextResponse, DataKeyRequest, DataKeyResponse, DecryptRequest, EncryptRequest,
+    PlaintextResponse, ReEncryptRequest, SecretBase64,
+};
 use crate::server::App;
 use crate::server::auth::Signed;
-use crate::server::body::{self, Base64, SecretBase64, base64, context};
+use crate::server::body;
 use crate::server::problem::ApiError;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use uuid::Uuid;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EncryptRequest {
-    plaintext: SecretBase64,
-    #[serde(rename = "encryption-context", default)]
-    context: Option<Base64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DecryptRequest {
-    ciphertext: Base64,
-    #[serde(rename = "encryption-context", default)]
-    context: Option<Base64>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct DataKeyRequest {
-    #[serde(rename = "key-spec", default)]
-    key_spec: Option<String>,
-    #[serde(rename = "bytes-count", default)]
-    bytes_count: Option<i64>,
-    #[serde(rename = "encryption-context", default)]
-    context: Option<Base64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReEncryptRequest {
-    source: ReEncryptSource,
-    destination: ReEncryptDestination,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReEncryptSource {
-    key: Uuid,
-    ciphertext: Base64,
-    #[serde(rename = "encryption-context", default)]
-    context: Option<Base64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReEncryptDestination {
-    key: Uuid,
-    #[serde(rename = "encryption-context", default)]
-    context: Option<Base64>,
-}
-
-#[derive(Serialize)]
-struct CiphertextResponse {
-    ciphertext: String,
-}
-
-#[derive(Serialize)]
-struct PlaintextResponse {
-    plaintext: String,
-}
-
-#[derive(Serialize)]
-struct DataKeyResponse {
-    plaintext: String,
-    ciphertext: String,
-}
 
 /// `POST /v2/kms-key/{id}/encrypt`.
 pub(super) async fn encrypt(
@@ -91,9 +26,10 @@ pub(super) async fn encrypt(
     let result = call.key_id(&id).and_then(|id| {
         let request: EncryptRequest = body::json(call.body())?;
         let plaintext = request.plaintext.0.expose_secret();
-        call.read(|ring, now| ring.encrypt(id, plaintext, context(&request.context), now))
+        let context = Base64::bytes(&request.context);
+        call.read(|ring, now| ring.encrypt(id, plaintext, context, now))
             .map(|blob| CiphertextResponse {
-                ciphertext: base64(&blob),
+                ciphertext: Base64(blob),
             })
     });
     call.finish(result)
@@ -108,12 +44,11 @@ pub(super) async fn decrypt(
     let mut call = Call::new(app, signed, "decrypt");
     let result = call.key_id(&id).and_then(|id| {
         let request: DecryptRequest = body::json(call.body())?;
-        call.read(|ring, now| {
-            ring.decrypt(id, &request.ciphertext.0, context(&request.context), now)
-        })
-        .map(|plain| PlaintextResponse {
-            plaintext: base64(plain.expose_secret()),
-        })
+        let context = Base64::bytes(&request.context);
+        call.read(|ring, now| ring.decrypt(id, &request.ciphertext.0, context, now))
+            .map(|plain| PlaintextResponse {
+                plaintext: SecretBase64(plain),
+            })
     });
     call.finish(result)
 }
@@ -154,10 +89,11 @@ pub(super) async fn generate_data_key(
     let result = call.key_id(&id).and_then(|id| {
         let request: DataKeyRequest = body::json_or_default(call.body())?;
         let spec = data_key_spec(&request)?;
-        call.read(|ring, now| ring.generate_data_key(id, spec, context(&request.context), now))
+        let context = Base64::bytes(&request.context);
+        call.read(|ring, now| ring.generate_data_key(id, spec, context, now))
             .map(|key| DataKeyResponse {
-                plaintext: base64(key.plaintext.expose_secret()),
-                ciphertext: base64(&key.ciphertext),
+                plaintext: SecretBase64(key.plaintext),
+                ciphertext: Base64(key.ciphertext),
             })
     });
     call.finish(result)
@@ -183,14 +119,14 @@ pub(super) async fn re_encrypt(
             ring.re_encrypt(
                 source.key,
                 &source.ciphertext.0,
-                context(&source.context),
+                Base64::bytes(&source.context),
                 destination.key,
-                context(&destination.context),
+                Base64::bytes(&destination.context),
                 now,
             )
         })
         .map(|blob| CiphertextResponse {
-            ciphertext: base64(&blob),
+            ciphertext: Base64(blob),
         })
     });
     call.finish(result)
