@@ -27,6 +27,13 @@ fn one_sentence(out: &std::process::Output) -> String {
     stderr
 }
 
+/// The one sentence of a failure that exited with `code`.
+fn failure_with(out: &std::process::Output, code: i32) -> String {
+    let err = one_sentence(out);
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    err
+}
+
 fn mount_args<'a>(env: &'a Env, cipher: &'a str, plain: &'a str) -> Vec<&'a str> {
     vec![
         "mount",
@@ -163,6 +170,17 @@ fn init_refuses_a_non_empty_directory_and_reuses_a_keystore() {
         "00000000-0000-4000-8000-000000000000",
     ]));
     assert!(err.contains("Key Not Found"), "{err}");
+    let out = env.run(&[
+        "init",
+        Env::s(&env.dir.path().join("fifth")),
+        "--keystore",
+        Env::s(&env.keystore),
+        "--passphrase-file",
+        Env::s(&env.passfile),
+        "--key",
+        "00000000-0000-4000-8000-000000000000",
+    ]);
+    failure_with(&out, 7);
 }
 
 #[test]
@@ -245,7 +263,8 @@ fn key_commands_and_inspect_show_rotation_in_new_files() {
     assert!(before["wrapped-dek-length"].as_u64().expect("length") > 32);
     // Disabled key: mount refuses with a sentence.
     key(&["disable", &id]);
-    let err = one_sentence(&env.run(&mount_args(&env, Env::s(&env.cipher), Env::s(&env.plain))));
+    let out = env.run(&mount_args(&env, Env::s(&env.cipher), Env::s(&env.plain)));
+    let err = failure_with(&out, 7);
     assert!(err.contains("disabled"), "{err}");
     key(&["enable", &id]);
     let _mount = env.mount();
@@ -306,4 +325,74 @@ fn the_default_keystore_and_the_passphrase_variable_work() {
         .expect("run");
     let err = one_sentence(&wrong);
     assert!(err.contains("passphrase"), "{err}");
+}
+
+#[test]
+fn exit_codes_say_what_failed() {
+    let env = Env::new();
+    // Not a cipher directory: 4.
+    let out = env.run(&["fsck", Env::s(&env.cipher)]);
+    let err = failure_with(&out, 4);
+    assert!(err.contains("is not a kmsfs cipher directory"), "{err}");
+    env.init();
+    // Wrong passphrase: 5.
+    let wrong = env.dir.path().join("wrong-passphrase");
+    fs::write(&wrong, "wrong horse\n").expect("write");
+    let out = env.run(&[
+        "fsck",
+        Env::s(&env.cipher),
+        "--passphrase-file",
+        Env::s(&wrong),
+    ]);
+    let err = failure_with(&out, 5);
+    assert!(err.contains("wrong passphrase"), "{err}");
+    // No keystore where kmsfs.conf says: 5.
+    let moved = env.dir.path().join("moved-keystore");
+    fs::rename(&env.keystore, &moved).expect("move keystore");
+    let err = failure_with(&env.fsck(), 5);
+    assert!(err.contains("no keystore"), "{err}");
+    fs::rename(&moved, &env.keystore).expect("restore keystore");
+    // A passphrase file that cannot be read: 3.
+    let absent = env.dir.path().join("absent");
+    let out = env.run(&[
+        "fsck",
+        Env::s(&env.cipher),
+        "--passphrase-file",
+        Env::s(&absent),
+    ]);
+    let err = failure_with(&out, 3);
+    assert!(err.contains("cannot read the passphrase file"), "{err}");
+    // A command line clap refuses: 2.
+    let out = env.run(&["fsck"]);
+    assert_eq!(out.status.code(), Some(2));
+    // The fsck that runs fine: 0.
+    assert_eq!(env.fsck().status.code(), Some(0));
+}
+
+#[test]
+fn exit_codes_of_a_remote_kms() {
+    let env = Env::new();
+    // Nothing listens on this port once the listener is dropped.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("http://127.0.0.1:{port}/v2");
+    let cipher = Env::s(&env.cipher);
+    // No credentials: 8, before anything is sent.
+    let err = failure_with(&env.run(&["init", cipher, "--kms", &url]), 8);
+    assert!(err.contains("EXOSCALE_API_KEY"), "{err}");
+    // Not an endpoint: 2.
+    let err = failure_with(&env.run(&["init", cipher, "--kms", "ftp://x"]), 2);
+    assert!(err.contains("not a KMS endpoint"), "{err}");
+    // An endpoint nothing answers at: 6.
+    let mut env = env;
+    env.vars = vec![
+        ("EXOSCALE_API_KEY".into(), "EXOtest".into()),
+        ("EXOSCALE_API_SECRET".into(), "secret".into()),
+    ];
+    let err = failure_with(&env.run(&["init", Env::s(&env.cipher), "--kms", &url]), 6);
+    assert!(err.contains("unreachable"), "{err}");
+    assert!(!env.cipher.exists(), "nothing created on failure");
 }

@@ -34,7 +34,7 @@ pub fn name_cipher(kms: &dyn KeyService, config: &CipherConfig) -> CliResult<Opt
     let Some(fs_key) = &config.fs_key else {
         return Ok(None);
     };
-    let fs_id = config.fs_id().map_err(CliError::new)?;
+    let fs_id = config.fs_id().map_err(CliError::config)?;
     let wrapped = decode_wrapped(fs_key)?;
     let context = fs_key_context(&fs_id, &fs_key.key_id);
     let plain = kms
@@ -46,13 +46,14 @@ pub fn name_cipher(kms: &dyn KeyService, config: &CipherConfig) -> CliResult<Opt
                 }
                 _ => "",
             };
-            CliError::new(format!(
+            let message = format!(
                 "cannot unwrap the directory's name key with KMS key {}: {e}{hint}",
                 fs_key.key_id
-            ))
+            );
+            CliError::kms(&e, message)
         })?;
     let key = FsKey::from_bytes(plain.expose_secret()).map_err(|_| {
-        CliError::new("the directory's name key has the wrong length; kmsfs.conf may be damaged")
+        CliError::config("the directory's name key has the wrong length; kmsfs.conf may be damaged")
     })?;
     Ok(Some(NameCipher::new(&key)))
 }
@@ -68,7 +69,7 @@ pub fn rewrap(
     let Some(fs_key) = &config.fs_key else {
         return Ok(None);
     };
-    let fs_id = config.fs_id().map_err(CliError::new)?;
+    let fs_id = config.fs_id().map_err(CliError::config)?;
     let wrapped = decode_wrapped(fs_key)?;
     let destination = to_key.unwrap_or(fs_key.key_id);
     let rewrapped = kms.re_encrypt(
@@ -88,7 +89,7 @@ pub fn rewrap(
 fn decode_wrapped(fs_key: &WrappedFsKey) -> CliResult<Vec<u8>> {
     STANDARD
         .decode(&fs_key.wrapped)
-        .map_err(|_| CliError::new("kmsfs.conf is damaged: its fs-key is not base64"))
+        .map_err(|_| CliError::config("kmsfs.conf is damaged: its fs-key is not base64"))
 }
 
 #[cfg(test)]

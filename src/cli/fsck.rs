@@ -6,6 +6,7 @@
 //! again from the copy of its id the mount reads, on an unmounted directory only; names,
 //! targets and attributes that do not read are left as they are.
 
+use super::exit::Exit;
 use super::secret;
 use super::{CliError, CliResult, fs_key, mounts};
 use crate::cache::DekCache;
@@ -73,11 +74,11 @@ pub fn run(args: FsckArgs) -> CliResult<ExitCode> {
         args.passphrase_file.as_deref(),
         args.kms.as_deref(),
     )?;
-    let fs_id = config.fs_id().map_err(CliError::new)?;
+    let fs_id = config.fs_id().map_err(CliError::config)?;
     let names = fs_key::name_cipher(kms.as_ref(), &config)?;
     let keys = KeyPath::new(kms, DekCache::new(0, Duration::ZERO), fs_id, config.key_id);
     let tree = walk_tree(&args.cipherdir, names.as_ref())
-        .map_err(|e| CliError::new(format!("cannot read {}: {e}", args.cipherdir.display())))?;
+        .map_err(|e| CliError::io("read", &args.cipherdir, &e))?;
     let mut names_left = 0u64;
     for bad in &tree.bad_names {
         println!("{bad}");
@@ -134,10 +135,11 @@ pub fn run(args: FsckArgs) -> CliResult<ExitCode> {
                 println!("{file}: cannot be read: {e}");
             }
             Err(e) => {
-                return Err(CliError::new(format!(
-                    "cannot check {}: {e}",
-                    file.cipher.display()
-                )));
+                let message = format!("cannot check {}: {e}", file.cipher.display());
+                return Err(match &e {
+                    KeyError::Kms(kms) => CliError::kms(kms, message),
+                    _ => CliError::new(message),
+                });
             }
         }
     }
@@ -151,7 +153,7 @@ pub fn run(args: FsckArgs) -> CliResult<ExitCode> {
         if left == 0 && tally.unreadable == 0 && names_left == 0 && tree.sealed_damage.is_empty() {
             ExitCode::SUCCESS
         } else {
-            ExitCode::from(1)
+            ExitCode::from(Exit::Problems.code())
         },
     )
 }
@@ -269,8 +271,8 @@ fn describe_cut(cut: &TailCut) -> String {
 /// Refuses when `cipherdir` is the source of a live kmsfs mount: the daemon caches what it
 /// read and wrote, and would not see the cut.
 fn refuse_if_mounted(cipherdir: &Path) -> CliResult<()> {
-    let canonical = std::fs::canonicalize(cipherdir)
-        .map_err(|e| CliError::new(format!("cannot resolve {}: {e}", cipherdir.display())))?;
+    let canonical =
+        std::fs::canonicalize(cipherdir).map_err(|e| CliError::io("resolve", cipherdir, &e))?;
     match kmsfs_mount_of(&mounts::mounts(), &canonical) {
         Some(mountpoint) => Err(CliError::new(format!(
             "{} is mounted at {}: unmount it before fsck --repair",

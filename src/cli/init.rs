@@ -1,5 +1,6 @@
 //! `kmsfs init`: a new cipher directory, with the keystore (or remote KMS) and KMS key it needs.
 
+use super::exit::Exit;
 use super::secret::{self, EMBEDDED_ZONE};
 use super::{CliError, CliResult, KeystoreArgs};
 use crate::config::{CipherConfig, KmsConfig};
@@ -25,7 +26,7 @@ pub fn run(
     let (service, backend, described): (Box<dyn KeyService>, KmsConfig, String) = match kms {
         Some(url) => {
             if args.keystore.is_some() {
-                return Err(CliError::new(
+                return Err(CliError::usage(
                     "--keystore and --kms exclude each other: a directory uses one KMS",
                 ));
             }
@@ -52,28 +53,28 @@ pub fn run(
         Some(id) => {
             let key = service.get_key(id)?;
             if key.status != KeyStatus::Enabled {
-                return Err(CliError::new(format!(
-                    "key {id} is {}; enable it first with `kmsfs key enable {id}`",
-                    key.status.as_str()
-                )));
+                return Err(CliError::with(
+                    Exit::KmsRefused,
+                    format!(
+                        "key {id} is {}; enable it first with `kmsfs key enable {id}`",
+                        key.status.as_str()
+                    ),
+                ));
             }
             key
         }
         None => create_named_key(service.as_ref(), cipherdir)?,
     };
-    std::fs::create_dir_all(cipherdir)
-        .map_err(|e| CliError::new(format!("cannot create {}: {e}", cipherdir.display())))?;
+    std::fs::create_dir_all(cipherdir).map_err(|e| CliError::io("create", cipherdir, &e))?;
     let mut config = CipherConfig::new(backend, key.id);
     if !plaintext_names {
-        let fs_id = config.fs_id().map_err(CliError::new)?;
+        let fs_id = config.fs_id().map_err(CliError::config)?;
         config.fs_key = Some(super::fs_key::make(service.as_ref(), key.id, &fs_id)?);
-        let root = std::fs::File::open(cipherdir)
-            .map_err(|e| CliError::new(format!("cannot open {}: {e}", cipherdir.display())))?;
+        let root =
+            std::fs::File::open(cipherdir).map_err(|e| CliError::io("open", cipherdir, &e))?;
         crate::fs::write_dir_id(std::os::fd::AsFd::as_fd(&root)).map_err(|e| {
-            CliError::new(format!(
-                "cannot write {}'s directory id: {e}",
-                cipherdir.display()
-            ))
+            let message = format!("cannot write {}'s directory id: {e}", cipherdir.display());
+            CliError::with(Exit::Io, message)
         })?;
     }
     config.save(cipherdir)?;
@@ -112,7 +113,7 @@ fn check_empty(dir: &Path) -> CliResult {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
-                return Err(CliError::new(format!(
+                return Err(CliError::usage(format!(
                     "{} is not empty; kmsfs init needs an empty or absent directory",
                     dir.display()
                 )));
@@ -120,13 +121,12 @@ fn check_empty(dir: &Path) -> CliResult {
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(CliError::new(format!("cannot read {}: {e}", dir.display()))),
+        Err(e) => Err(CliError::io("read", dir, &e)),
     }
 }
 
 fn absolute(path: &Path) -> CliResult<std::path::PathBuf> {
-    std::path::absolute(path)
-        .map_err(|e| CliError::new(format!("cannot resolve {}: {e}", path.display())))
+    std::path::absolute(path).map_err(|e| CliError::io("resolve", path, &e))
 }
 
 /// A new key named after the directory (`NAME`, else `NAME-2`, `NAME-3`, ...).

@@ -12,11 +12,10 @@ use std::process::ExitCode;
 pub fn run(path: &Path) -> CliResult<ExitCode> {
     let behind = cipher_file_behind(path)?;
     let path = behind.as_deref().unwrap_or(path);
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| CliError::new(format!("cannot open {}: {e}", path.display())))?;
+    let mut file = std::fs::File::open(path).map_err(|e| CliError::io("open", path, &e))?;
     let cipher_size = file
         .metadata()
-        .map_err(|e| CliError::new(format!("cannot stat {}: {e}", path.display())))?
+        .map_err(|e| CliError::io("stat", path, &e))?
         .len();
     if cipher_size == 0 {
         let out = serde_json::json!({
@@ -88,8 +87,8 @@ fn cipher_file_behind(path: &Path) -> CliResult<Option<std::path::PathBuf>> {
             path.display()
         )));
     }
-    let files = crate::fs::cipher_files(&cipherdir)
-        .map_err(|e| CliError::new(format!("cannot read {}: {e}", cipherdir.display())))?;
+    let files =
+        crate::fs::cipher_files(&cipherdir).map_err(|e| CliError::io("read", &cipherdir, &e))?;
     files
         .into_iter()
         .find(|f| std::fs::symlink_metadata(f).is_ok_and(|m| m.ino() == meta.ino()))

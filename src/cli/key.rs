@@ -107,7 +107,7 @@ fn open(args: &KeyArgs) -> CliResult<Arc<dyn KeyService>> {
     }
     if let Some(url) = &args.kms {
         if args.keystore.keystore.is_some() {
-            return Err(CliError::new(
+            return Err(CliError::usage(
                 "--keystore and --kms exclude each other: name one KMS",
             ));
         }

@@ -5,6 +5,7 @@
 //! per worker), so the client costs little and the numbers describe the server. Each request
 //! is sent once: a failure is counted, never retried.
 
+use super::exit::Exit;
 use super::{CliError, CliResult, secret};
 use crate::kms::remote::http::{self, Endpoint};
 use crate::kms::sign::Credentials;
@@ -81,12 +82,12 @@ struct Tally {
 pub fn run(args: BenchArgs) -> CliResult<ExitCode> {
     super::init_stderr_logging("warn");
     if args.concurrency == 0 || args.seconds == 0 {
-        return Err(CliError::new(
+        return Err(CliError::usage(
             "--concurrency and --seconds must be at least 1",
         ));
     }
     let endpoint = secret::endpoint_of(&args.kms)?;
-    let credentials = http::credentials_from_env().map_err(|e| CliError::new(e.to_string()))?;
+    let credentials = http::credentials_from_env()?;
     // Set-up with the blocking client, dropped before the runtime starts.
     let (key, body) = {
         let kms = secret::open_remote(endpoint.as_str())?;
@@ -100,7 +101,7 @@ pub fn run(args: BenchArgs) -> CliResult<ExitCode> {
     Ok(if report.failed == 0 {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        ExitCode::from(Exit::Problems.code())
     })
 }
 
@@ -123,11 +124,14 @@ fn bench_key(kms: &dyn KeyService, chosen: Option<Uuid>) -> CliResult<Uuid> {
         },
     };
     if key.status != KeyStatus::Enabled {
-        return Err(CliError::new(format!(
-            "the benchmark key {} is {}; enable it or pass --key ID",
-            key.id,
-            key.status.as_str()
-        )));
+        return Err(CliError::with(
+            Exit::KmsRefused,
+            format!(
+                "the benchmark key {} is {}; enable it or pass --key ID",
+                key.id,
+                key.status.as_str()
+            ),
+        ));
     }
     Ok(key.id)
 }

@@ -55,12 +55,9 @@ fn peer_secret(file: Option<&Path>) -> CliResult<Option<server::PeerSecret>> {
     let Some(file) = file else {
         return Ok(None);
     };
-    let bytes = zeroize::Zeroizing::new(std::fs::read(file).map_err(|e| {
-        CliError::new(format!(
-            "cannot read the peer secret file {}: {e}",
-            file.display()
-        ))
-    })?);
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(file).map_err(|e| CliError::io("read the peer secret file", file, &e))?,
+    );
     Ok(Some(server::PeerSecret::from_file_bytes(&bytes)?))
 }
 
@@ -93,12 +90,6 @@ pub enum OrgCommand {
 
 fn passphrase(file: Option<&Path>) -> CliResult<Option<SecretBytes>> {
     file.map(|f| secret::passphrase(Some(f), false)).transpose()
-}
-
-impl From<server::ServerError> for CliError {
-    fn from(e: server::ServerError) -> Self {
-        CliError::new(e.to_string())
-    }
 }
 
 /// Serves the KMS until SIGTERM or SIGINT.
@@ -175,7 +166,7 @@ pub fn org(command: OrgCommand) -> CliResult<ExitCode> {
             std::io::stdin()
                 .take(1 << 20)
                 .read_to_end(&mut input)
-                .map_err(|e| CliError::new(format!("cannot read stdin: {e}")))?;
+                .map_err(|e| CliError::io("read", std::path::Path::new("stdin"), &e))?;
             let org = OrgCredentials::from_json(&input)?;
             server::import_org(&data, &org, pass.as_ref())?;
             eprintln!("kmsfs: organization {} ({}) installed", org.org, org.name);

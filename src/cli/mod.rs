@@ -1,6 +1,8 @@
 //! The `kmsfs` command line: clap definitions and dispatch. Each command is a thin call into
-//! the rooms; every failure becomes one plain sentence on stderr and a non-zero exit code.
+//! the rooms; every failure becomes one plain sentence on stderr and an exit code of
+//! [`exit::Exit`].
 
+mod exit;
 mod fs_key;
 mod fsck;
 mod init;
@@ -15,6 +17,7 @@ mod rewrap;
 mod secret;
 
 use clap::{Args, Parser, Subcommand};
+use exit::Exit;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,29 +25,67 @@ use std::process::ExitCode;
 #[derive(Debug)]
 pub struct CliError {
     message: String,
-    code: u8,
+    exit: Exit,
 }
 
 impl CliError {
-    /// A failure with exit code 1.
+    /// A failure of no particular class (exit code 1).
     pub fn new(message: impl Into<String>) -> Self {
+        CliError::with(Exit::Problems, message)
+    }
+
+    /// A failure with the exit code of `exit`.
+    pub fn with(exit: Exit, message: impl Into<String>) -> Self {
         CliError {
             message: message.into(),
-            code: 1,
+            exit,
         }
+    }
+
+    /// A damaged `kmsfs.conf` (exit code 4).
+    pub fn config(message: impl Into<String>) -> Self {
+        CliError::with(Exit::Config, message)
+    }
+
+    /// A wrong value on the command line (exit code 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError::with(Exit::Usage, message)
+    }
+
+    /// An operating system error while `doing` something to `path` (exit code 3).
+    pub fn io(doing: &str, path: &std::path::Path, e: &std::io::Error) -> Self {
+        CliError::with(Exit::Io, format!("cannot {doing} {}: {e}", path.display()))
+    }
+
+    /// A KMS failure told with some context: `message`, with the KMS error's exit code.
+    pub fn kms(error: &crate::kms::KmsError, message: impl Into<String>) -> Self {
+        CliError::with(Exit::of_kms(error), message)
     }
 }
 
-macro_rules! from_error {
-    ($($t:ty),*) => {$(
-        impl From<$t> for CliError {
-            fn from(e: $t) -> Self {
-                CliError::new(e.to_string())
-            }
-        }
-    )*};
+impl From<crate::kms::KmsError> for CliError {
+    fn from(e: crate::kms::KmsError) -> Self {
+        CliError::kms(&e, e.to_string())
+    }
 }
-from_error!(crate::kms::KmsError, crate::config::ConfigError);
+
+impl From<crate::config::ConfigError> for CliError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        CliError::with(Exit::of_config(&e), e.to_string())
+    }
+}
+
+impl From<crate::kms::remote::RemoteError> for CliError {
+    fn from(e: crate::kms::remote::RemoteError) -> Self {
+        CliError::with(Exit::of_remote(&e), e.to_string())
+    }
+}
+
+impl From<crate::server::ServerError> for CliError {
+    fn from(e: crate::server::ServerError) -> Self {
+        CliError::with(Exit::of_server(&e), e.to_string())
+    }
+}
 
 type CliResult<T = ()> = Result<T, CliError>;
 
@@ -141,7 +182,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kmsfs: {}", e.message);
-            ExitCode::from(e.code)
+            ExitCode::from(e.exit.code())
         }
     }
 }

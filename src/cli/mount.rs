@@ -7,6 +7,7 @@
 //! known-endpoint check, and its connections (and I/O thread) are released before the fork:
 //! the daemon reconnects on its first request.
 
+use super::exit::Exit;
 use super::secret;
 use super::{CliError, CliResult};
 use crate::cache::DekCache;
@@ -85,10 +86,10 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
         args.keystore.as_deref(),
     )?;
     let cipherdir = std::fs::canonicalize(&args.cipherdir)
-        .map_err(|e| CliError::new(format!("cannot resolve {}: {e}", args.cipherdir.display())))?;
+        .map_err(|e| CliError::io("resolve", &args.cipherdir, &e))?;
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     let fuse_config = fuse_config(&args, &cipherdir)?;
-    let fs_id = config.fs_id().map_err(CliError::new)?;
+    let fs_id = config.fs_id().map_err(CliError::config)?;
     let kms = secret::open_kms_named(
         &args.cipherdir,
         &config,
@@ -100,11 +101,14 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
     // A remote client runs an I/O thread; fork only copies the calling thread.
     kms.release_connections();
     if key.status != KeyStatus::Enabled {
-        return Err(CliError::new(format!(
-            "the directory's key {} is {}; new files could not be written",
-            key.id,
-            key.status.as_str()
-        )));
+        return Err(CliError::with(
+            Exit::KmsRefused,
+            format!(
+                "the directory's key {} is {}; new files could not be written",
+                key.id,
+                key.status.as_str()
+            ),
+        ));
     }
     let tuning = Tuning::of(&args)?;
     let log_path = match &args.log {
@@ -577,18 +581,14 @@ fn default_log_path(cipherdir: &Path, fs_id: &str) -> PathBuf {
 
 fn open_log(path: &Path) -> CliResult<std::fs::File> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            CliError::new(format!(
-                "cannot create the log directory {}: {e}",
-                dir.display()
-            ))
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::io("create the log directory", dir, &e))?;
     }
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| CliError::new(format!("cannot open the log file {}: {e}", path.display())))
+        .map_err(|e| CliError::io("open the log file", path, &e))
 }
 
 /// Where the daemon serving `mountpoint` records its pid.
@@ -602,8 +602,8 @@ fn pid_file_path(mountpoint: &Path) -> PathBuf {
 
 /// Unmounts `mountpoint` and waits (up to 30 s) for its daemon to exit.
 pub fn unmount(mountpoint: &Path, lazy: bool) -> CliResult<ExitCode> {
-    let canonical = std::fs::canonicalize(mountpoint)
-        .map_err(|e| CliError::new(format!("cannot resolve {}: {e}", mountpoint.display())))?;
+    let canonical =
+        std::fs::canonicalize(mountpoint).map_err(|e| CliError::io("resolve", mountpoint, &e))?;
     if !is_mounted(&canonical) {
         return Err(CliError::new(format!(
             "nothing is mounted at {}",
@@ -649,8 +649,7 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> CliResult<ExitCode> {
                     }
                 })
         };
-        result
-            .map_err(|e| CliError::new(format!("cannot unmount {}: {e}", mountpoint.display())))?;
+        result.map_err(|e| CliError::io("unmount", mountpoint, &e))?;
     }
     if let Some(pid) = pid {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -1,6 +1,7 @@
 //! `kmsfs rewrap`: re-wrap every file's DEK under the newest material of its key (or another
 //! key), rewriting only 512-byte headers. Safe on a mounted directory, safe to kill and rerun.
 
+use super::exit::Exit;
 use super::{CliError, CliResult, mounts, secret};
 use crate::config::CipherConfig;
 use crate::fs::keys::KeyError;
@@ -58,12 +59,12 @@ pub fn run(args: RewrapArgs) -> CliResult<ExitCode> {
         args.passphrase_file.as_deref(),
         args.kms.as_deref(),
     )?;
-    let fs_id = config.fs_id().map_err(CliError::new)?;
+    let fs_id = config.fs_id().map_err(CliError::config)?;
     if let Some(key) = args.to_key {
         kms.get_key(key)?;
     }
-    let files = cipher_files(&args.cipherdir)
-        .map_err(|e| CliError::new(format!("cannot read {}: {e}", args.cipherdir.display())))?;
+    let files =
+        cipher_files(&args.cipherdir).map_err(|e| CliError::io("read", &args.cipherdir, &e))?;
     let started = Instant::now();
     let newest = NewestVersions::new(kms.as_ref());
     let newest_version = |key: Uuid| newest.get(key);
@@ -150,7 +151,7 @@ pub fn run(args: RewrapArgs) -> CliResult<ExitCode> {
     Ok(if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        ExitCode::from(Exit::Problems.code())
     })
 }
 

@@ -3,13 +3,14 @@
 //! known-endpoint check ([`crate::config::known`]), so a tampered `kmsfs.conf` never receives
 //! credentials.
 
+use super::exit::Exit;
 use super::{CliError, CliResult, KeystoreArgs};
 use crate::config::{CipherConfig, KmsConfig, default_keystore_path};
 use crate::crypto::SecretBytes;
-use crate::kms::KeyService;
 use crate::kms::embedded::EmbeddedKms;
 use crate::kms::remote::RemoteKms;
 use crate::kms::remote::http::Endpoint;
+use crate::kms::{KeyService, KeystoreError, KmsError};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,12 +25,8 @@ pub const EMBEDDED_ZONE: &str = "embedded";
 /// terminal (twice when `confirm`, for a new keystore).
 pub fn passphrase(file: Option<&Path>, confirm: bool) -> CliResult<SecretBytes> {
     let text = if let Some(file) = file {
-        let bytes = std::fs::read(file).map_err(|e| {
-            CliError::new(format!(
-                "cannot read the passphrase file {}: {e}",
-                file.display()
-            ))
-        })?;
+        let bytes =
+            std::fs::read(file).map_err(|e| CliError::io("read the passphrase file", file, &e))?;
         let mut bytes = SecretBytes::new(bytes).expose_secret().to_vec();
         while bytes.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
             bytes.pop();
@@ -40,16 +37,16 @@ pub fn passphrase(file: Option<&Path>, confirm: bool) -> CliResult<SecretBytes> 
     } else if std::io::stdin().is_terminal() {
         let first = prompt("Passphrase: ")?;
         if confirm && prompt("Passphrase again: ")?.expose_secret() != first.expose_secret() {
-            return Err(CliError::new("the two passphrases differ"));
+            return Err(CliError::with(Exit::Keystore, "the two passphrases differ"));
         }
         first
     } else {
-        return Err(CliError::new(format!(
+        return Err(CliError::usage(format!(
             "no passphrase: give --passphrase-file FILE, set {PASSPHRASE_ENV}, or run on a terminal"
         )));
     };
     if text.is_empty() {
-        return Err(CliError::new("the passphrase is empty"));
+        return Err(CliError::with(Exit::Keystore, "the passphrase is empty"));
     }
     Ok(text)
 }
@@ -57,7 +54,7 @@ pub fn passphrase(file: Option<&Path>, confirm: bool) -> CliResult<SecretBytes> 
 fn prompt(text: &str) -> CliResult<SecretBytes> {
     rpassword::prompt_password(text)
         .map(|s| SecretBytes::new(s.into_bytes()))
-        .map_err(|e| CliError::new(format!("cannot read the passphrase: {e}")))
+        .map_err(|e| CliError::with(Exit::Io, format!("cannot read the passphrase: {e}")))
 }
 
 /// The keystore a command names: `--keystore`, else the default one.
@@ -68,10 +65,10 @@ pub fn keystore_path(args: &KeystoreArgs) -> PathBuf {
 /// Opens the embedded keystore at `path`.
 pub fn open_embedded(path: &Path, passphrase_file: Option<&Path>) -> CliResult<EmbeddedKms> {
     if !path.exists() {
-        return Err(CliError::new(format!(
-            "there is no keystore at {}; create one with `kmsfs init`",
-            path.display()
-        )));
+        let missing = KeystoreError::Missing {
+            path: path.to_path_buf(),
+        };
+        return Err(KmsError::from(missing).into());
     }
     let pass = passphrase(passphrase_file, false)?;
     Ok(EmbeddedKms::open(path, &pass)?)
@@ -89,7 +86,7 @@ pub fn with_keystore(mut config: CipherConfig, keystore: Option<&Path>) -> CliRe
             *keystore = path.to_path_buf();
             Ok(config)
         }
-        KmsConfig::Remote { endpoint } => Err(CliError::new(format!(
+        KmsConfig::Remote { endpoint } => Err(CliError::usage(format!(
             "--keystore is for a directory with an embedded keystore; this one uses the remote KMS {endpoint}"
         ))),
     }
@@ -107,7 +104,7 @@ pub fn open_kms_named(
     match &config.kms {
         KmsConfig::Embedded { keystore } => {
             if let Some(named) = named {
-                return Err(CliError::new(format!(
+                return Err(CliError::usage(format!(
                     "{} uses the embedded keystore {}, not a remote KMS: drop --kms {named}",
                     dir.display(),
                     keystore.display()
@@ -117,11 +114,10 @@ pub fn open_kms_named(
         }
         KmsConfig::Remote { endpoint } => {
             let endpoint = endpoint_of(endpoint).map_err(|e| {
-                CliError::new(format!(
-                    "{}/kmsfs.conf is damaged: {}",
-                    dir.display(),
-                    e.message
-                ))
+                CliError::with(
+                    Exit::Config,
+                    format!("{}/kmsfs.conf is damaged: {}", dir.display(), e.message),
+                )
             })?;
             let named = named.map(endpoint_of).transpose()?;
             crate::config::known::check(
@@ -137,11 +133,11 @@ pub fn open_kms_named(
 
 /// A checked, normalized endpoint.
 pub fn endpoint_of(text: &str) -> CliResult<Endpoint> {
-    Endpoint::parse(text).map_err(|e| CliError::new(e.to_string()))
+    Ok(Endpoint::parse(text)?)
 }
 
 /// A client of the KMS at `endpoint` with the credentials of `EXOSCALE_API_KEY` and
 /// `EXOSCALE_API_SECRET`.
 pub fn open_remote(endpoint: &str) -> CliResult<RemoteKms> {
-    RemoteKms::from_env(endpoint).map_err(|e| CliError::new(e.to_string()))
+    Ok(RemoteKms::from_env(endpoint)?)
 }
