@@ -104,16 +104,19 @@ fn cryptography_over_http() {
         b64(b"hello"),
         "old versions still decrypt"
     );
-    let detail = assert_problem(
-        post(
-            &c,
-            &a,
-            "decrypt",
-            json!({"ciphertext": blob, "encryption-context": b64(b"other")}),
-        ),
-        400,
-        "Bad Request",
+    let answer = post(
+        &c,
+        &a,
+        "decrypt",
+        json!({"ciphertext": blob, "encryption-context": b64(b"other")}),
     );
+    // Its type alone tells an invalid ciphertext from other "Bad Request" answers.
+    assert_eq!(
+        answer.1["type"], "urn:kmsfs:problem:invalid-ciphertext",
+        "{}",
+        answer.1
+    );
+    let detail = assert_problem(answer, 400, "Bad Request");
     assert!(detail.contains("ciphertext is invalid"), "{detail}");
     assert_problem(
         post(
