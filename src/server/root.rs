@@ -144,7 +144,7 @@ fn kdf_file(path: &Path, passphrase: &SecretBytes) -> Result<Key256, ServerError
         let params = KdfParams::default();
         let salt: [u8; SALT_LEN] = random_array();
         let root = seal::argon2id(passphrase, params, &salt)
-            .ok_or_else(|| damaged("key derivation parameters out of range"))?;
+            .ok_or_else(|| ServerError::Inconsistent("the key derivation failed".into()))?;
         let file = KdfFile {
             format: KDF_FORMAT.into(),
             version: 1,
@@ -199,13 +199,34 @@ mod tests {
             "the AAD binds the value"
         );
         let pass = SecretBytes::new(b"pw".to_vec());
-        assert!(RootKey::open_or_create(dir.path(), Some(&pass)).is_err());
+        let other_way = RootKey::open_or_create(dir.path(), Some(&pass));
+        assert!(
+            matches!(other_way, Err(ServerError::Inconsistent(_))),
+            "{other_way:?}"
+        );
     }
 
     #[test]
     fn damaged_key_file_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join(KEY_FILE), b"short").expect("writes");
-        assert!(RootKey::open_or_create(dir.path(), None).is_err());
+        let damaged = RootKey::open_or_create(dir.path(), None);
+        assert!(
+            matches!(
+                &damaged,
+                Err(ServerError::Damaged {
+                    what: "the root key",
+                    ..
+                })
+            ),
+            "{damaged:?}"
+        );
+        std::fs::remove_file(dir.path().join(KEY_FILE)).expect("rm");
+        std::fs::create_dir(dir.path().join(KEY_FILE)).expect("a directory in its place");
+        let unreadable = RootKey::open_or_create(dir.path(), None);
+        assert!(
+            matches!(&unreadable, Err(ServerError::Io { source, .. }) if source.raw_os_error() == Some(libc::EISDIR)),
+            "{unreadable:?}"
+        );
     }
 }
