@@ -76,7 +76,7 @@ impl Exit {
     /// The code of a keystore failure: I/O trouble is I/O, everything else the keystore's.
     pub fn of_keystore(error: &KeystoreError) -> Self {
         match error {
-            KeystoreError::Io { .. } => Exit::Io,
+            KeystoreError::Io(_) => Exit::Io,
             KeystoreError::Missing { .. }
             | KeystoreError::WrongPassphrase { .. }
             | KeystoreError::EmptyPassphrase { .. }
@@ -108,9 +108,7 @@ impl Exit {
     /// The code of a KMS server failure.
     pub fn of_server(error: &ServerError) -> Self {
         match error {
-            ServerError::Io { .. } | ServerError::Listen { .. } | ServerError::Tls { .. } => {
-                Exit::Io
-            }
+            ServerError::Io(_) | ServerError::Listen { .. } | ServerError::Tls { .. } => Exit::Io,
             ServerError::Damaged { .. }
             | ServerError::WrongPassphrase { .. }
             | ServerError::Inconsistent(_) => Exit::Keystore,

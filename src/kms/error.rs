@@ -283,16 +283,8 @@ pub enum KeystoreError {
         why: String,
     },
     /// The operating system refused a read or write.
-    #[error("cannot {doing} {}: {source}", path.display())]
-    Io {
-        /// What was being done ("read the keystore").
-        doing: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
     /// A persisted keyring or key record is not of its shape, or breaks a rule.
     #[error("the keyring is invalid: {why}")]
     Invalid {
@@ -322,7 +314,28 @@ pub enum KeystoreError {
 impl KeystoreError {
     /// An operating system error while `doing` something to `path`.
     pub fn io(doing: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        KeystoreError::Io {
+        KeystoreError::Io(FileError::new(doing, path, source))
+    }
+}
+
+/// An operating system error on a named file or directory: what was being done, where, and the
+/// system's error. Shared by the keystore and the KMS server's state.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {doing} {}: {source}", path.display())]
+pub struct FileError {
+    /// What was being done ("read the keystore", "create").
+    pub doing: &'static str,
+    /// The file or directory.
+    pub path: PathBuf,
+    /// The operating system's error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl FileError {
+    /// `source` while `doing` something to `path`.
+    pub fn new(doing: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        FileError {
             doing,
             path: path.into(),
             source,

@@ -23,7 +23,7 @@ pub mod sign;
 pub mod wire;
 
 use crate::crypto::SecretBytes;
-pub use error::{KeystoreError, KmsError, Refusal, Retry};
+pub use error::{FileError, KeystoreError, KmsError, Refusal, Retry};
 use uuid::Uuid;
 pub use wire::{Applied, KmsKey, RotationConfig, RotationEntry};
 

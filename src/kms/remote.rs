@@ -297,7 +297,7 @@ impl KeyService for RemoteKms {
     fn encrypt(&self, id: Uuid, plain: &[u8], context: Option<&[u8]>) -> Result<Vec<u8>, KmsError> {
         let body = EncryptRequest {
             plaintext: SecretBase64(SecretBytes::new(plain.to_vec())),
-            context: Base64::of(context),
+            encryption_context: Base64::of(context),
         };
         let op = Op::post("encrypt", &id, "encrypt", Repeat::Safe);
         Ok(self
@@ -314,7 +314,7 @@ impl KeyService for RemoteKms {
     ) -> Result<SecretBytes, KmsError> {
         let body = DecryptRequest {
             ciphertext: Base64(ciphertext.to_vec()),
-            context: Base64::of(context),
+            encryption_context: Base64::of(context),
         };
         let op = Op::post("decrypt", &id, "decrypt", Repeat::Safe);
         Ok(self.call::<PlaintextResponse>(op, json(&body))?.plaintext.0)
@@ -327,7 +327,7 @@ impl KeyService for RemoteKms {
         context: Option<&[u8]>,
     ) -> Result<DataKey, KmsError> {
         let mut body = DataKeyRequest {
-            context: Base64::of(context),
+            encryption_context: Base64::of(context),
             ..DataKeyRequest::default()
         };
         match spec {
@@ -354,11 +354,11 @@ impl KeyService for RemoteKms {
             source: ReEncryptSource {
                 key: source,
                 ciphertext: Base64(ciphertext.to_vec()),
-                context: Base64::of(source_context),
+                encryption_context: Base64::of(source_context),
             },
             destination: ReEncryptDestination {
                 key: destination,
-                context: Base64::of(destination_context),
+                encryption_context: Base64::of(destination_context),
             },
         };
         let op = Op::post("re-encrypt", &source, "re-encrypt", Repeat::Safe);

@@ -351,60 +351,44 @@ impl<'de> Deserialize<'de> for SecretBase64 {
 
 /// `encrypt-request`.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EncryptRequest {
     /// At most 4096 bytes.
     pub plaintext: SecretBase64,
     /// Additional authenticated data, to give again on decrypt.
-    #[serde(
-        rename = "encryption-context",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub context: Option<Base64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_context: Option<Base64>,
 }
 
 /// `decrypt-request`.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DecryptRequest {
     /// A blob made by `encrypt` or `generate-data-key`.
     pub ciphertext: Base64,
     /// The context it was made with.
-    #[serde(
-        rename = "encryption-context",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub context: Option<Base64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_context: Option<Base64>,
 }
 
 /// `generate-data-key-request`: `key-spec` or `bytes-count`, or neither (32 bytes).
 #[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DataKeyRequest {
     /// Only `AES-256`.
-    #[serde(rename = "key-spec", default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_spec: Option<String>,
     /// 1 to 1024.
-    #[serde(
-        rename = "bytes-count",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_count: Option<i64>,
     /// Additional authenticated data.
-    #[serde(
-        rename = "encryption-context",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub context: Option<Base64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_context: Option<Base64>,
 }
 
 /// `re-encrypt-request`.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ReEncryptRequest {
     /// The key, blob and context to unwrap under.
     pub source: ReEncryptSource,
@@ -414,34 +398,26 @@ pub struct ReEncryptRequest {
 
 /// The source side of a re-encrypt request.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ReEncryptSource {
     /// The key the blob was made under.
     pub key: Uuid,
     /// The blob.
     pub ciphertext: Base64,
     /// Its context.
-    #[serde(
-        rename = "encryption-context",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub context: Option<Base64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_context: Option<Base64>,
 }
 
 /// The destination side of a re-encrypt request.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ReEncryptDestination {
     /// The key to wrap under (its newest material).
     pub key: Uuid,
     /// The new context.
-    #[serde(
-        rename = "encryption-context",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub context: Option<Base64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_context: Option<Base64>,
 }
 
 /// The answer of `encrypt` and `re-encrypt`.
@@ -476,7 +452,7 @@ mod tests {
         let request = DataKeyRequest {
             key_spec: Some("AES-256".into()),
             bytes_count: None,
-            context: Base64::of(Some(b"ctx")),
+            encryption_context: Base64::of(Some(b"ctx")),
         };
         assert_eq!(
             serde_json::to_string(&request).expect("json"),

@@ -29,7 +29,7 @@ pub use problem::{ApiError, PROBLEM_JSON};
 pub use store::{Store, create_org, import_org};
 
 use crate::crypto::SecretBytes;
-use crate::kms::KmsError;
+use crate::kms::{FileError, KmsError};
 use audit::AuditLog;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,16 +44,8 @@ pub const SCHEDULER_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The operating system refused a read or write of the state.
-    #[error("cannot {doing} {}: {source}", path.display())]
-    Io {
-        /// What was being done ("read", "create the root key").
-        doing: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] FileError),
     /// A state file is not of its kind, or is damaged.
     #[error("{what} {} is damaged ({why})", path.display())]
     Damaged {
@@ -118,11 +110,7 @@ pub enum ServerError {
 impl ServerError {
     /// An operating system error while `doing` something to `path`.
     pub(crate) fn io(doing: &'static str, path: &Path, source: std::io::Error) -> Self {
-        ServerError::Io {
-            doing,
-            path: path.to_path_buf(),
-            source,
-        }
+        ServerError::Io(FileError::new(doing, path, source))
     }
 }
 

@@ -185,6 +185,7 @@ fn kdf_file(path: &Path, passphrase: &SecretBytes) -> Result<Key256, ServerError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kms::FileError;
 
     #[test]
     fn key_file_is_created_once_and_reopens_the_same() {
@@ -225,7 +226,7 @@ mod tests {
         std::fs::create_dir(dir.path().join(KEY_FILE)).expect("a directory in its place");
         let unreadable = RootKey::open_or_create(dir.path(), None);
         assert!(
-            matches!(&unreadable, Err(ServerError::Io { source, .. }) if source.raw_os_error() == Some(libc::EISDIR)),
+            matches!(&unreadable, Err(ServerError::Io(FileError { source, .. })) if source.raw_os_error() == Some(libc::EISDIR)),
             "{unreadable:?}"
         );
     }

@@ -26,7 +26,7 @@ pub(super) async fn encrypt(
     let result = call.key_id(&id).and_then(|id| {
         let request: EncryptRequest = body::json(call.body())?;
         let plaintext = request.plaintext.0.expose_secret();
-        let context = Base64::bytes(&request.context);
+        let context = Base64::bytes(&request.encryption_context);
         call.read(|ring, now| ring.encrypt(id, plaintext, context, now))
             .map(|blob| CiphertextResponse {
                 ciphertext: Base64(blob),
@@ -44,7 +44,7 @@ pub(super) async fn decrypt(
     let mut call = Call::new(app, signed, "decrypt");
     let result = call.key_id(&id).and_then(|id| {
         let request: DecryptRequest = body::json(call.body())?;
-        let context = Base64::bytes(&request.context);
+        let context = Base64::bytes(&request.encryption_context);
         call.read(|ring, now| ring.decrypt(id, &request.ciphertext.0, context, now))
             .map(|plain| PlaintextResponse {
                 plaintext: SecretBase64(plain),
@@ -89,7 +89,7 @@ pub(super) async fn generate_data_key(
     let result = call.key_id(&id).and_then(|id| {
         let request: DataKeyRequest = body::json_or_default(call.body())?;
         let spec = data_key_spec(&request)?;
-        let context = Base64::bytes(&request.context);
+        let context = Base64::bytes(&request.encryption_context);
         call.read(|ring, now| ring.generate_data_key(id, spec, context, now))
             .map(|key| DataKeyResponse {
                 plaintext: SecretBase64(key.plaintext),
@@ -119,9 +119,9 @@ pub(super) async fn re_encrypt(
             ring.re_encrypt(
                 source.key,
                 &source.ciphertext.0,
-                Base64::bytes(&source.context),
+                Base64::bytes(&source.encryption_context),
                 destination.key,
-                Base64::bytes(&destination.context),
+                Base64::bytes(&destination.encryption_context),
                 now,
             )
         })
