@@ -97,9 +97,8 @@ async fn run_peer(app: Arc<App>, zone: String) {
                 }
                 Err(_) => {
                     let retry = backoff.get(&slot).map_or(0, |w| w.retry.saturating_add(1));
-                    let pause = PUSH_BACKOFF
-                        .pause(retry)
-                        .expect("BUG: the push backoff has no retry limit");
+                    // The push backoff has no retry limit: it always has a next pause.
+                    let pause = PUSH_BACKOFF.pause(retry).unwrap_or(PUSH_BACKOFF.max);
                     let next_try = Instant::now() + pause;
                     backoff.insert(slot, Waiting { next_try, retry });
                 }
