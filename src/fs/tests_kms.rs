@@ -6,7 +6,7 @@ use super::*;
 use crate::cache::DekCache;
 use crate::format::{FileHeader, HEADER_LEN};
 use crate::kms::KeyService;
-use crate::kms::testing::{Call, Fault, FaultyKms, MemoryKms, Op};
+use crate::kms::testing::{Call, Fault, FaultyKms, Gate, MemoryKms, Op};
 use std::ffi::OsStr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -148,6 +148,15 @@ fn within_stall<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send +
         .unwrap_or_else(|_| panic!("{what} stalled for {STALL:?}"))
 }
 
+/// Releases a gate when dropped, so that a failing test leaves no call held.
+struct ReleaseOnDrop(Arc<Gate>);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
 fn sleep_until(instant: Instant) {
     std::thread::sleep(instant.saturating_duration_since(Instant::now()));
 }
@@ -158,6 +167,7 @@ fn files_open_from_a_cold_cache_with_one_unwrap_each() {
     let fs = world.fs();
     write_file(&fs, ROOT_INO, "one", b"first");
     write_file(&fs, ROOT_INO, "two", b"second");
+    assert_eq!(read_file(&fs, "one").expect("reopen"), b"first");
     assert_eq!(world.kms.calls(Op::GenerateDataKey), 2);
     assert_eq!(
         world.kms.calls(Op::Decrypt),
@@ -273,6 +283,7 @@ fn a_hung_unwrap_stalls_no_other_file() {
     let gate = world
         .kms
         .hang_when(unwrap_of(&world.cipher_dir().join("hung")));
+    let _release = ReleaseOnDrop(gate.clone());
     let hung_ino = ino(&fs, "hung");
     let hung = {
         let fs = fs.clone();
@@ -400,4 +411,24 @@ fn a_key_evicted_by_size_is_asked_for_again() {
     read_file(&fs, "a").expect("a evicts b");
     assert_eq!(world.kms.calls(Op::Decrypt), 3);
     assert_eq!(fs.keys().cache().stats().evictions, 2);
+}
+
+#[test]
+fn with_data_keys_made_ahead_a_kms_that_makes_none_still_fails_cleanly() {
+    let world = KmsWorld::new();
+    world.kms.fail(Op::GenerateDataKey, Fault::Unavailable);
+    let keys = world.keys(16, Duration::from_secs(60)).with_pool(4, 1);
+    let fs = CryptFs::new(&world.cipher_dir(), keys).expect("fs");
+    let (attr, fh) = fs
+        .create(ROOT_INO, OsStr::new("new"), 0o644, 0, libc::O_RDWR, ME)
+        .expect("create");
+    assert_eq!(fs.write(fh, 0, b"data"), Err(FsError(libc::EIO)));
+    let cipher_file = world.cipher_dir().join("new");
+    assert_eq!(std::fs::metadata(&cipher_file).expect("stat").len(), 0);
+    assert_eq!(fs.getattr(attr.ino).expect("attr").size, 0);
+    world.kms.heal();
+    fs.write(fh, 0, b"data")
+        .expect("write once the KMS answers");
+    fs.release(fh);
+    assert_eq!(read_file(&world.fs(), "new").expect("read"), b"data");
 }
