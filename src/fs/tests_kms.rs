@@ -255,7 +255,13 @@ fn a_write_that_gets_no_data_key_is_eio_and_leaves_only_an_empty_file() {
         "growing an empty file needs a header too"
     );
     let cipher_file = world.cipher_dir().join("new.txt");
-    assert_eq!(log.lines_with(&cipher_file.display().to_string()).len(), 1);
+    let lines = log.lines_with(&cipher_file.display().to_string());
+    assert_eq!(lines.len(), 1);
+    assert!(
+        lines[0].contains("cannot make a key for the new file"),
+        "says what failed: {}",
+        lines[0]
+    );
     let listed: Vec<_> = std::fs::read_dir(world.cipher_dir())
         .expect("list")
         .map(|e| e.expect("entry").file_name())
