@@ -122,7 +122,7 @@ pub struct Inode {
     /// The open-file state shared by every handle of a regular file.
     state: Mutex<Weak<FileState>>,
     /// A directory's id, once read (encrypted names: see `naming`).
-    pub dir_id: std::sync::OnceLock<crate::format::DirId>,
+    pub dir_id: std::sync::OnceLock<super::naming::KnownDirId>,
 }
 
 impl Inode {
@@ -389,6 +389,18 @@ impl InodeTable {
         self.own_id(backing)
             .or_else(|| self.lock().spilled.get(&backing).copied())
             .unwrap_or(backing_ino)
+    }
+
+    /// The node the kernel holds for the backing inode `st` describes, if it holds one; no
+    /// reference is counted.
+    pub fn known(&self, st: &libc::stat) -> Option<Arc<Inode>> {
+        let backing = (st.st_dev, st.st_ino);
+        let table = self.lock();
+        let ino = self
+            .own_id(backing)
+            .or_else(|| table.spilled.get(&backing).copied())?;
+        let (inode, _) = table.by_ino.get(&ino)?;
+        (inode.backing == backing).then(|| inode.clone())
     }
 
     fn node_id(&self, table: &mut Table, backing: (u64, u64)) -> u64 {

@@ -98,6 +98,15 @@ fn open_backing(path: &std::ffi::CStr, flags: i32) -> FsResult<File> {
     }
 }
 
+/// What the filesystem was doing with a file's key when the KMS failed.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum KeyStep {
+    /// Unwrapping the DEK of an existing file.
+    Unwrap,
+    /// Making the DEK of a new file (its first write).
+    Make,
+}
+
 impl CryptFs {
     /// Logs a content failure once, naming the file and block, and maps it to an errno.
     pub(super) fn content_error(
@@ -135,7 +144,15 @@ impl CryptFs {
         }
     }
 
+    /// The errno for key failure `err` of file `inode`, logged in one line. The KMS's own
+    /// failures say whether the file's key was being unwrapped (an existing file) or made (the
+    /// first write of a new file).
     pub(super) fn key_error(&self, inode: &Inode, err: KeyError) -> FsError {
+        self.key_error_in(inode, KeyStep::Unwrap, err)
+    }
+
+    /// As [`CryptFs::key_error`], for key step `step`.
+    pub(super) fn key_error_in(&self, inode: &Inode, step: KeyStep, err: KeyError) -> FsError {
         match err {
             KeyError::Io(e) => FsError::from(e),
             e @ (KeyError::Corrupt(_) | KeyError::Refused(_)) => {
@@ -143,7 +160,11 @@ impl CryptFs {
                 FsError(libc::EIO)
             }
             KeyError::Kms(e) => {
-                tracing::error!(path = %inode.backing_path(), "cannot unwrap the file key: {e}");
+                let doing = match step {
+                    KeyStep::Unwrap => "cannot unwrap the file key",
+                    KeyStep::Make => "cannot make a key for the new file",
+                };
+                tracing::error!(path = %inode.backing_path(), "{doing}: {e}");
                 FsError(libc::EIO)
             }
         }
@@ -374,7 +395,7 @@ impl CryptFs {
         let cipher = self
             .keys
             .create_header(file, self.budget.step())
-            .map_err(|e| self.key_error(inode, e))?;
+            .map_err(|e| self.key_error_in(inode, KeyStep::Make, e))?;
         state.seals.fresh(&cipher);
         *slot = Some(cipher.clone());
         Ok(cipher)

@@ -42,6 +42,16 @@ impl DiskName {
     }
 }
 
+/// A directory's id as the mount read or made it, and whether the directory keeps a copy of it
+/// in an extended attribute ([`DIR_ID_XATTR`]).
+#[derive(Debug, Clone, Copy)]
+pub struct KnownDirId {
+    /// The id.
+    pub id: DirId,
+    /// The directory has the copy: its id survives the loss of its id link.
+    pub copied: bool,
+}
+
 /// Bytes of a directory id.
 const DIR_ID_LEN: usize = std::mem::size_of::<DirId>();
 
@@ -132,7 +142,7 @@ pub(super) fn dir_id_copy(dir: BorrowedFd<'_>) -> Option<DirId> {
 /// made again from the copy (best effort: the copy alone keeps the names readable). Without a
 /// copy (a cipher directory copied without extended attributes), the link is read; a damaged
 /// one is logged and reads as EIO. fsck reads the same way ([`super::walk`]), and compares.
-fn dir_id_or_eio(dir: BorrowedFd<'_>) -> FsResult<Option<DirId>> {
+fn dir_id_or_eio(dir: BorrowedFd<'_>) -> FsResult<Option<KnownDirId>> {
     let Some((id, from_copy)) = known_dir_id(dir)? else {
         return Ok(None);
     };
@@ -142,7 +152,10 @@ fn dir_id_or_eio(dir: BorrowedFd<'_>) -> FsResult<Option<DirId>> {
             tracing::warn!("cannot make a directory's id link again from its copy: {e}");
         }
     }
-    Ok(Some(id))
+    Ok(Some(KnownDirId {
+        id,
+        copied: from_copy,
+    }))
 }
 
 /// Replaces whatever `kmsfs.dirid` of the directory open as `dir` is (a link, a regular file
@@ -229,20 +242,23 @@ pub(super) fn side_file_owner(side: &[u8]) -> Option<&[u8]> {
 
 /// Gives the new directory open as `dir` (any descriptor, `O_PATH` included) a random id
 /// (encrypted names): its id link and the copy in its extended attribute.
-pub fn write_dir_id(dir: BorrowedFd<'_>) -> FsResult<DirId> {
+pub fn write_dir_id(dir: BorrowedFd<'_>) -> FsResult<KnownDirId> {
     let id = cipher_names::random_dir_id();
-    write_dir_id_bytes(dir, &id)?;
-    Ok(id)
+    let copied = write_dir_id_bytes(dir, &id)?;
+    Ok(KnownDirId { id, copied })
 }
 
-/// Writes id `id` of the directory open as `dir`: its id link, then the copy.
-fn write_dir_id_bytes(dir: BorrowedFd<'_>, id: &DirId) -> FsResult<()> {
+/// Writes id `id` of the directory open as `dir`: its id link, then the copy. True when the copy
+/// was written: a backing filesystem without user xattrs keeps the link only.
+fn write_dir_id_bytes(dir: BorrowedFd<'_>, id: &DirId) -> FsResult<bool> {
     write_dir_id_link(dir, id)?;
-    // The copy (see DIR_ID_XATTR); a backing filesystem without user xattrs keeps the link only.
-    if let Err(e) = sys::setxattr(&sys::proc_fd_path(dir), DIR_ID_XATTR, id, 0, false) {
-        tracing::debug!("cannot keep a copy of a directory's id in an xattr: {e}");
+    match sys::setxattr(&sys::proc_fd_path(dir), DIR_ID_XATTR, id, 0, false) {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            tracing::debug!("cannot keep a copy of a directory's id in an xattr: {e}");
+            Ok(false)
+        }
     }
-    Ok(())
 }
 
 /// Makes the id link of the directory open as `dir`, to `id`; EEXIST when there is one.
@@ -299,8 +315,13 @@ impl CryptFs {
     /// while empty (a crash right after its `mkdir`) gets a new one; one that has entries but
     /// no id cannot be read (EIO, logged).
     fn dir_id(&self, dir: &Inode) -> FsResult<DirId> {
-        if let Some(id) = dir.dir_id.get() {
-            return Ok(*id);
+        self.dir_id_and_copy(dir).map(|known| known.id)
+    }
+
+    /// As [`CryptFs::dir_id`], with whether the directory keeps a copy of it.
+    fn dir_id_and_copy(&self, dir: &Inode) -> FsResult<KnownDirId> {
+        if let Some(known) = dir.dir_id.get() {
+            return Ok(*known);
         }
         let fd = dir.fd()?;
         let id = match dir_id_or_eio(fd.as_fd())? {
@@ -568,13 +589,18 @@ impl CryptFs {
     /// A directory with the copy of its id is not listed first: the backing `rmdir` says
     /// whether it is empty, and a failed one gets its link back from the copy, which stays with
     /// the directory (a crash in between leaves the copy, from which the mount makes the link
-    /// again). One known by its link alone is listed first: the link is its only id.
+    /// again). When the mount already knows that the directory has the copy (it listed it, as
+    /// `rm -r` does), its id is not even read. One known by its link alone is listed first: the
+    /// link is its only id.
     pub(super) fn remove_dir(&self, parent: &Inode, name: &CString) -> FsResult<()> {
         let parent_fd = parent.fd()?;
         let remove =
             || sys::unlinkat(parent_fd.as_fd(), name, libc::AT_REMOVEDIR).map_err(FsError::from);
         if !self.encrypts_names() {
             return remove();
+        }
+        if let Some(id) = self.known_copied_id(parent_fd.as_fd(), name)? {
+            return remove_copied_dir(parent_fd.as_fd(), name, &id);
         }
         let dir = sys::openat(
             parent_fd.as_fd(),
@@ -599,6 +625,55 @@ impl CryptFs {
         }
         removed
     }
+
+    /// The id of entry `name` of the backing directory open as `parent` when it is a directory
+    /// the mount holds, whose id it read and found copied in the directory's extended attribute.
+    fn known_copied_id(&self, parent: BorrowedFd<'_>, name: &CStr) -> FsResult<Option<DirId>> {
+        let st = sys::fstatat(parent, name, libc::AT_SYMLINK_NOFOLLOW)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return Ok(None);
+        }
+        Ok(self
+            .inodes
+            .known(&st)
+            .and_then(|dir| dir.dir_id.get().copied())
+            .and_then(|known| known.copied.then_some(known.id)))
+    }
+}
+
+/// Removes directory `name`, which keeps the copy of its id `id`, from the backing directory
+/// open as `parent`: its id link, then the directory; the link is made again from the copy when
+/// the directory turns out not to be empty (from `id` if the copy went meanwhile).
+fn remove_copied_dir(parent: BorrowedFd<'_>, name: &CStr, id: &DirId) -> FsResult<()> {
+    let mut link = name.to_bytes().to_vec();
+    link.push(b'/');
+    link.extend_from_slice(DIR_ID_FILE_C.to_bytes());
+    let link = CString::new(link).expect("BUG: two C strings joined by a slash have no NUL");
+    match sys::unlinkat(parent, &link, 0) {
+        Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e.into()),
+        _ => {}
+    }
+    let removed = sys::unlinkat(parent, name, libc::AT_REMOVEDIR).map_err(FsError::from);
+    if removed.is_err() {
+        let restored = sys::openat(
+            parent,
+            name,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )
+        .map_err(FsError::from)
+        .and_then(|dir| {
+            let copy = dir_id_copy(dir.as_fd());
+            match write_dir_id_link(dir.as_fd(), copy.as_ref().unwrap_or(id)) {
+                Err(FsError(libc::EEXIST)) => Ok(()),
+                written => written,
+            }
+        });
+        if let Err(e) = restored {
+            tracing::error!("cannot put a directory's id link back from its copy: {e}");
+        }
+    }
+    removed
 }
 
 /// The namespace of extended attributes whose names and values are encrypted.

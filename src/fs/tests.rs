@@ -4,7 +4,7 @@
 use super::*;
 use crate::cache::DekCache;
 use crate::kms::embedded::{self};
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
@@ -808,8 +808,20 @@ fn the_directory_id_file_name_for_system_calls_is_the_format_s() {
     );
 }
 
+/// How the directory of [`rmdir_of_a_directory_that_is_not_empty_keeps_its_id`] keeps its id.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum IdKept {
+    /// Link and copy, the id read by the mount (the fast path of `rmdir`).
+    Copied,
+    /// The copy removed behind the mount's back after it read the id: the link comes back from
+    /// the id it read.
+    CopyLostWhileKnown,
+    /// The link alone, on a node whose id the mount has not read: listed before the link goes.
+    LinkOnly,
+}
+
 #[test]
-fn rmdir_of_a_directory_that_is_not_empty_keeps_its_id_with_or_without_a_copy() {
+fn rmdir_of_a_directory_that_is_not_empty_keeps_its_id() {
     let key = crate::format::FsKey::random();
     let (dir, fs) = setup_with(|cipher, keys| {
         CryptFs::new(cipher, keys)
@@ -819,8 +831,9 @@ fn rmdir_of_a_directory_that_is_not_empty_keeps_its_id_with_or_without_a_copy() 
         let path = crate::sys::cstr(backing.as_os_str()).expect("path");
         crate::sys::getxattr(&path, naming::DIR_ID_XATTR, &mut [0; 17], false).is_ok()
     };
-    for copy in [true, false] {
-        let name = OsStr::new(if copy { "with_copy" } else { "link_only" });
+    for kept in [IdKept::Copied, IdKept::CopyLostWhileKnown, IdKept::LinkOnly] {
+        let name = OsString::from(format!("{kept:?}"));
+        let name = name.as_os_str();
         let made = fs.mkdir(ROOT_INO, name, 0o755, 0, ME).expect("mkdir");
         fs.mknod(
             made.ino,
@@ -838,24 +851,39 @@ fn rmdir_of_a_directory_that_is_not_empty_keeps_its_id_with_or_without_a_copy() 
             .expect("the backing directory");
         let link = backing.join(crate::format::DIR_ID_FILE);
         let id = std::fs::read_link(&link).expect("its id link");
-        if !copy {
+        if kept != IdKept::Copied {
             let path = crate::sys::cstr(backing.as_os_str()).expect("path");
             crate::sys::removexattr(&path, naming::DIR_ID_XATTR, false).expect("drop the copy");
         }
+        if kept == IdKept::LinkOnly {
+            // The mount forgets the node; the next lookup makes a new one, id unread.
+            fs.forget(made.ino, 1);
+            assert!(fs.inodes.get(made.ino).is_err(), "forgotten");
+            let again = fs.lookup(ROOT_INO, name).expect("lookup");
+            assert!(
+                fs.inodes
+                    .get(again.ino)
+                    .expect("node")
+                    .dir_id
+                    .get()
+                    .is_none()
+            );
+        }
         let refused = fs.rmdir(ROOT_INO, name).expect_err("not empty");
-        assert_eq!(refused.0, libc::ENOTEMPTY, "{name:?}");
+        assert_eq!(refused.0, libc::ENOTEMPTY, "{kept:?}");
         assert_eq!(
             std::fs::read_link(&link).expect("the link back"),
             id,
-            "{name:?}"
+            "{kept:?}"
         );
         assert_eq!(
             has_copy(&backing),
-            copy,
-            "{name:?}: no copy is made by a refusal"
+            kept == IdKept::Copied,
+            "{kept:?}: no copy is made by a refusal"
         );
-        fs.unlink(made.ino, OsStr::new("inside")).expect("rm");
+        let ino = fs.lookup(ROOT_INO, name).expect("lookup").ino;
+        fs.unlink(ino, OsStr::new("inside")).expect("rm");
         fs.rmdir(ROOT_INO, name).expect("rmdir");
-        assert!(!backing.exists(), "{name:?}");
+        assert!(!backing.exists(), "{kept:?}");
     }
 }

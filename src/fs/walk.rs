@@ -24,6 +24,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 mod damage;
+#[cfg(test)]
+#[path = "walk/tests/kms.rs"]
+mod kms_tests;
 mod reading;
 mod sealed;
 #[cfg(test)]

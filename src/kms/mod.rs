@@ -20,6 +20,8 @@ pub mod keyring;
 pub mod remote;
 pub mod seal;
 pub mod sign;
+#[cfg(test)]
+pub mod testing;
 pub mod wire;
 
 use crate::crypto::SecretBytes;
