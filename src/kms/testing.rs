@@ -223,11 +223,17 @@ pub enum Fault {
 fn injected(fault: Fault) -> KmsError {
     let detail = "injected by the test";
     match fault {
-        Fault::Unavailable => KmsError::Unavailable(detail.into()),
+        Fault::Unavailable => KmsError::Unreachable {
+            what: detail.into(),
+            sent: false,
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        },
         Fault::KeyDisabled => KmsError::refused(Refusal::KeyDisabled, detail),
         Fault::KeyNotFound => KmsError::refused(Refusal::KeyNotFound, detail),
         Fault::InvalidCiphertext => KmsError::InvalidCiphertext,
-        Fault::Forbidden => KmsError::Forbidden(detail.into()),
+        Fault::Forbidden => KmsError::Unauthorized {
+            detail: detail.into(),
+        },
     }
 }
 

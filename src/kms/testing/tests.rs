@@ -68,7 +68,7 @@ fn a_fault_on_one_operation_leaves_the_others_and_every_call_is_counted() {
     let blob = wrap(&kms, key, b"ctx");
     assert!(matches!(
         kms.generate_data_key(key, DataKeySpec::Aes256, None),
-        Err(KmsError::Unavailable(_))
+        Err(KmsError::Unreachable { .. })
     ));
     assert!(kms.decrypt(key, &blob, Some(b"ctx")).is_ok());
     assert_eq!(kms.calls(Op::GenerateDataKey), 1);
