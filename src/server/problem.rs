@@ -159,46 +159,33 @@ mod tests {
     #[test]
     fn kms_errors_become_http_statuses() {
         let io = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let refused = |refusal| KmsError::refused(refusal, "k");
+        let invalid = KeystoreError::Invalid {
+            why: "gap".into(),
+            source: None,
+        };
+        let internal = "Internal Server Error";
         let cases = [
+            (refused(Refusal::KeyNotFound), 400, "Key Not Found"),
+            (refused(Refusal::KeyDisabled), 400, "Key is Disabled"),
             (
-                KmsError::refused(Refusal::KeyNotFound, "k"),
-                400,
-                "Key Not Found",
-            ),
-            (
-                KmsError::refused(Refusal::KeyDisabled, "k"),
-                400,
-                "Key is Disabled",
-            ),
-            (
-                KmsError::refused(Refusal::KeyPendingDeletion, "k"),
+                refused(Refusal::KeyPendingDeletion),
                 400,
                 "Key is Pending Deletion",
             ),
+            (refused(Refusal::NameConflict), 400, "Name Conflict"),
             (
-                KmsError::refused(Refusal::NameConflict, "n"),
-                400,
-                "Name Conflict",
-            ),
-            (
-                KmsError::refused(Refusal::ManualRotationLimit, "n"),
+                refused(Refusal::ManualRotationLimit),
                 400,
                 "Manual Rotation Limit",
             ),
             (KmsError::InvalidCiphertext, 400, "Bad Request"),
             (
-                KmsError::from(KeystoreError::io("write", "/d/orgs/x", io)),
+                KeystoreError::io("write", "/d/orgs/x", io).into(),
                 500,
-                "Internal Server Error",
+                internal,
             ),
-            (
-                KmsError::from(KeystoreError::Invalid {
-                    why: "gap".into(),
-                    source: None,
-                }),
-                500,
-                "Internal Server Error",
-            ),
+            (invalid.into(), 500, internal),
         ];
         for (error, status, title) in cases {
             let text = error.to_string();
