@@ -18,7 +18,7 @@ pub enum Staging<'a> {
     Unique,
     /// This file name beside the target, replaced if a crash left it behind: for a file whose
     /// temporary name others must know (a cipher directory's `kmsfs.conf`, whose temporary file
-    /// the mount hides). Created with mode 0600.
+    /// the mount hides). Created with mode 0600; a symlink there is refused, never followed.
     Named(&'a str),
 }
 
@@ -72,6 +72,7 @@ fn stage(path: &Path, bytes: &[u8], staging: Staging<'_>) -> io::Result<NamedTem
                 .create(true)
                 .truncate(true)
                 .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&tmp)?;
             NamedTempFile::from_parts(file, TempPath::try_from_path(tmp)?)
         }
@@ -171,5 +172,18 @@ mod tests {
         replace(&path, b"new", Staging::Named(".f.tmp")).expect_err("cannot stage");
         assert_eq!(std::fs::read(&path).expect("reads"), b"old");
         assert_eq!(names(dir.path()), [".f.tmp", "f"]);
+    }
+
+    #[test]
+    fn a_symlink_at_the_temporary_name_is_refused_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"untouched").expect("write");
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join(".f.tmp")).expect("symlink");
+        let err = replace(&path, b"new", Staging::Named(".f.tmp")).expect_err("a symlink");
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+        assert_eq!(std::fs::read(&elsewhere).expect("reads"), b"untouched");
+        assert!(!path.exists());
     }
 }
