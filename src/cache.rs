@@ -5,8 +5,9 @@
 //! authenticated when the entry was made (the KMS unwrapped the DEK under the header's context,
 //! the tag matched): a header changed in any byte, the key id included, misses and goes to the
 //! KMS, which refuses it. The TTL bounds how long a key the KMS would now refuse
-//! (disabled, deleted) keeps opening files. Evicted entries are dropped, which zeroizes the
-//! derived key bytes we own (see docs/SECURITY.md for what `ring` keeps).
+//! (disabled, deleted) keeps opening files. Evicted entries are dropped (once no open file
+//! holds them), which zeroizes the DEK, its derived keys and their expanded AES-GCM keys (see
+//! docs/SECURITY.md for the stack copies that stay).
 
 use crate::format::{FileCipher, HEADER_LEN};
 use lru::LruCache;

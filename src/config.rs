@@ -5,13 +5,16 @@
 pub mod known;
 
 use crate::format::FsId;
+use crate::sys::durable::{self, Staging};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 /// File name of the configuration inside a cipher directory (hidden from the mount).
 pub const CONF_NAME: &str = "kmsfs.conf";
+
+/// File name of the configuration's temporary file while it is saved (hidden from the mount).
+pub const CONF_TEMP_NAME: &str = ".kmsfs.conf.tmp";
 
 /// Which KMS a cipher directory uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,40 +179,20 @@ impl CipherConfig {
 
     /// The filesystem id as bytes.
     pub fn fs_id(&self) -> Result<FsId, String> {
-        let bytes = self.fs_id.as_bytes();
-        let mut out = [0u8; 16];
-        if bytes.len() != 32 {
-            return Err(format!(
-                "fs-id must be 32 hex digits, found {:?}",
-                self.fs_id
-            ));
-        }
-        for (i, pair) in bytes.chunks(2).enumerate() {
-            let text = std::str::from_utf8(pair).map_err(|e| e.to_string())?;
-            out[i] = u8::from_str_radix(text, 16)
-                .map_err(|_| format!("fs-id must be hex, found {:?}", self.fs_id))?;
-        }
+        let mut out = FsId::default();
+        ::hex::decode_to_slice(&self.fs_id, &mut out)
+            .map_err(|_| format!("fs-id must be 32 hex digits, found {:?}", self.fs_id))?;
         Ok(out)
     }
 
-    /// Writes `DIR/kmsfs.conf` atomically (temporary file, fsync, rename, fsync of the directory).
+    /// Writes `DIR/kmsfs.conf` atomically and durably through [`CONF_TEMP_NAME`] (temporary
+    /// file, fsync, rename, fsync of the directory).
     pub fn save(&self, dir: &Path) -> Result<(), ConfigError> {
         let path = dir.join(CONF_NAME);
-        let io = |source| ConfigError::Io {
-            path: path.clone(),
-            source,
-        };
         let mut text = serde_json::to_string_pretty(self).expect("BUG: config always serializes");
         text.push('\n');
-        let tmp = dir.join(format!(".{CONF_NAME}.tmp"));
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        file.write_all(text.as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-        Ok(())
+        durable::replace(&path, text.as_bytes(), Staging::Named(CONF_TEMP_NAME))
+            .map_err(|source| ConfigError::Io { path, source })
     }
 }
 
@@ -265,6 +248,62 @@ mod tests {
         std::fs::write(dir.path().join(CONF_NAME), "{not json").expect("write");
         let err = CipherConfig::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("is damaged"), "{err}");
+    }
+
+    fn embedded() -> CipherConfig {
+        CipherConfig::new(
+            KmsConfig::Embedded {
+                keystore: "/tmp/ks".into(),
+            },
+            Uuid::new_v4(),
+        )
+    }
+
+    #[test]
+    fn a_save_that_fails_names_the_file_and_keeps_the_old_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = embedded();
+        old.save(dir.path()).expect("saves");
+        // The temporary file's name is taken by a directory: the new configuration cannot be
+        // staged.
+        std::fs::create_dir(dir.path().join(CONF_TEMP_NAME)).expect("mkdir");
+        let err = embedded().save(dir.path()).expect_err("cannot stage");
+        let conf = dir.path().join(CONF_NAME);
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot access {}: ", conf.display())),
+            "{err}"
+        );
+        assert_eq!(CipherConfig::load(dir.path()).expect("loads"), old);
+    }
+
+    #[test]
+    fn a_save_into_a_missing_directory_names_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let absent = dir.path().join("absent");
+        let err = embedded().save(&absent).expect_err("no directory");
+        let conf = absent.join(CONF_NAME);
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot access {}: ", conf.display())),
+            "{err}"
+        );
+        assert!(!absent.exists());
+    }
+
+    #[test]
+    fn an_fs_id_that_is_not_32_hex_digits_is_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for bad in ["ab", &"g".repeat(32), &"ab".repeat(17), &"é".repeat(16)] {
+            let mut config = embedded();
+            config.fs_id = bad.to_string();
+            config.save(dir.path()).expect("saves");
+            let err = CipherConfig::load(dir.path()).expect_err("bad fs-id");
+            assert!(
+                err.to_string().contains("fs-id must be 32 hex digits"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

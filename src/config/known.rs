@@ -6,9 +6,9 @@
 //! the directory's fs-id here. [`check`] runs before any request is sent.
 
 use super::ConfigError;
+use crate::sys::durable::{self, Staging};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// File name of the record inside `$XDG_CONFIG_HOME/kmsfs/`.
@@ -55,34 +55,17 @@ impl KnownEndpoints {
         }
     }
 
-    /// Writes the record atomically (temporary file, fsync, rename), readable by the user only.
+    /// Writes the record atomically and durably (temporary file, fsync, rename, fsync of the
+    /// directory), readable by the user only.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
         let io = |source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::create_dir_all(durable::parent_dir(path)).map_err(io)?;
         let mut text = serde_json::to_string_pretty(self).expect("BUG: record always serializes");
         text.push('\n');
-        let tmp = dir.join(format!(
-            ".{KNOWN_ENDPOINTS_NAME}.{}.tmp",
-            std::process::id()
-        ));
-        let mut file = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io)?
-        };
-        file.write_all(text.as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        Ok(())
+        durable::replace(path, text.as_bytes(), Staging::Unique).map_err(io)
     }
 }
 
@@ -162,5 +145,41 @@ mod tests {
         std::fs::write(&path, "{").expect("damage");
         let err = KnownEndpoints::load(&path).unwrap_err().to_string();
         assert!(err.contains("is damaged"), "{err}");
+    }
+
+    #[test]
+    fn a_save_that_fails_names_the_record_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(KNOWN_ENDPOINTS_NAME);
+        let mut new = KnownEndpoints::default();
+        new.directories.insert(
+            "cd".repeat(16),
+            KnownDirectory {
+                endpoint: "http://127.0.0.1:2/v2".into(),
+                path: "/d".into(),
+            },
+        );
+        // A non-empty directory stands where the record goes: the rename fails after the
+        // temporary file was written.
+        std::fs::create_dir(&path).expect("mkdir");
+        std::fs::write(path.join("keep"), b"").expect("write");
+        let err = new.save(&path).expect_err("a directory is in the way");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot access {}: ", path.display())),
+            "{err}"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("lists").collect();
+        assert_eq!(left.len(), 1, "no temporary file is left behind");
+
+        // Its directory cannot be made: a file stands where it should be.
+        let blocked = dir.path().join("file");
+        std::fs::write(&blocked, b"").expect("write");
+        let inside = blocked.join(KNOWN_ENDPOINTS_NAME);
+        let err = new.save(&inside).expect_err("no directory");
+        assert!(
+            err.to_string().contains(&inside.display().to_string()),
+            "{err}"
+        );
     }
 }

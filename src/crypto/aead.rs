@@ -15,7 +15,11 @@ pub const TAG_LEN: usize = 16;
 pub struct AuthError;
 
 /// An AES-256-GCM key, expanded once and reused (building one costs ~200 ns).
-pub struct AeadKey(LessSafeKey);
+///
+/// `ring` cannot zeroize its expanded key, so it lives in one heap allocation that never moves
+/// and is overwritten when the key is dropped; only the copies made on the
+/// stack while it is expanded are left to be overwritten by the thread's later calls.
+pub struct AeadKey(Box<LessSafeKey>);
 
 impl std::fmt::Debug for AeadKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -23,12 +27,27 @@ impl std::fmt::Debug for AeadKey {
     }
 }
 
+/// The expanded form of `key`.
+fn expand(key: &[u8; 32]) -> LessSafeKey {
+    let unbound = UnboundKey::new(&AES_256_GCM, key)
+        .expect("BUG: a 32-byte key is always a valid AES-256 key");
+    LessSafeKey::new(unbound)
+}
+
+impl Drop for AeadKey {
+    /// Overwrites the expanded key in place with the expansion of the all-zero key (the same
+    /// algorithm on the same CPU fills the same bytes), and keeps the compiler from removing
+    /// that store as dead before the memory is freed. Costs one key expansion.
+    fn drop(&mut self) {
+        *self.0 = expand(&[0u8; 32]);
+        std::hint::black_box(&*self.0);
+    }
+}
+
 impl AeadKey {
     /// Expands `key` for AES-256-GCM.
     pub fn new(key: &Key256) -> Self {
-        let unbound = UnboundKey::new(&AES_256_GCM, key.expose_secret())
-            .expect("BUG: a 32-byte key is always a valid AES-256 key");
-        AeadKey(LessSafeKey::new(unbound))
+        AeadKey(Box::new(expand(key.expose_secret())))
     }
 
     /// Encrypts `in_out` in place and returns the tag.
@@ -125,5 +144,45 @@ mod tests {
         assert!(key.open_to_vec(b"aad", &sealed[..10]).is_err());
         let other = AeadKey::new(&Key256::random());
         assert!(other.open_to_vec(b"aad", &sealed).is_err());
+    }
+
+    /// The bytes of this process's memory at `addr`, read through `/proc/self/mem` (which
+    /// reaches freed memory without dereferencing it).
+    fn memory_at(mem: &std::fs::File, addr: usize, buf: &mut [u8]) {
+        use std::os::unix::fs::FileExt;
+        mem.read_exact_at(buf, addr as u64)
+            .expect("reads own memory");
+    }
+
+    fn holds_a_half_of(bytes: &[u8], key: &[u8; 32]) -> bool {
+        bytes
+            .windows(16)
+            .any(|w| w == &key[..16] || w == &key[16..])
+    }
+
+    #[test]
+    fn a_dropped_key_leaves_no_copy_of_its_bytes_where_it_was_expanded() {
+        let secret = Key256::random();
+        let raw = *secret.expose_secret();
+        let key = AeadKey::new(&secret);
+        let addr = &*key.0 as *const LessSafeKey as usize;
+        let len = std::mem::size_of::<LessSafeKey>();
+        // Opened and sized before the drop, so that nothing allocates between it and the read.
+        let mem = std::fs::File::open("/proc/self/mem").expect("opens /proc/self/mem");
+        let mut before = vec![0u8; len];
+        let mut after = vec![0u8; len];
+        memory_at(&mem, addr, &mut before);
+        // AES-256's first two round keys are the key itself (AES-NI keeps them as they are):
+        // the test sees the key where it lives, or it proves nothing.
+        assert!(
+            holds_a_half_of(&before, &raw),
+            "the expanded key holds the raw key bytes"
+        );
+        drop(key);
+        memory_at(&mem, addr, &mut after);
+        assert!(
+            !holds_a_half_of(&after, &raw),
+            "the freed expanded key still holds the key"
+        );
     }
 }

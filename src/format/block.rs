@@ -119,9 +119,9 @@ fn content_key(dek: &Key256, file_id: &FileId, epoch: u32) -> AeadKey {
     AeadKey::new(&crypto::hkdf_sha256(dek.expose_secret(), file_id, &info))
 }
 
-/// Lower-case hex of `bytes` (file ids in logs and output).
+/// Lower-case hex of `bytes` (file ids in logs and output), by the `hex` crate.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    ::hex::encode(bytes)
 }
 
 impl FileCipher {

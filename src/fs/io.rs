@@ -23,7 +23,7 @@ pub enum Handle {
         /// Its inode.
         inode: Arc<Inode>,
         /// The backing directory, read at each `readdir`.
-        stream: std::sync::Mutex<super::names::DirStream>,
+        stream: std::sync::Mutex<super::dirs::DirStream>,
     },
 }
 

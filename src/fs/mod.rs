@@ -11,6 +11,7 @@ mod budget;
 mod check;
 mod content;
 mod creds;
+mod dirs;
 pub mod fuse;
 mod inode;
 mod io;
@@ -19,6 +20,7 @@ mod names;
 mod naming;
 mod rewrap;
 mod walk;
+mod xattrs;
 
 pub use attr::{Attr, Caller, DirEntry, FileKind, SetAttr, Statfs};
 pub use budget::{MIN_SEAL_BUDGET, SealBudget};

@@ -3,11 +3,9 @@
 //! or link, fsync of the directory), so a crash at any moment leaves the old file or the new
 //! one, never a mix.
 
-use crate::crypto::{Key256, SecretBytes, random_array};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use crate::crypto::{Key256, SecretBytes};
+use crate::sys::durable;
+use std::path::Path;
 use zeroize::Zeroize;
 
 /// Argon2id cost parameters of a passphrase.
@@ -83,66 +81,19 @@ pub fn argon2id(passphrase: &SecretBytes, params: KdfParams, salt: &[u8]) -> Opt
     Some(root)
 }
 
-/// The directory that holds `path` (`.` for a bare file name).
-pub fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// Writes `bytes` to a fresh 0600 temporary file beside `path` and fsyncs it; returns its path.
-fn write_temp(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let suffix: [u8; 8] = random_array();
-    let tmp = parent_dir(path).join(format!(".{name}.tmp-{}", u64::from_be_bytes(suffix)));
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    })();
-    match written {
-        Ok(()) => Ok(tmp),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
-}
+pub use crate::sys::durable::parent_dir;
 
 /// Replaces the file at `path` with `bytes` atomically and durably (mode 0600): temporary file,
-/// fsync, rename, fsync of the directory.
+/// fsync, rename, fsync of the directory ([`crate::sys::durable`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = write_temp(path, bytes)?;
-    let result = std::fs::rename(&tmp, path).and_then(|()| sync_dir(path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    durable::replace(path, bytes, durable::Staging::Unique)
 }
 
 /// Creates the file at `path` with `bytes` atomically and durably, only if nothing is there yet
-/// (temporary file, fsync, hard link, fsync of the directory). `Ok(false)` when a file existed.
+/// (temporary file, fsync, rename without replacing, fsync of the directory). `Ok(false)` when a
+/// file existed.
 pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
-    let tmp = write_temp(path, bytes)?;
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => sync_dir(path).map(|()| true),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-fn sync_dir(path: &Path) -> std::io::Result<()> {
-    File::open(parent_dir(path))?.sync_all()
+    durable::create_new(path, bytes)
 }
 
 #[cfg(test)]
