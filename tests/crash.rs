@@ -824,10 +824,11 @@ fn headers(cipher: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     found
 }
 
-/// `kmsfs rewrap --jobs JOBS` of `env`, started.
-fn spawn_rewrap(env: &Env, jobs: usize) -> std::process::Child {
+/// `kmsfs rewrap --jobs JOBS EXTRA` of `env`, started.
+fn spawn_rewrap(env: &Env, jobs: usize, extra: &[&str]) -> std::process::Child {
     env.cmd()
         .args(["rewrap", Env::s(&env.cipher), "--jobs", &jobs.to_string()])
+        .args(extra)
         .args(["--passphrase-file", Env::s(&env.passfile)])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -871,16 +872,26 @@ fn rewrap_killed_at_random_moments_leaves_every_file_readable_and_a_rerun_finish
     rotate(&env);
     let before = headers(&env.cipher);
     let started = Instant::now();
-    let mut child = spawn_rewrap(&env, 2);
+    let mut child = spawn_rewrap(&env, 2, &[]);
     let first_change = wait_for_a_changed_header(&env, &before, &mut child);
     let _ = child.wait();
     let whole = started.elapsed();
     let headers_phase = whole.saturating_sub(first_change);
     let (mut killed, mut mid_way, mut finished_first) = (0, 0, 0);
+    // A key takes 10 manual rotations: past 9, the directory moves to a new key instead.
+    let mut rotations = 1;
     for round in 0..crash::rounds(3) {
-        rotate(&env);
+        let mut target = Vec::new();
+        if rotations < 9 {
+            rotate(&env);
+            rotations += 1;
+        } else {
+            target = vec!["--to-key".to_string(), env.create_key(&format!("k{round}"))];
+            rotations = 0;
+        }
+        let target: Vec<&str> = target.iter().map(String::as_str).collect();
         let before = headers(&env.cipher);
-        let mut child = spawn_rewrap(&env, 1 + rng.below(4) as usize);
+        let mut child = spawn_rewrap(&env, 1 + rng.below(4) as usize, &target);
         let delay = if rng.below(4) == 0 {
             rng.below(whole.as_millis() as u64 + 1)
         } else {
@@ -920,7 +931,7 @@ fn rewrap_killed_at_random_moments_leaves_every_file_readable_and_a_rerun_finish
             );
         }
         mount.unmount();
-        let rerun = env.rewrap_with(&[]);
+        let rerun = env.rewrap_with(&target);
         let summary = String::from_utf8_lossy(&rerun.stdout);
         assert!(
             rerun.status.success() && summary.contains(", 0 failed"),
@@ -977,14 +988,43 @@ fn the_kms_server_killed_at_random_moments_keeps_every_acknowledged_create_and_r
                         .map_err(|e| e.to_string())?;
                     let (mut creates, mut rotations) = (0, 0);
                     for n in 0.. {
-                        let known: Vec<String> = keys
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .keys()
-                            .cloned()
-                            .collect();
+                        // A key takes 10 manual rotations: only keys below that are tried,
+                        // and the try is counted under the same lock as the choice.
+                        let chosen = {
+                            let mut keys = keys.lock().unwrap_or_else(PoisonError::into_inner);
+                            let open: Vec<String> = keys
+                                .iter()
+                                .filter(|(_, k)| k.rotations_tried < 10)
+                                .map(|(id, _)| id.clone())
+                                .collect();
+                            if open.is_empty() || rng.below(3) == 0 {
+                                None
+                            } else {
+                                let id = open[rng.below(open.len() as u64) as usize].clone();
+                                if let Some(model) = keys.get_mut(&id) {
+                                    model.rotations_tried += 1;
+                                }
+                                Some(id)
+                            }
+                        };
                         let answer =
-                            if known.is_empty() || rng.below(3) == 0 {
+                            if let Some(id) = chosen {
+                                let path = format!("/kms-key/{id}/rotate");
+                                crash::try_call(&client, &http, "POST", &path, Some(&json!({})))
+                                    .map(|(status, body)| {
+                                        if status == 200 {
+                                            rotations += 1;
+                                            if let Some(model) = keys
+                                                .lock()
+                                                .unwrap_or_else(PoisonError::into_inner)
+                                                .get_mut(&id)
+                                            {
+                                                model.rotations_acked += 1;
+                                            }
+                                        }
+                                        (status, body)
+                                    })
+                            } else {
                                 let name = format!("r{round}-t{t}-{n}");
                                 tried_names
                                     .lock()
@@ -1004,27 +1044,6 @@ fn the_kms_server_killed_at_random_moments_keeps_every_acknowledged_create_and_r
                                                 .insert(id.to_string(), model);
                                         }
                                         (status, key)
-                                    })
-                            } else {
-                                let id = &known[rng.below(known.len() as u64) as usize];
-                                let bump = |f: &mut dyn FnMut(&mut KeyModel)| {
-                                    if let Some(model) = keys
-                                        .lock()
-                                        .unwrap_or_else(PoisonError::into_inner)
-                                        .get_mut(id)
-                                    {
-                                        f(model);
-                                    }
-                                };
-                                bump(&mut |m| m.rotations_tried += 1);
-                                let path = format!("/kms-key/{id}/rotate");
-                                crash::try_call(&client, &http, "POST", &path, Some(&json!({})))
-                                    .map(|(status, body)| {
-                                        if status == 200 {
-                                            rotations += 1;
-                                            bump(&mut |m| m.rotations_acked += 1);
-                                        }
-                                        (status, body)
                                     })
                             };
                         let dead = killed.load(Ordering::SeqCst);
