@@ -875,8 +875,8 @@ fn rewrap_killed_at_random_moments_leaves_every_file_readable_and_a_rerun_finish
     let mut child = spawn_rewrap(&env, 2, &[]);
     let first_change = wait_for_a_changed_header(&env, &before, &mut child);
     let _ = child.wait();
-    let whole = started.elapsed();
-    let headers_phase = whole.saturating_sub(first_change);
+    let mut whole = started.elapsed();
+    let mut headers_phase = whole.saturating_sub(first_change);
     let (mut killed, mut mid_way, mut finished_first) = (0, 0, 0);
     // A key takes 10 manual rotations: past 9, the directory moves to a new key instead.
     let mut rotations = 1;
@@ -893,14 +893,17 @@ fn rewrap_killed_at_random_moments_leaves_every_file_readable_and_a_rerun_finish
         let before = headers(&env.cipher);
         let mut child = spawn_rewrap(&env, 1 + rng.below(4) as usize, &target);
         let delay = if rng.below(4) == 0 {
-            rng.below(whole.as_millis() as u64 + 1)
+            rng.below(whole.as_millis() as u64 * 3 / 4 + 1)
         } else {
             wait_for_a_changed_header(&env, &before, &mut child);
-            rng.below(headers_phase.as_millis() as u64 + 1)
+            rng.below(headers_phase.as_millis() as u64 / 2 + 1)
         };
         std::thread::sleep(Duration::from_millis(delay));
         if child.try_wait().expect("wait").is_some() {
             finished_first += 1;
+            // Runs go faster than the timed one: the next kills come sooner.
+            headers_phase = headers_phase * 2 / 3;
+            whole = whole * 2 / 3;
         } else {
             crash::kill_9(child.id());
             killed += 1;
