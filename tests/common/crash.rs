@@ -58,13 +58,51 @@ pub fn alive(pid: u32) -> bool {
 
 /// Sends SIGKILL to `pid` and waits (up to 10 s) until it no longer runs.
 pub fn kill_9(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .output();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) {
-        assert!(Instant::now() < deadline, "process {pid} survives SIGKILL");
-        std::thread::sleep(Duration::from_millis(5));
+    ArmedKill::arm(pid).fire();
+}
+
+/// A SIGKILL ready to go: a shell waiting on a line of its stdin to run its `kill` builtin, so
+/// that the signal leaves within microseconds of [`ArmedKill::fire`] rather than after a fork
+/// and an exec (long enough for a write that looked cut short to finish).
+pub struct ArmedKill {
+    pid: u32,
+    shell: std::process::Child,
+}
+
+impl ArmedKill {
+    /// Starts the shell that will kill `pid`.
+    pub fn arm(pid: u32) -> ArmedKill {
+        let shell = Command::new("sh")
+            .args(["-c", &format!("read go; kill -KILL {pid}")])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("start a shell");
+        ArmedKill { pid, shell }
+    }
+
+    /// Sends the SIGKILL and waits (up to 10 s) until the process no longer runs.
+    pub fn fire(mut self) {
+        use std::io::Write;
+        if let Some(mut stdin) = self.shell.stdin.take() {
+            let _ = stdin.write_all(b"go\n");
+        }
+        let _ = self.shell.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(self.pid) {
+            assert!(
+                Instant::now() < deadline,
+                "process {} survives SIGKILL",
+                self.pid
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for ArmedKill {
+    fn drop(&mut self) {
+        let _ = self.shell.kill();
+        let _ = self.shell.wait();
     }
 }
 
@@ -98,6 +136,41 @@ pub fn in_write(pid: u32) -> Vec<&'static str> {
             CALLS.iter().find(|(n, _)| *n == nr).map(|(_, name)| *name)
         })
         .collect()
+}
+
+/// Whether a thread of process `pid` is inside a `pwrite64` that extends its file and has
+/// written part of its bytes (the file's size lies strictly inside the write's range), per
+/// `/proc/PID/task/*/syscall` and `/proc/PID/fd` (x86_64; false elsewhere). A kill then cuts
+/// the write short at a page boundary.
+pub fn in_partly_done_write(pid: u32) -> bool {
+    if !cfg!(target_arch = "x86_64") {
+        return false;
+    }
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let hex = |field: Option<&str>| {
+        field.and_then(|f| u64::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+    };
+    tasks.filter_map(Result::ok).any(|task| {
+        let Ok(syscall) = std::fs::read_to_string(task.path().join("syscall")) else {
+            return false;
+        };
+        let mut fields = syscall.split(' ');
+        if fields.next() != Some("18") {
+            return false;
+        }
+        let (Some(fd), _, Some(count), Some(offset)) = (
+            hex(fields.next()),
+            fields.next(),
+            hex(fields.next()),
+            hex(fields.next()),
+        ) else {
+            return false;
+        };
+        std::fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+            .is_ok_and(|m| offset < m.len() && m.len() < offset + count)
+    })
 }
 
 /// A mount whose daemon a test kills: on drop, the daemon is killed if it still runs and the
@@ -137,11 +210,11 @@ impl CrashMount {
         guard
     }
 
-    /// Kills the daemon with SIGKILL; returns the write-side system calls its threads were
-    /// inside ([`in_write`]).
-    pub fn kill_daemon(&self) -> Vec<&'static str> {
+    /// Kills the daemon with `kill` (armed, see [`ArmedKill`]); returns the write-side system
+    /// calls its threads were inside ([`in_write`]).
+    pub fn kill_daemon(&self, kill: ArmedKill) -> Vec<&'static str> {
         let writing = in_write(self.pid);
-        kill_9(self.pid);
+        kill.fire();
         writing
     }
 
