@@ -341,10 +341,10 @@ struct Tally {
     rounds: usize,
     /// Kills while a daemon thread was inside a write-side system call.
     kills_in_write: usize,
-    /// Kills (on the slow volume) while a write extending a file had done part of its bytes.
-    kills_in_partly_done_writes: usize,
     /// Those system calls, counted over the kills.
     calls_at_kill: BTreeMap<&'static str, usize>,
+    /// Kills (on the slow volume) while a write extending a file had done part of its bytes.
+    kills_in_partly_done_writes: usize,
     /// Rounds after which some block was torn.
     rounds_with_torn_blocks: usize,
     torn_blocks: usize,
