@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod crash;
 pub mod kms_server;
 
 use std::path::{Path, PathBuf};
