@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::ops::Range;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -229,6 +230,34 @@ fn read_block(
     Ok(block)
 }
 
+/// The plaintext of a file's last block `index` (`len` bytes) that a growing write or truncate
+/// re-seals, or `None` when the block does not authenticate: a crash tore it, or it was changed.
+/// Its bytes are lost either way, so it stays as it is, reading EIO where it is (`fsck` names
+/// it), and the file grows past it: the damage stays in that block instead of failing every
+/// later append of the file until it is repaired. Logged once, with the file and the block.
+fn passed_last_block(
+    file: &File,
+    cipher: &FileCipher,
+    index: u64,
+    len: usize,
+) -> Result<Option<Vec<u8>>, ContentError> {
+    match read_block(file, cipher, index, Place::Last, len) {
+        Ok(block) => Ok(Some(block)),
+        Err(ContentError::Corrupt(FormatError::BlockAuth(_))) => {
+            let proc_path = crate::sys::proc_fd_path(std::os::fd::AsFd::as_fd(file));
+            let path = std::fs::read_link(std::ffi::OsStr::from_bytes(proc_path.to_bytes()))
+                .map_or_else(|_| "?".to_string(), |p| p.display().to_string());
+            tracing::error!(
+                path,
+                block = index,
+                "block authentication failed: the file grows past it, and it stays as it is (reading it gives EIO)"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Seals `plain` as block `index` at `place` and writes it.
 fn seal_and_write(
     file: &File,
@@ -326,7 +355,9 @@ fn reseal_passed_end(
     if !passed || !(short || cipher.marks_last()) {
         return Ok(first);
     }
-    let mut block = read_block(file, cipher, index, Place::Last, len)?;
+    let Some(mut block) = passed_last_block(file, cipher, index, len)? else {
+        return Ok(first);
+    };
     block.resize(BLOCK_PLAIN_LEN as usize, 0);
     if index + 1 == first {
         cipher.seal_block_append(index, Place::Inner, &block, out);
@@ -484,8 +515,9 @@ pub fn truncate(file: &File, cipher: &FileCipher, new: u64) -> Result<(), Conten
         let index = (old - 1) / BLOCK_PLAIN_LEN;
         let len = (old - index * BLOCK_PLAIN_LEN) as usize;
         let stays_last = index == new_last;
-        if stays_last || len < BLOCK_PLAIN_LEN as usize || cipher.marks_last() {
-            let mut block = read_block(file, cipher, index, Place::Last, len)?;
+        if (stays_last || len < BLOCK_PLAIN_LEN as usize || cipher.marks_last())
+            && let Some(mut block) = passed_last_block(file, cipher, index, len)?
+        {
             let (new_len, place) = if stays_last {
                 (new_last_len, Place::Last)
             } else {

@@ -887,3 +887,85 @@ fn rmdir_of_a_directory_that_is_not_empty_keeps_its_id() {
         assert!(!backing.exists(), "{kept:?}");
     }
 }
+
+/// Flips one byte of block `index`'s ciphertext in the backing file of `name`.
+fn damage_block(dir: &tempfile::TempDir, name: &str, index: u64) {
+    let path = dir.path().join("cipher").join(name);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open backing file");
+    let at = crate::format::block_cipher_offset(index) + 20;
+    let mut byte = [0u8];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut byte, at).expect("read");
+    std::os::unix::fs::FileExt::write_all_at(&file, &[byte[0] ^ 0x40], at).expect("flip");
+}
+
+#[test]
+fn a_file_grows_past_a_damaged_last_block_which_stays_eio() {
+    for last_len in [904u64, 4096] {
+        for change in ["append", "truncate up", "aligned write past a hole"] {
+            let (dir, fs) = setup();
+            let (ino, fh) = create(&fs, "log");
+            let data: Vec<u8> = (0..4096 + last_len).map(|i| (i % 251) as u8).collect();
+            fs.write(fh, 0, &data).expect("write");
+            fs.release(fh);
+            // What a daemon killed while rewriting the last block in place leaves.
+            damage_block(&dir, "log", 1);
+            let fh = fs.open(ino, libc::O_RDWR).expect("open");
+            let what = format!("{change}, last block of {last_len} bytes");
+            let grown = match change {
+                "append" => fs.write(fh, data.len() as u64, b"appended").map(drop),
+                "truncate up" => fs
+                    .setattr(
+                        ino,
+                        SetAttr {
+                            size: Some(4 * 4096 + 5),
+                            ..SetAttr::default()
+                        },
+                        Some(fh),
+                        ME,
+                    )
+                    .map(drop),
+                _ => fs.write(fh, 4 * 4096, &[7u8; 4096]).map(drop),
+            };
+            if change == "append" && last_len < 4096 {
+                // The append lands in the damaged block itself, whose other bytes are lost.
+                assert_eq!(grown, Err(FsError(libc::EIO)), "{what}");
+                assert_eq!(fs.getattr(ino).expect("attr").size, data.len() as u64);
+                fs.release(fh);
+                continue;
+            }
+            assert_eq!(grown, Ok(()), "{what}: the file grows past the damage");
+            assert_eq!(
+                fs.read(fh, 0, 4096).expect("the block before"),
+                data[..4096],
+                "{what}"
+            );
+            assert_eq!(
+                fs.read(fh, 4096, 10),
+                Err(FsError(libc::EIO)),
+                "{what}: the damaged block still reads EIO, never other bytes"
+            );
+            let (after, expected): (u64, &[u8]) = match change {
+                "append" => (data.len() as u64, b"appended"),
+                "truncate up" => (4 * 4096, &[0u8; 5]),
+                _ => (4 * 4096, &[7u8; 4096]),
+            };
+            assert_eq!(
+                fs.read(fh, after, 1 << 20).expect("what was added"),
+                expected,
+                "{what}"
+            );
+            fs.release(fh);
+            let backing = dir.path().join("cipher/log");
+            match check_file(&backing, &fs.keys).expect("check") {
+                FileCheck::Damaged(crate::fs::check::Damage::Blocks(blocks)) => {
+                    assert_eq!(blocks.failed, [1], "{what}: fsck names the block")
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+}
