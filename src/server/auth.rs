@@ -53,7 +53,7 @@ impl FromRequest<Arc<App>> for Signed {
         let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
             .await
             .map_err(|_| ApiError::TooLarge)?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now = app.now().unix_timestamp();
         // Check the clock before looking the key up, so stale requests cost no rescan.
         sign::check_expiry(auth.expires, now).map_err(|e| ApiError::Forbidden(e.to_string()))?;
         let (org, secret) = app

@@ -3,10 +3,10 @@
 use super::*;
 use crate::kms::Refusal;
 use crate::kms::blob::blob_key_version;
+use crate::kms::clock::ManualClock;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::Mutex;
 use time::macros::datetime;
 
 const T0: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
@@ -15,22 +15,6 @@ const CHEAP: KdfParams = KdfParams {
     t_cost: 1,
     p_cost: 1,
 };
-
-/// A clock the test moves by hand.
-struct FakeClock(Mutex<OffsetDateTime>);
-
-impl FakeClock {
-    fn advance_days(&self, days: i64) {
-        let mut now = self.0.lock().expect("clock lock");
-        *now += time::Duration::days(days);
-    }
-}
-
-impl Clock for FakeClock {
-    fn now(&self) -> OffsetDateTime {
-        *self.0.lock().expect("clock lock")
-    }
-}
 
 fn pass(text: &str) -> SecretBytes {
     SecretBytes::new(text.as_bytes().to_vec())
@@ -49,13 +33,13 @@ struct Setup {
     _dir: tempfile::TempDir,
     path: PathBuf,
     kms: EmbeddedKms,
-    clock: Arc<FakeClock>,
+    clock: Arc<ManualClock>,
 }
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("keystore");
-    let clock = Arc::new(FakeClock(Mutex::new(T0)));
+    let clock = Arc::new(ManualClock::new(T0));
     let kms = EmbeddedKms::create_with_params(
         &path,
         &pass("correct horse"),
