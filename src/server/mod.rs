@@ -26,6 +26,8 @@ mod root;
 mod routes;
 mod scheduler;
 mod store;
+#[cfg(test)]
+mod testing;
 mod tls;
 
 pub use org::OrgCredentials;

@@ -3,122 +3,21 @@
 //! written do to them.
 
 use super::*;
-use crate::kms::clock::ManualClock;
-use crate::kms::keyring::Keyring;
-use crate::kms::wire::{CreateKeyRequest, KeyStatus};
-use crate::kms::{KmsKey, Refusal};
-use crate::server::audit::AuditLog;
-use crate::server::store::{Org, Store};
-use crate::server::{OrgCredentials, create_org};
-use std::path::{Path, PathBuf};
+use crate::kms::Refusal;
+use crate::kms::wire::KeyStatus;
+use crate::server::create_org;
+use crate::server::testing::{T0, TestServer};
 use std::sync::{Mutex, PoisonError};
 use time::OffsetDateTime;
-use time::macros::datetime;
 
-const T0: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
-const ZONE: &str = "ch-test-1";
-
-/// A server's shared state over a data directory with one organization, at [`T0`].
-struct Server {
-    dir: tempfile::TempDir,
-    made: OrgCredentials,
-    clock: Arc<ManualClock>,
-    app: App,
-    org: Arc<Org>,
-}
-
-fn server() -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let made = create_org(dir.path(), "acme", None).expect("an organization");
-    let clock = Arc::new(ManualClock::new(T0));
-    let (app, org) = open(dir.path(), &made, &clock);
-    Server {
-        dir,
-        made,
-        clock,
-        app,
-        org,
-    }
-}
-
-/// The state of data directory `dir` as a server starting with `clock` loads it.
-fn open(dir: &Path, made: &OrgCredentials, clock: &Arc<ManualClock>) -> (App, Arc<Org>) {
-    let store = Store::open_with(dir, ZONE, None, None, clock.clone()).expect("the store opens");
-    let audit = AuditLog::open(&dir.join("audit.log")).expect("the audit log opens");
-    let app = App {
-        store: Arc::new(store),
-        audit,
-        replication: None,
-    };
-    let org = app.store.org(made.org).expect("the organization is loaded");
-    (app, org)
-}
-
-impl Server {
-    /// A change of the organization's keyring at the clock's time, as a route makes it.
-    fn change<T>(
-        &self,
-        op: impl FnOnce(&mut Keyring, OffsetDateTime) -> Result<T, KmsError>,
-    ) -> Result<T, KmsError> {
-        self.app.store.mutate(&self.org, |ring, now| {
-            op(ring, now).map(|value| (value, true))
-        })
-    }
-
-    fn create(&self, name: &str) -> Uuid {
-        let request = CreateKeyRequest {
-            name: name.into(),
-            description: None,
-            usage: None,
-            multi_zone: false,
-        };
-        self.change(|ring, now| ring.create_key(&request, now))
-            .expect("creates")
-            .id
-    }
-
-    /// A key rotating automatically every `days` days, the first time `days` from now.
-    fn create_rotating(&self, name: &str, days: i64) -> Uuid {
-        let id = self.create(name);
-        self.change(|ring, now| ring.disable_rotation(id, now))
-            .expect("the 365-day default goes off");
-        self.change(|ring, now| ring.enable_rotation(id, Some(days), now))
-            .expect("rotation goes on");
-        id
-    }
-
-    fn get(&self, id: Uuid) -> Result<KmsKey, KmsError> {
-        self.org.keyring().get_key(id, self.app.now())
-    }
-
-    fn version(&self, id: Uuid) -> u32 {
-        self.get(id).expect("the key exists").material.version
-    }
-
-    /// The (version, automatic) of every rotation of `id`.
-    fn rotations(&self, id: Uuid) -> Vec<(u32, OffsetDateTime, bool)> {
-        self.org
-            .keyring()
-            .list_rotations(id, self.app.now())
-            .expect("the key exists")
-            .into_iter()
-            .map(|r| (r.version, r.rotated_at, r.automatic))
-            .collect()
-    }
-
-    /// One scheduler run at `at`; its report for the organization, which must have succeeded.
-    fn run_at(&self, at: OffsetDateTime) -> SchedulerReport {
-        self.clock.set(at);
-        let mut outcomes = run_once(&self.app);
-        assert_eq!(outcomes.len(), 1, "one organization");
-        let (org, result) = outcomes.remove(0);
-        assert_eq!(org, self.org.id);
-        result.expect("the run succeeds")
-    }
-
-    fn org_file(&self) -> PathBuf {
-        crate::server::org::org_path(self.dir.path(), self.org.id)
-    }
+/// One scheduler run of `s` at `at`; its report for the organization, which must have succeeded.
+fn run_at(s: &TestServer, at: OffsetDateTime) -> SchedulerReport {
+    s.clock.set(at);
+    let mut outcomes = run_once(&s.app);
+    assert_eq!(outcomes.len(), 1, "one organization");
+    let (org, result) = outcomes.remove(0);
+    assert_eq!(org, s.org.id);
+    result.expect("the run succeeds")
 }
 
 fn refusal<T: std::fmt::Debug>(result: Result<T, KmsError>) -> Option<Refusal> {
@@ -156,30 +55,27 @@ fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
 
 #[test]
 fn a_key_rotates_when_its_period_has_passed_and_once_per_period() {
-    let s = server();
+    let s = TestServer::new();
     let key = s.create_rotating("k", 90);
-    assert!(
-        s.run_at(T0 + days(90) - time::Duration::seconds(1))
-            .is_empty()
-    );
+    assert!(run_at(&s, T0 + days(90) - time::Duration::seconds(1)).is_empty());
     assert_eq!((s.version(key), s.rotations(key)), (1, vec![]));
 
-    let report = s.run_at(T0 + days(90));
+    let report = run_at(&s, T0 + days(90));
     assert_eq!(report.rotated, vec![key], "only this key is due");
     assert_eq!(s.version(key), 2);
     assert_eq!(s.rotations(key), vec![(2, T0 + days(90), true)]);
     assert!(
-        s.run_at(T0 + days(90)).is_empty(),
+        run_at(&s, T0 + days(90)).is_empty(),
         "a second run at the same time"
     );
-    assert!(s.run_at(T0 + days(179)).is_empty());
+    assert!(run_at(&s, T0 + days(179)).is_empty());
 
-    assert_eq!(s.run_at(T0 + days(180)).rotated, vec![key]);
+    assert_eq!(run_at(&s, T0 + days(180)).rotated, vec![key]);
     assert_eq!(
         s.rotations(key),
         vec![(2, T0 + days(90), true), (3, T0 + days(180), true)]
     );
-    let restarted = open(s.dir.path(), &s.made, &s.clock);
+    let restarted = s.restart();
     let seen = restarted
         .1
         .keyring()
@@ -190,14 +86,14 @@ fn a_key_rotates_when_its_period_has_passed_and_once_per_period() {
 
 #[test]
 fn a_key_scheduled_for_deletion_is_refused_until_delete_at_then_gone() {
-    let s = server();
+    let s = TestServer::new();
     let key = s.create("doomed");
     let delete_at = s
         .change(|ring, now| ring.schedule_deletion(key, Some(7), now))
         .expect("schedules");
     assert_eq!(delete_at, T0 + days(7));
 
-    assert!(s.run_at(delete_at - time::Duration::seconds(1)).is_empty());
+    assert!(run_at(&s, delete_at - time::Duration::seconds(1)).is_empty());
     assert_eq!(
         s.get(key).expect("still there").status,
         KeyStatus::PendingDeletion
@@ -211,7 +107,7 @@ fn a_key_scheduled_for_deletion_is_refused_until_delete_at_then_gone() {
         Some(Refusal::KeyPendingDeletion)
     );
 
-    let report = s.run_at(delete_at);
+    let report = run_at(&s, delete_at);
     assert_eq!(report.destroyed, vec![key]);
     assert_eq!(refusal(s.get(key)), Some(Refusal::KeyNotFound));
     assert_eq!(
@@ -223,7 +119,7 @@ fn a_key_scheduled_for_deletion_is_refused_until_delete_at_then_gone() {
 
 #[test]
 fn a_deletion_cancelled_before_delete_at_keeps_the_key_disabled() {
-    let s = server();
+    let s = TestServer::new();
     let key = s.create("kept");
     let sealed = s
         .org
@@ -236,7 +132,7 @@ fn a_deletion_cancelled_before_delete_at_keeps_the_key_disabled() {
     s.change(|ring, now| ring.cancel_deletion(key, now))
         .expect("cancels");
 
-    assert!(s.run_at(T0 + days(30)).is_empty());
+    assert!(run_at(&s, T0 + days(30)).is_empty());
     assert_eq!(s.get(key).expect("kept").status, KeyStatus::Disabled);
     s.change(|ring, now| ring.enable_key(key, now))
         .expect("enables");
@@ -250,7 +146,7 @@ fn a_deletion_cancelled_before_delete_at_keeps_the_key_disabled() {
 
 #[test]
 fn a_disabled_key_is_not_rotated_and_catches_up_once_enabled() {
-    let s = server();
+    let s = TestServer::new();
     let disabled = s.create_rotating("disabled", 90);
     let manual = s.create_rotating("manual", 90);
     s.change(|ring, now| ring.disable_key(disabled, now))
@@ -258,48 +154,48 @@ fn a_disabled_key_is_not_rotated_and_catches_up_once_enabled() {
     s.change(|ring, now| ring.disable_rotation(manual, now))
         .expect("rotation off");
 
-    assert!(s.run_at(T0 + days(200)).is_empty());
+    assert!(run_at(&s, T0 + days(200)).is_empty());
     assert_eq!((s.version(disabled), s.version(manual)), (1, 1));
 
     // The keyring's rule: the missed rotation happens at the first run after enabling, once.
     s.change(|ring, now| ring.enable_key(disabled, now))
         .expect("enables");
-    assert_eq!(s.run_at(T0 + days(200)).rotated, vec![disabled]);
+    assert_eq!(run_at(&s, T0 + days(200)).rotated, vec![disabled]);
     assert_eq!(s.rotations(disabled), vec![(2, T0 + days(200), true)]);
-    assert!(s.run_at(T0 + days(289)).is_empty(), "the period restarts");
+    assert!(run_at(&s, T0 + days(289)).is_empty(), "the period restarts");
 }
 
 #[test]
 fn a_clock_going_back_neither_undoes_nor_repeats_a_rotation() {
-    let s = server();
+    let s = TestServer::new();
     let key = s.create_rotating("k", 90);
-    assert_eq!(s.run_at(T0 + days(90)).rotated, vec![key]);
+    assert_eq!(run_at(&s, T0 + days(90)).rotated, vec![key]);
 
     assert!(
-        s.run_at(T0 + days(10)).is_empty(),
+        run_at(&s, T0 + days(10)).is_empty(),
         "back before the rotation"
     );
     assert_eq!(s.version(key), 2, "not undone");
     assert!(
-        s.run_at(T0 + days(90)).is_empty(),
+        run_at(&s, T0 + days(90)).is_empty(),
         "forward again: not repeated"
     );
-    assert!(s.run_at(T0 + days(100)).is_empty());
+    assert!(run_at(&s, T0 + days(100)).is_empty());
     assert_eq!(s.rotations(key), vec![(2, T0 + days(90), true)]);
-    assert_eq!(s.run_at(T0 + days(180)).rotated, vec![key]);
+    assert_eq!(run_at(&s, T0 + days(180)).rotated, vec![key]);
 }
 
 #[test]
 fn a_destroyed_key_stays_gone_when_the_clock_goes_back_or_the_server_restarts() {
-    let s = server();
+    let s = TestServer::new();
     let key = s.create("doomed");
     s.change(|ring, now| ring.schedule_deletion(key, Some(7), now))
         .expect("schedules");
-    assert_eq!(s.run_at(T0 + days(7)).destroyed, vec![key]);
+    assert_eq!(run_at(&s, T0 + days(7)).destroyed, vec![key]);
 
-    assert!(s.run_at(T0).is_empty(), "back before delete-at");
+    assert!(run_at(&s, T0).is_empty(), "back before delete-at");
     assert_eq!(refusal(s.get(key)), Some(Refusal::KeyNotFound));
-    let (_app, org) = open(s.dir.path(), &s.made, &s.clock);
+    let (_app, org) = s.restart();
     assert_eq!(
         refusal(org.keyring().get_key(key, T0)),
         Some(Refusal::KeyNotFound),
@@ -309,7 +205,7 @@ fn a_destroyed_key_stays_gone_when_the_clock_goes_back_or_the_server_restarts() 
 
 #[test]
 fn a_store_that_cannot_be_written_logs_keeps_its_state_and_catches_up_later() {
-    let s = server();
+    let s = TestServer::new();
     let rotating = s.create_rotating("rotating", 90);
     let doomed = s.create("doomed");
     s.change(|ring, now| ring.schedule_deletion(doomed, Some(7), now))
@@ -343,7 +239,7 @@ fn a_store_that_cannot_be_written_logs_keeps_its_state_and_catches_up_later() {
     std::fs::remove_dir(&file).expect("removes the directory");
     std::fs::rename(&aside, &file).expect("puts the file back");
     assert_eq!(std::fs::read(&file).expect("the org file"), before);
-    let report = s.run_at(T0 + days(90));
+    let report = run_at(&s, T0 + days(90));
     assert_eq!(
         (report.rotated, report.destroyed),
         (vec![rotating], vec![doomed])
@@ -357,10 +253,10 @@ fn a_store_that_cannot_be_written_logs_keeps_its_state_and_catches_up_later() {
 
 #[test]
 fn one_organization_that_cannot_be_written_does_not_stop_the_others() {
-    let s = server();
+    let s = TestServer::new();
     let key = s.create_rotating("k", 90);
     let other = create_org(s.dir.path(), "other", None).expect("a second organization");
-    let (app, _) = open(s.dir.path(), &s.made, &s.clock);
+    let (app, _) = s.restart();
     let broken = crate::server::org::org_path(s.dir.path(), other.org);
     std::fs::remove_file(&broken).expect("removes");
     std::fs::create_dir(&broken).expect("a directory in its place");
