@@ -97,7 +97,8 @@ pub fn create_org(
             "the organization name is empty".into(),
         ));
     }
-    let made = OrgCredentials::generate(name, OffsetDateTime::now_utc());
+    // An offline command (no server, no store): the system's clock.
+    let made = OrgCredentials::generate(name, SystemClock.now());
     import_org(dir, &made, passphrase)?;
     Ok(made)
 }
