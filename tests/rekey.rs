@@ -106,7 +106,7 @@ fn a_seal_budget_below_the_minimum_is_refused_with_one_sentence() {
     let mut args = env.mount_args();
     args.extend_from_slice(&["--seal-budget", "1000"]);
     let out = env.run(&args);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("--seal-budget 1000 is outside 32768..="),

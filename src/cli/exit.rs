@@ -39,6 +39,21 @@ pub enum Exit {
     Damaged,
 }
 
+/// Every exit, in the order of their codes.
+const ALL: [Exit; 11] = [
+    Exit::Ok,
+    Exit::Problems,
+    Exit::Usage,
+    Exit::Io,
+    Exit::Config,
+    Exit::Keystore,
+    Exit::KmsUnavailable,
+    Exit::KmsRefused,
+    Exit::KmsCredentials,
+    Exit::KmsAnswer,
+    Exit::Damaged,
+];
+
 impl Exit {
     /// The number the process exits with.
     pub fn code(self) -> u8 {
@@ -55,6 +70,12 @@ impl Exit {
             Exit::KmsAnswer => 9,
             Exit::Damaged => 10,
         }
+    }
+
+    /// The exit of `code`, for a code that crossed a process boundary (the mount daemon tells
+    /// its parent); `None` for a number no exit has.
+    pub fn of_code(code: u8) -> Option<Self> {
+        ALL.into_iter().find(|exit| exit.code() == code)
     }
 
     /// The code of a KMS failure.
@@ -128,21 +149,18 @@ mod tests {
 
     #[test]
     fn codes_are_distinct_and_stable() {
-        let all = [
-            Exit::Ok,
-            Exit::Problems,
-            Exit::Usage,
-            Exit::Io,
-            Exit::Config,
-            Exit::Keystore,
-            Exit::KmsUnavailable,
-            Exit::KmsRefused,
-            Exit::KmsCredentials,
-            Exit::KmsAnswer,
-            Exit::Damaged,
-        ];
-        let codes: Vec<u8> = all.iter().map(|e| e.code()).collect();
+        let codes: Vec<u8> = ALL.iter().map(|e| e.code()).collect();
         assert_eq!(codes, (0..=10).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn a_code_reads_back_as_its_exit_and_no_other_number_does() {
+        for exit in ALL {
+            assert_eq!(Exit::of_code(exit.code()), Some(exit));
+        }
+        for stray in [11, 42, 255] {
+            assert_eq!(Exit::of_code(stray), None);
+        }
     }
 
     #[test]

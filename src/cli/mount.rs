@@ -136,23 +136,15 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
             drop(ready_tx);
             let mut answer = String::new();
             let _ = ready_rx.read_to_string(&mut answer);
-            if answer.starts_with("ready") {
-                println!(
-                    "Mounted {} at {} (daemon pid {pid}, log {}). Unmount with: kmsfs unmount {}",
-                    cipherdir.display(),
-                    mountpoint.display(),
-                    log_path.display(),
-                    mountpoint.display()
-                );
-                Ok(ExitCode::SUCCESS)
-            } else if let Some(message) = answer.strip_prefix("error ") {
-                Err(CliError::new(message.trim_end().to_string()))
-            } else {
-                Err(CliError::new(format!(
-                    "the daemon exited before the mount was live; see {}",
-                    log_path.display()
-                )))
-            }
+            daemon_answer(&answer, &log_path)?;
+            println!(
+                "Mounted {} at {} (daemon pid {pid}, log {}). Unmount with: kmsfs unmount {}",
+                cipherdir.display(),
+                mountpoint.display(),
+                log_path.display(),
+                mountpoint.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         sys::Forked::Child => {
             drop(ready_rx);
@@ -190,15 +182,15 @@ fn daemon(
     fuse_config: &Config,
     tuning: Tuning,
     log: std::fs::File,
-    mut ready: std::io::PipeWriter,
+    ready: std::io::PipeWriter,
 ) -> i32 {
     let _ = sys::setsid();
-    if sys::redirect_stdio(&log).is_err() {
-        let _ = writeln!(
-            ready,
-            "error cannot redirect the daemon's output to its log"
+    if let Err(e) = sys::redirect_stdio(&log) {
+        let error = CliError::with(
+            Exit::Io,
+            format!("cannot redirect the daemon's output to its log: {e}"),
         );
-        return 1;
+        return i32::from(report_failure(&mut Some(ready), error).exit.code());
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("KMSFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -220,9 +212,39 @@ fn daemon(
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("{}", e.message);
-            1
+            i32::from(e.exit.code())
         }
     }
+}
+
+/// Tells the parent waiting on `ready`, if any, that the start failed: `error CODE SENTENCE`
+/// (see [`daemon_answer`]). Gives `error` back.
+fn report_failure(ready: &mut Option<std::io::PipeWriter>, error: CliError) -> CliError {
+    if let Some(pipe) = ready.as_mut() {
+        let _ = writeln!(pipe, "error {} {}", error.exit.code(), error.message);
+    }
+    error
+}
+
+/// The parent's reading of what the daemon said through the pipe: `ready` once the mount is
+/// live; `error CODE SENTENCE` when it failed, which becomes the same error, exit code
+/// included, as in the foreground; nothing (or anything else) when the daemon died first.
+fn daemon_answer(answer: &str, log_path: &Path) -> CliResult {
+    if answer.starts_with("ready") {
+        return Ok(());
+    }
+    let Some(failure) = answer.strip_prefix("error ") else {
+        return Err(CliError::new(format!(
+            "the daemon exited before the mount was live; see {}",
+            log_path.display()
+        )));
+    };
+    let coded = failure.split_once(' ').and_then(|(code, sentence)| {
+        let exit = Exit::of_code(code.parse().ok()?)?;
+        Some((exit, sentence))
+    });
+    let (exit, sentence) = coded.unwrap_or((Exit::Problems, failure));
+    Err(CliError::with(exit, sentence.trim_end()))
 }
 
 /// What is set on a mount once it is live.
@@ -240,7 +262,7 @@ impl Tuning {
         let seal_budget = match args.seal_budget {
             None => None,
             Some(blocks) => Some(SealBudget::lowered(blocks).ok_or_else(|| {
-                CliError::new(format!(
+                CliError::usage(format!(
                     "--seal-budget {blocks} is outside {MIN_SEAL_BUDGET}..={}",
                     1u64 << 31
                 ))
@@ -255,7 +277,7 @@ impl Tuning {
 }
 
 /// Mounts, sets `tuning` on the mount, and serves until unmounted.
-/// `ready` hears "ready" once the mount is live, or the error.
+/// `ready` hears "ready" once the mount is live, or the error (see [`report_failure`]).
 fn serve(
     cipherdir: &Path,
     mountpoint: &Path,
@@ -265,11 +287,6 @@ fn serve(
     tuning: Tuning,
     mut ready: Option<std::io::PipeWriter>,
 ) -> CliResult {
-    let mut report = |line: &str| {
-        if let Some(pipe) = ready.as_mut() {
-            let _ = writeln!(pipe, "{line}");
-        }
-    };
     if let Err(e) = sys::disable_core_dumps() {
         tracing::warn!("cannot turn core dumps off: {e}");
     }
@@ -283,9 +300,8 @@ fn serve(
     let signals = match sys::block_termination_signals() {
         Ok(set) => set,
         Err(e) => {
-            let message = format!("cannot block signals: {e}");
-            report(&format!("error {message}"));
-            return Err(CliError::new(message));
+            let error = CliError::new(format!("cannot block signals: {e}"));
+            return Err(report_failure(&mut ready, error));
         }
     };
     let kms = keys.kms();
@@ -308,9 +324,11 @@ fn serve(
             })
         }
         Err(e) => {
-            let message = format!("cannot open {}: {e}", cipherdir.display());
-            report(&format!("error {message}"));
-            return Err(CliError::new(message));
+            let error = CliError::with(
+                Exit::Io,
+                format!("cannot open {}: {e}", cipherdir.display()),
+            );
+            return Err(report_failure(&mut ready, error));
         }
     };
     let started = Instant::now();
@@ -325,9 +343,17 @@ fn serve(
     let session = match fuser::Session::new(negotiation, mountpoint, fuse_config) {
         Ok(session) => session,
         Err(e) => {
-            let message = format!("cannot mount at {}: {e}", mountpoint.display());
-            report(&format!("error {message}"));
-            return Err(CliError::new(message));
+            // fuser says InvalidInput for options that do not go together (auto_unmount
+            // without allow_other or allow_root, ro with rw): the command line is wrong.
+            let exit = match e.kind() {
+                std::io::ErrorKind::InvalidInput => Exit::Usage,
+                _ => Exit::Io,
+            };
+            let error = CliError::with(
+                exit,
+                format!("cannot mount at {}: {e}", mountpoint.display()),
+            );
+            return Err(report_failure(&mut ready, error));
         }
     };
     let pid_file = pid_file_path(mountpoint);
@@ -339,14 +365,17 @@ fn serve(
     if let Some((set, clear)) = tuning.access_time
         && let Err(e) = sys::mount_setattr(mountpoint, set, clear)
     {
-        let message = format!("cannot apply the access-time options to the mount: {e}");
-        report(&format!("error {message}"));
+        let error = CliError::with(
+            Exit::Io,
+            format!("cannot apply the access-time options to the mount: {e}"),
+        );
         let _ = sys::umount_lazy(mountpoint);
-        return Err(CliError::new(message));
+        return Err(report_failure(&mut ready, error));
     }
     tracing::info!(cipherdir = %cipherdir.display(), mountpoint = %mountpoint.display(), "mounted");
-    report("ready");
-    drop(ready);
+    if let Some(mut pipe) = ready {
+        let _ = writeln!(pipe, "ready");
+    }
     let unmount_at = mountpoint.to_path_buf();
     std::thread::spawn(move || {
         let sig = sys::wait_for_signal(&signals);
@@ -518,7 +547,7 @@ fn fuse_config(args: &MountArgs, cipherdir: &Path) -> CliResult<Config> {
             "dirsync" => MountOption::DirSync,
             "auto_unmount" => MountOption::AutoUnmount,
             other => {
-                return Err(CliError::new(format!(
+                return Err(CliError::usage(format!(
                     "unknown mount option {other:?} (known: allow_other, allow_root, default_permissions, ro, rw, dev, nodev, suid, nosuid, exec, noexec, atime, noatime, relatime, strictatime, nodiratime, diratime, lazytime, nolazytime, sync, async, dirsync, auto_unmount)"
                 )));
             }
@@ -664,4 +693,45 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> CliResult<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(text: &str) -> Result<(), (u8, String)> {
+        daemon_answer(text, Path::new("/log")).map_err(|e| (e.exit.code(), e.message))
+    }
+
+    #[test]
+    fn the_daemons_error_comes_back_with_its_exit_code() {
+        assert_eq!(answer("ready\n"), Ok(()));
+        assert_eq!(
+            answer("error 2 cannot mount at /p: auto_unmount requires acl != Owner\n"),
+            Err((
+                2,
+                "cannot mount at /p: auto_unmount requires acl != Owner".into()
+            ))
+        );
+        assert_eq!(
+            answer("error 3 cannot open /c: gone"),
+            Err((3, "cannot open /c: gone".into()))
+        );
+    }
+
+    #[test]
+    fn an_answer_without_a_known_code_is_a_plain_failure() {
+        let died = "the daemon exited before the mount was live; see /log".to_string();
+        assert_eq!(answer(""), Err((1, died.clone())));
+        assert_eq!(answer("garbage"), Err((1, died)));
+        assert_eq!(
+            answer("error 99 a code no exit has"),
+            Err((1, "99 a code no exit has".into()))
+        );
+        assert_eq!(
+            answer("error cannot block signals"),
+            Err((1, "cannot block signals".into()))
+        );
+        assert_eq!(answer("error 7"), Err((1, "7".into())));
+    }
 }

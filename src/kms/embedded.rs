@@ -42,6 +42,8 @@ pub(crate) fn test_key(kms: &EmbeddedKms, name: &str) -> Uuid {
     .id
 }
 
+/// The clock moved to [`super::clock`]; these names stay for callers of this module.
+pub use super::clock::{Clock, SystemClock};
 pub use keystore::KdfParams;
 
 use super::keyring::{Keyring, SchedulerReport};
@@ -55,22 +57,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-/// A source of the current time, injected so tests can move it.
-pub trait Clock: Send + Sync {
-    /// The current time.
-    fn now(&self) -> OffsetDateTime;
-}
-
-/// The system's clock, in UTC.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-}
 
 /// The embedded KMS over the keystore file at [`EmbeddedKms::path`]. `Send + Sync`: share it
 /// between threads (and open it again in other processes) freely.

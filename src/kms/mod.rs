@@ -2,6 +2,7 @@
 //! backends.
 //!
 //! - [`keyring`]: the key lifecycle rules as a pure state machine with an injected clock;
+//! - [`clock`]: the wall clock every key lifecycle takes `now` from, injected;
 //! - [`embedded`]: the keyring over a sealed keystore file (the default backend);
 //! - [`blob`]: the self-describing ciphertext blob of `encrypt` and `generate-data-key`;
 //! - [`remote`]: an HTTP client of any Exoscale-v2-compatible KMS, requests signed by [`sign`];
@@ -14,6 +15,7 @@
 
 pub mod backoff;
 pub mod blob;
+pub mod clock;
 pub mod embedded;
 mod error;
 pub mod keyring;

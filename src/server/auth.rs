@@ -53,7 +53,7 @@ impl FromRequest<Arc<App>> for Signed {
         let body = axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES)
             .await
             .map_err(|_| ApiError::TooLarge)?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now = app.now().unix_timestamp();
         // Check the clock before looking the key up, so stale requests cost no rescan.
         sign::check_expiry(auth.expires, now).map_err(|e| ApiError::Forbidden(e.to_string()))?;
         let (org, secret) = app
@@ -70,5 +70,73 @@ impl FromRequest<Arc<App>> for Signed {
             },
             body,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kms::sign::{MAX_EXPIRY_AHEAD_SECS, SIGNATURE_LIFETIME_SECS, SignError};
+    use crate::server::testing::{T0, TestServer};
+
+    /// `GET /v2/kms-key` signed by the organization of `s`, expiring at `expires`, checked at
+    /// the server clock's time: the caller's organization, or why it was refused.
+    fn check(s: &TestServer, expires: i64) -> Result<uuid::Uuid, String> {
+        let path = "/v2/kms-key";
+        let header = sign::authorization(&s.made.credentials, "GET", path, b"", &[], expires);
+        let request = axum::http::Request::builder()
+            .method("GET")
+            .uri(path)
+            .header(header::AUTHORIZATION, header)
+            .body(axum::body::Body::empty())
+            .expect("a request");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        match runtime.block_on(Signed::from_request(request, &s.app)) {
+            Ok(signed) => Ok(signed.caller.org.id),
+            Err(ApiError::Forbidden(why)) => Err(why),
+            Err(other) => panic!("refused otherwise: {}", other.title()),
+        }
+    }
+
+    #[test]
+    fn a_signature_is_checked_against_the_servers_clock() {
+        let s = TestServer::new();
+        let expires = T0.unix_timestamp() + SIGNATURE_LIFETIME_SECS;
+        assert_eq!(
+            check(&s, expires),
+            Ok(s.org.id),
+            "T0 is long past for the system"
+        );
+        s.clock
+            .advance(time::Duration::seconds(SIGNATURE_LIFETIME_SECS));
+        assert_eq!(check(&s, expires), Ok(s.org.id), "valid up to its expiry");
+    }
+
+    #[test]
+    fn a_signature_past_its_expiry_on_the_servers_clock_is_refused() {
+        let s = TestServer::new();
+        let expires = T0.unix_timestamp() + SIGNATURE_LIFETIME_SECS;
+        s.clock
+            .advance(time::Duration::seconds(SIGNATURE_LIFETIME_SECS + 1));
+        let now = s.app.now().unix_timestamp();
+        let expired = SignError::Expired { expires, now }.to_string();
+        assert_eq!(check(&s, expires), Err(expired));
+    }
+
+    #[test]
+    fn a_signature_expiring_too_far_past_the_servers_clock_is_refused() {
+        let s = TestServer::new();
+        let expires = T0.unix_timestamp() + MAX_EXPIRY_AHEAD_SECS + 1;
+        let ahead = SignError::TooFarAhead { expires }.to_string();
+        assert_eq!(check(&s, expires), Err(ahead));
+        s.clock.advance(time::Duration::seconds(1));
+        assert_eq!(
+            check(&s, expires),
+            Ok(s.org.id),
+            "a second later it is in range"
+        );
     }
 }

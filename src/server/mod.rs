@@ -7,7 +7,11 @@
 //! - [`store`]: organizations in memory and on disk; [`org`]: the org file and credentials;
 //!   [`root`]: the root key that seals them; [`audit`]: the audit log; [`tls`]: HTTPS;
 //! - [`peer`]: the other zones and the keys derived from their shared secret;
-//!   [`replication`]: the tasks that push multi-zone keys to their replicas.
+//!   [`replication`]: the tasks that push multi-zone keys to their replicas;
+//! - [`scheduler`]: automatic rotations and due deletions, every minute.
+//!
+//! Every wall-clock time (key lifecycles, signature expiry, audit lines) comes from the
+//! [`Store`]'s injected clock ([`crate::kms::clock`]).
 //!
 //! The keyring ([`crate::kms::keyring`]) holds every rule and knows nothing of HTTP.
 
@@ -20,7 +24,10 @@ mod problem;
 mod replication;
 mod root;
 mod routes;
+mod scheduler;
 mod store;
+#[cfg(test)]
+mod testing;
 mod tls;
 
 pub use org::OrgCredentials;
@@ -29,16 +36,15 @@ pub use problem::{ApiError, PROBLEM_JSON};
 pub use store::{Store, create_org, import_org};
 
 use crate::crypto::SecretBytes;
+use crate::kms::clock::SystemClock;
 use crate::kms::{FileError, KmsError};
 use audit::AuditLog;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-/// How often the rotation scheduler runs.
-pub const SCHEDULER_INTERVAL: Duration = Duration::from_secs(60);
+pub use scheduler::SCHEDULER_INTERVAL;
 
 /// Why the server could not start or keep its state.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +169,11 @@ pub(crate) struct App {
 }
 
 impl App {
+    /// The current time of the server's clock (see [`Store::now`]).
+    pub(crate) fn now(&self) -> time::OffsetDateTime {
+        self.store.now()
+    }
+
     /// Tells the replication tasks that a key changed.
     pub(crate) fn changed(&self) {
         if let Some(replication) = &self.replication {
@@ -246,7 +257,13 @@ pub async fn serve(
     let secret = options.peer_secret.map(Arc::new);
     let store_secret = secret.clone();
     let store = tokio::task::spawn_blocking(move || {
-        Store::open_with(&data, &zone, passphrase.as_ref(), store_secret)
+        Store::open_with(
+            &data,
+            &zone,
+            passphrase.as_ref(),
+            store_secret,
+            Arc::new(SystemClock),
+        )
     })
     .await
     .map_err(|source| ServerError::Task {
@@ -278,7 +295,7 @@ pub async fn serve(
         })?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     on_listening(&format!("{scheme}://{addr}/v2"));
-    let scheduler = tokio::spawn(run_scheduler(Arc::clone(&app)));
+    let scheduler = tokio::spawn(scheduler::run(Arc::clone(&app)));
     let replicators = replication::spawn_tasks(&app);
     let router = routes::router(Arc::clone(&app));
     let served = match tls {
@@ -299,37 +316,4 @@ pub async fn serve(
     }
     app.audit.flush();
     served.map_err(ServerError::Serve)
-}
-
-/// Runs every organization's rotation scheduler every [`SCHEDULER_INTERVAL`]; a run that
-/// changed something is written before the next.
-async fn run_scheduler(app: Arc<App>) {
-    let mut ticks = tokio::time::interval(SCHEDULER_INTERVAL);
-    loop {
-        ticks.tick().await;
-        let store = Arc::clone(&app.store);
-        let ran = tokio::task::spawn_blocking(move || {
-            for org in store.orgs() {
-                let result = store.mutate(&org, |ring, now| {
-                    let report = ring.run_scheduler(now);
-                    let changed = !report.is_empty();
-                    Ok((report, changed))
-                });
-                match result {
-                    Ok(report) if !report.is_empty() => tracing::info!(
-                        org = %org.id,
-                        rotated = ?report.rotated,
-                        destroyed = ?report.destroyed,
-                        "scheduler"
-                    ),
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(org = %org.id, "scheduler: {e}"),
-                }
-            }
-        })
-        .await;
-        if let Err(e) = ran {
-            tracing::error!("the scheduler failed: {e}");
-        }
-    }
 }

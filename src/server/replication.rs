@@ -22,7 +22,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use time::OffsetDateTime;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -69,7 +68,7 @@ async fn run_peer(app: Arc<App>, zone: String) {
             () = tokio::time::sleep(TICK) => {}
             () = replication.wake.notified() => {}
         }
-        let now = OffsetDateTime::now_utc();
+        let now = app.now();
         let work: Vec<(Arc<Org>, ReplicaLag)> = app
             .store
             .orgs()
@@ -120,7 +119,7 @@ pub(crate) async fn push(
 ) -> Result<u64, String> {
     let watermark = org
         .keyring()
-        .get_key(key, OffsetDateTime::now_utc())
+        .get_key(key, app.now())
         .map(|k| k.revision.seq)
         .unwrap_or(0);
     let result = send(app, org, key, zone).await;
@@ -178,12 +177,13 @@ async fn send(app: &Arc<App>, org: &Org, key: Uuid, zone: &str) -> Result<u64, S
         .get(zone)
         .ok_or_else(|| format!("zone {zone} is not a configured peer"))?;
     let (record, watermark) = {
+        let now = app.now();
         let ring = org.keyring();
         let record = ring
-            .replica_record(key, OffsetDateTime::now_utc())
+            .replica_record(key, now)
             .map_err(|e| format!("the primary cannot be copied: {e}"))?;
         let watermark = ring
-            .get_key(key, OffsetDateTime::now_utc())
+            .get_key(key, now)
             .map_err(|e| e.to_string())?
             .revision
             .seq;
@@ -214,7 +214,7 @@ async fn send(app: &Arc<App>, org: &Org, key: Uuid, zone: &str) -> Result<u64, S
         .map_err(|e| format!("the peer URL {url} is invalid: {e}"))?
         .path()
         .to_string();
-    let expires = OffsetDateTime::now_utc().unix_timestamp() + 60;
+    let expires = app.now().unix_timestamp() + 60;
     let credentials = peers.secret.credentials(&peers.own_zone);
     let authorization = sign::authorization(&credentials, "POST", &path, &body, &[], expires);
     let response = replication

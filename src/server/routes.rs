@@ -118,7 +118,7 @@ impl Call {
         op: impl FnOnce(&Keyring, OffsetDateTime) -> Result<T, KmsError>,
     ) -> Result<T, ApiError> {
         let keyring = self.signed.caller.org.keyring();
-        op(&keyring, OffsetDateTime::now_utc()).map_err(ApiError::from)
+        op(&keyring, self.app.now()).map_err(ApiError::from)
     }
 
     /// Runs a change of the caller's keyring on a blocking thread; it is durable on return.
@@ -160,7 +160,7 @@ impl Call {
             Err(e) => tracing::debug!("refused: {}: {}", e.title(), e.detail()),
         });
         self.app.audit.record(AuditRecord {
-            time: OffsetDateTime::now_utc(),
+            time: self.app.now(),
             org: self.signed.caller.org.id,
             api_key: self.signed.caller.api_key,
             operation: self.operation,

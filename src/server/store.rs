@@ -12,6 +12,7 @@ use super::org::{self, OrgCredentials, OrgState};
 use super::peer::{PeerSecret, ensure_default_key};
 use super::root::RootKey;
 use crate::crypto::SecretBytes;
+use crate::kms::clock::{Clock, SystemClock};
 use crate::kms::keyring::Keyring;
 use crate::kms::seal;
 use crate::kms::sign::Credentials;
@@ -52,7 +53,9 @@ pub struct Store {
     peer_secret: Option<Arc<PeerSecret>>,
     orgs: RwLock<HashMap<Uuid, Arc<Org>>>,
     by_api_key: RwLock<HashMap<String, (Arc<Org>, SecretBytes)>>,
+    /// Monotonic, for the rescan rate limit only; key lifecycles take `clock`.
     last_scan: tokio::sync::Mutex<Option<Instant>>,
+    clock: Arc<dyn Clock>,
 }
 
 /// Creates the data directory (0700) and its `orgs/` directory.
@@ -94,7 +97,8 @@ pub fn create_org(
             "the organization name is empty".into(),
         ));
     }
-    let made = OrgCredentials::generate(name, OffsetDateTime::now_utc());
+    // An offline command (no server, no store): the system's clock.
+    let made = OrgCredentials::generate(name, SystemClock.now());
     import_org(dir, &made, passphrase)?;
     Ok(made)
 }
@@ -170,11 +174,11 @@ impl Store {
         zone: &str,
         passphrase: Option<&SecretBytes>,
     ) -> Result<Self, ServerError> {
-        Self::open_with(dir, zone, passphrase, None)
+        Self::open_with(dir, zone, passphrase, None, Arc::new(SystemClock))
     }
 
-    /// [`Store::open`] for a zone of a multi-zone deployment: Default Organization Keys are
-    /// derived from `peer_secret`.
+    /// [`Store::open`] with the clock every key lifecycle takes `now` from, and for a zone of a
+    /// multi-zone deployment: Default Organization Keys are derived from `peer_secret`.
     ///
     /// # Errors
     /// As [`Store::open`].
@@ -183,6 +187,7 @@ impl Store {
         zone: &str,
         passphrase: Option<&SecretBytes>,
         peer_secret: Option<Arc<PeerSecret>>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Self, ServerError> {
         create_dirs(dir)?;
         let root = RootKey::open_or_create(dir, passphrase)?;
@@ -194,6 +199,7 @@ impl Store {
             orgs: RwLock::new(HashMap::new()),
             by_api_key: RwLock::new(HashMap::new()),
             last_scan: tokio::sync::Mutex::new(None),
+            clock,
         };
         for (id, path) in org_files(dir)? {
             store.load(id, &path)?;
@@ -204,6 +210,12 @@ impl Store {
     /// The zone this server serves.
     pub fn zone(&self) -> &str {
         &self.zone
+    }
+
+    /// The current time of the store's clock: the `now` of every key lifecycle rule, signature
+    /// expiry check and audit line.
+    pub(crate) fn now(&self) -> OffsetDateTime {
+        self.clock.now()
     }
 
     /// Every organization loaded.
@@ -237,7 +249,7 @@ impl Store {
             id,
             state.created_at,
             self.peer_secret.as_deref(),
-            OffsetDateTime::now_utc(),
+            self.now(),
         );
         let org = Arc::new(Org {
             id,
@@ -366,7 +378,7 @@ impl Store {
     ) -> Result<T, KmsError> {
         let _writer = org.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = org.keyring().clone();
-        let (value, changed) = change(&mut next, OffsetDateTime::now_utc())?;
+        let (value, changed) = change(&mut next, self.now())?;
         if changed {
             self.persist(org, &next)?;
             *org.keyring.write().unwrap_or_else(PoisonError::into_inner) = next;

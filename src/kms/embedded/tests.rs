@@ -3,10 +3,10 @@
 use super::*;
 use crate::kms::Refusal;
 use crate::kms::blob::blob_key_version;
+use crate::kms::clock::ManualClock;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::Mutex;
 use time::macros::datetime;
 
 const T0: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
@@ -15,22 +15,6 @@ const CHEAP: KdfParams = KdfParams {
     t_cost: 1,
     p_cost: 1,
 };
-
-/// A clock the test moves by hand.
-struct FakeClock(Mutex<OffsetDateTime>);
-
-impl FakeClock {
-    fn advance_days(&self, days: i64) {
-        let mut now = self.0.lock().expect("clock lock");
-        *now += time::Duration::days(days);
-    }
-}
-
-impl Clock for FakeClock {
-    fn now(&self) -> OffsetDateTime {
-        *self.0.lock().expect("clock lock")
-    }
-}
 
 fn pass(text: &str) -> SecretBytes {
     SecretBytes::new(text.as_bytes().to_vec())
@@ -49,13 +33,13 @@ struct Setup {
     _dir: tempfile::TempDir,
     path: PathBuf,
     kms: EmbeddedKms,
-    clock: Arc<FakeClock>,
+    clock: Arc<ManualClock>,
 }
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("keystore");
-    let clock = Arc::new(FakeClock(Mutex::new(T0)));
+    let clock = Arc::new(ManualClock::new(T0));
     let kms = EmbeddedKms::create_with_params(
         &path,
         &pass("correct horse"),
@@ -373,4 +357,121 @@ fn scheduler_uses_the_injected_clock_and_writes_only_when_it_changes_something()
     s.clock.advance_days(7);
     assert_eq!(s.kms.run_scheduler().expect("runs").destroyed, vec![key.id]);
     assert!(is_refused(reopened.get_key(key.id), Refusal::KeyNotFound));
+}
+
+/// A key of `s` rotating automatically every `days` days, the first time `days` from now.
+fn rotating_key(s: &Setup, name: &str, days: i64) -> Uuid {
+    let key = s.kms.create_key(&request(name)).expect("creates");
+    s.kms
+        .disable_rotation(key.id)
+        .expect("the default goes off");
+    s.kms
+        .enable_rotation(key.id, Some(days))
+        .expect("rotation on");
+    key.id
+}
+
+/// The versions of the rotations of `id`, oldest first.
+fn rotated_versions(kms: &EmbeddedKms, id: Uuid) -> Vec<u32> {
+    let rotations = kms.list_rotations(id).expect("lists");
+    rotations.iter().map(|r| r.version).collect()
+}
+
+#[test]
+fn housekeeping_rotates_a_key_once_per_period_at_the_clocks_time() {
+    let s = setup();
+    let key = rotating_key(&s, "k", 90);
+    s.clock.advance_days(89);
+    assert_eq!(s.kms.housekeeping().expect("runs"), None);
+    s.clock.advance_days(1);
+    let line = s.kms.housekeeping().expect("runs").expect("a line");
+    assert!(line.contains(&key.to_string()), "{line}");
+    assert_eq!(rotated_versions(&s.kms, key), vec![2]);
+    let rotation = &s.kms.list_rotations(key).expect("lists")[0];
+    assert_eq!(
+        (rotation.rotated_at, rotation.automatic),
+        (T0 + time::Duration::days(90), true)
+    );
+    assert_eq!(s.kms.housekeeping().expect("runs"), None, "not twice");
+    s.clock.advance_days(90);
+    assert!(s.kms.housekeeping().expect("runs").is_some());
+    let reopened = EmbeddedKms::open(&s.path, &pass("correct horse")).expect("opens");
+    assert_eq!(rotated_versions(&reopened, key), vec![2, 3], "written");
+}
+
+#[test]
+fn housekeeping_destroys_a_key_at_delete_at_and_spares_a_cancelled_one() {
+    let s = setup();
+    let doomed = s.kms.create_key(&request("doomed")).expect("creates").id;
+    let spared = s.kms.create_key(&request("spared")).expect("creates").id;
+    let delete_at = s.kms.schedule_deletion(doomed, Some(7)).expect("schedules");
+    s.kms.schedule_deletion(spared, Some(7)).expect("schedules");
+    assert_eq!(delete_at, T0 + time::Duration::days(7));
+    s.clock.advance_days(6);
+    assert_eq!(s.kms.housekeeping().expect("runs"), None);
+    assert!(is_refused(
+        s.kms.rotate_key(doomed),
+        Refusal::KeyPendingDeletion
+    ));
+    assert!(is_refused(
+        s.kms.enable_key(doomed),
+        Refusal::KeyPendingDeletion
+    ));
+    s.kms
+        .cancel_deletion(spared)
+        .expect("cancels before delete-at");
+
+    s.clock.advance_days(1);
+    let line = s.kms.housekeeping().expect("runs").expect("a line");
+    assert!(
+        line.contains("destroyed") && line.contains(&doomed.to_string()),
+        "{line}"
+    );
+    assert!(!line.contains(&spared.to_string()), "{line}");
+    assert!(is_refused(s.kms.get_key(doomed), Refusal::KeyNotFound));
+    assert!(is_refused(
+        s.kms.cancel_deletion(doomed),
+        Refusal::KeyNotFound
+    ));
+    let kept = s.kms.get_key(spared).expect("kept");
+    assert_eq!(kept.status, wire::KeyStatus::Disabled);
+}
+
+#[test]
+fn housekeeping_skips_a_disabled_key_and_a_clock_going_back_changes_nothing() {
+    let s = setup();
+    let key = rotating_key(&s, "k", 90);
+    let disabled = rotating_key(&s, "disabled", 90);
+    s.kms.disable_key(disabled).expect("disables");
+    s.clock.advance_days(90);
+    let line = s.kms.housekeeping().expect("runs").expect("a line");
+    assert!(!line.contains(&disabled.to_string()), "{line}");
+    assert_eq!(rotated_versions(&s.kms, disabled), Vec::<u32>::new());
+
+    s.clock.advance_days(-80);
+    assert_eq!(s.kms.housekeeping().expect("runs"), None, "back in time");
+    s.clock.advance_days(80);
+    assert_eq!(s.kms.housekeeping().expect("runs"), None, "forward again");
+    assert_eq!(
+        rotated_versions(&s.kms, key),
+        vec![2],
+        "neither undone nor repeated"
+    );
+}
+
+#[test]
+fn housekeeping_on_a_keystore_it_cannot_read_fails_and_changes_nothing() {
+    let s = setup();
+    let key = rotating_key(&s, "k", 90);
+    let aside = s.path.with_extension("aside");
+    std::fs::rename(&s.path, &aside).expect("moves the keystore aside");
+    std::fs::create_dir(&s.path).expect("a directory in its place");
+    s.clock.advance_days(90);
+    assert!(matches!(s.kms.housekeeping(), Err(KmsError::Keystore(_))));
+
+    std::fs::remove_dir(&s.path).expect("removes the directory");
+    std::fs::rename(&aside, &s.path).expect("puts the keystore back");
+    assert_eq!(rotated_versions(&s.kms, key), Vec::<u32>::new());
+    assert!(s.kms.housekeeping().expect("runs").is_some());
+    assert_eq!(rotated_versions(&s.kms, key), vec![2], "once");
 }

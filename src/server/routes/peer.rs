@@ -22,7 +22,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use std::sync::Arc;
-use time::OffsetDateTime;
 
 /// Checks a peer's signature; returns the caller's zone and the raw body.
 async fn authenticate(
@@ -49,7 +48,7 @@ async fn authenticate(
         .await
         .map_err(|_| ApiError::TooLarge)?;
     let credentials = peers.secret.credentials(&zone);
-    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let now = app.now().unix_timestamp();
     sign::verify(&credentials.secret, &auth, "POST", &path, &body, &[], now)
         .map_err(|e| ApiError::Forbidden(format!("peer {zone}: {e}")))?;
     Ok((zone, body))
@@ -98,7 +97,7 @@ pub(super) async fn replica(State(app): State<Arc<App>>, request: Request) -> Re
     }
     if let Some(org) = org_id {
         app.audit.record(AuditRecord {
-            time: OffsetDateTime::now_utc(),
+            time: app.now(),
             org,
             api_key: format!("{PEER_CREDENTIAL_PREFIX}{zone}"),
             operation: "replica-push",
