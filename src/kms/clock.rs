@@ -6,7 +6,6 @@
 //! Monotonic time (`Instant`, for timeouts, backoff and rate limits) is not a clock of this
 //! kind and stays where it is used.
 
-use std::sync::{Mutex, PoisonError};
 use time::OffsetDateTime;
 
 /// A source of the current time, injected so that tests can move it.
@@ -26,23 +25,31 @@ impl Clock for SystemClock {
 }
 
 /// A clock that stands still until it is set or advanced (for tests; it may also be set back).
+#[cfg(test)]
 #[derive(Debug)]
-pub struct ManualClock(Mutex<OffsetDateTime>);
+pub struct ManualClock(std::sync::Mutex<OffsetDateTime>);
 
+#[cfg(test)]
 impl ManualClock {
     /// A clock showing `at`.
     pub fn new(at: OffsetDateTime) -> Self {
-        ManualClock(Mutex::new(at))
+        ManualClock(std::sync::Mutex::new(at))
     }
 
     /// Shows `at` from now on.
     pub fn set(&self, at: OffsetDateTime) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = at;
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
     }
 
     /// Moves the clock by `by` (backwards when negative).
     pub fn advance(&self, by: time::Duration) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) += by;
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) += by;
     }
 
     /// Moves the clock by `days` days (backwards when negative).
@@ -51,9 +58,13 @@ impl ManualClock {
     }
 }
 
+#[cfg(test)]
 impl Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
