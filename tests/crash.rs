@@ -29,10 +29,11 @@
 
 mod common;
 
-use common::crash::{self, CrashMount, FsckFile, LoopVolume, Throttle};
+use common::crash::{self, CrashMount, FsckFile, Throttle};
 use common::kms_server::{self, ServerGuard};
+use common::volume::LoopVolume;
 use common::{Env, MountGuard, Rng, pattern};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -760,7 +761,7 @@ fn the_mount_daemon_killed_inside_throttled_large_writes_keeps_every_fsynced_byt
     env.init();
     let bps = 8 * MIB;
     let throttle = Throttle::new(
-        &volume.dev,
+        &volume.loop_device.dev,
         bps,
         &format!("kmsfs-crash-{}", std::process::id()),
     );
@@ -778,8 +779,8 @@ fn the_mount_daemon_killed_inside_throttled_large_writes_keeps_every_fsynced_byt
     println!(
         "{} at {bps} B/s on {} ({}) with its bdi strict_limit and max_bytes 1 MiB: 16 MiB written and fsynced in {took:?}",
         throttle.kind(),
-        volume.device,
-        volume.dev
+        volume.loop_device.device,
+        volume.loop_device.dev
     );
     assert!(
         took >= Duration::from_secs_f64(16.0 * MIB as f64 / bps as f64 / 2.0),
@@ -863,25 +864,6 @@ fn the_model_allows_fsynced_and_written_bytes_and_nothing_else() {
     assert!(model.touched().is_empty());
 }
 
-fn key_id(env: &Env) -> String {
-    let conf: Value =
-        serde_json::from_str(&fs::read_to_string(env.cipher.join("kmsfs.conf")).expect("conf"))
-            .expect("json");
-    conf["key-id"].as_str().expect("key id").to_string()
-}
-
-fn rotate(env: &Env) {
-    env.ok(&[
-        "key",
-        "rotate",
-        &key_id(env),
-        "--keystore",
-        Env::s(&env.keystore),
-        "--passphrase-file",
-        Env::s(&env.passfile),
-    ]);
-}
-
 /// The headers (first 512 bytes) of every non-empty cipher file but `kmsfs.conf`.
 fn headers(cipher: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut found = BTreeMap::new();
@@ -949,7 +931,7 @@ fn rewrap_killed_at_random_moments_leaves_every_file_readable_and_a_rerun_finish
     mount.unmount();
     // One whole run, timed: the first header changes after the keystore is open; the kills
     // fall in the span of the header changes (three rounds in four) or anywhere in the run.
-    rotate(&env);
+    env.rotate_key();
     let before = headers(&env.cipher);
     let started = Instant::now();
     let mut child = spawn_rewrap(&env, 2, &[]);
@@ -963,7 +945,7 @@ fn rewrap_killed_at_random_moments_leaves_every_file_readable_and_a_rerun_finish
     for round in 0..crash::rounds(3) {
         let mut target = Vec::new();
         if rotations < 9 {
-            rotate(&env);
+            env.rotate_key();
             rotations += 1;
         } else {
             target = vec!["--to-key".to_string(), env.create_key(&format!("k{round}"))];

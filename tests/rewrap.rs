@@ -9,25 +9,6 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-fn key_id(env: &Env) -> String {
-    let conf: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(env.cipher.join("kmsfs.conf")).expect("conf"))
-            .expect("json");
-    conf["key-id"].as_str().expect("key id").to_string()
-}
-
-fn rotate(env: &Env) {
-    env.ok(&[
-        "key",
-        "rotate",
-        &key_id(env),
-        "--keystore",
-        Env::s(&env.keystore),
-        "--passphrase-file",
-        Env::s(&env.passfile),
-    ]);
-}
-
 /// `kmsfs rewrap` that must succeed; its stdout.
 fn rewrap(env: &Env, extra: &[&str]) -> String {
     let out = env.rewrap_with(extra);
@@ -104,7 +85,7 @@ fn rewrap_of_1000_files_changes_every_header_and_no_content_byte() {
     let (names, cipher) = populate(&env, 1000);
     let before = snapshot(&cipher);
     let non_empty = before.iter().filter(|(h, _)| !h.is_empty()).count();
-    rotate(&env);
+    env.rotate_key();
     let dry = rewrap(&env, &["--dry-run"]);
     assert!(dry.contains(&format!("{non_empty} to rewrap")), "{dry}");
     assert_eq!(snapshot(&cipher), before, "a dry run changes nothing");
@@ -163,7 +144,7 @@ fn rewrap_killed_half_way_leaves_every_file_readable_and_a_rerun_finishes() {
     env.init();
     let (_, cipher) = populate(&env, 1000);
     let before = snapshot(&cipher);
-    rotate(&env);
+    env.rotate_key();
     let mut child = env
         .cmd()
         .args([
@@ -232,7 +213,7 @@ fn rewrap_on_a_mounted_directory_with_a_file_held_open() {
         .write(true)
         .open(env.plain.join("f7"))
         .expect("open");
-    rotate(&env);
+    env.rotate_key();
     let summary = rewrap(&env, &[]);
     assert!(summary.contains("50 rewrapped, 0 failed"), "{summary}");
     // The open file keeps working, reads and writes.
@@ -268,7 +249,7 @@ fn rewrap_to_another_key_moves_version_2_files_and_everything_reads() {
     let (names, cipher) = populate(&env, 200);
     let before = snapshot(&cipher);
     let non_empty = before.iter().filter(|(h, _)| !h.is_empty()).count();
-    let old = uuid::Uuid::parse_str(&key_id(&env)).expect("uuid");
+    let old = uuid::Uuid::parse_str(&env.key_id()).expect("uuid");
 
     // A key that does not exist: refused before any header is touched.
     let nowhere = uuid::Uuid::from_bytes([0x5a; 16]).to_string();

@@ -5,58 +5,11 @@
 
 mod common;
 
-use common::{Env, pattern};
+use common::volume::{LoopDevice, LoopVolume};
+use common::{Env, pattern, run};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-/// Runs a command and insists on success; returns stdout.
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A loop device over an image file; detached on drop.
-struct LoopDevice(String);
-
-impl LoopDevice {
-    fn attach(image: &Path) -> LoopDevice {
-        let device = run("losetup", &["-f", "--show", Env::s(image)]);
-        LoopDevice(device.trim().to_string())
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).output();
-    }
-}
-
-/// An ext4 filesystem mounted from a loop device; unmounted on drop.
-struct VolumeMount(PathBuf);
-
-impl VolumeMount {
-    fn mount(device: &LoopDevice, at: &Path, options: &str) -> VolumeMount {
-        std::fs::create_dir_all(at).expect("mkdir volume mount point");
-        run("mount", &["-o", options, &device.0, Env::s(at)]);
-        VolumeMount(at.to_path_buf())
-    }
-}
-
-impl Drop for VolumeMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).output();
-    }
-}
 
 fn allocated(path: &Path) -> u64 {
     std::fs::metadata(path).expect("stat").blocks() * 512
@@ -82,8 +35,8 @@ fn a_disk_image_on_the_mount_works_as_a_volume_and_fstrim_frees_space() {
     let cipher_image = env.cipher_path("disk.img");
     {
         let device = LoopDevice::attach(&image);
-        run("mkfs.ext4", &["-q", "-F", &device.0]);
-        let mounted = VolumeMount::mount(&device, &volume, "rw");
+        run("mkfs.ext4", &["-q", "-F", &device.device]);
+        let mounted = LoopVolume::mount(device, &volume, "rw");
         for i in 0..FILES {
             let dir = volume.join(format!("d{}", i % 12));
             std::fs::create_dir_all(&dir).expect("mkdir");
@@ -116,7 +69,7 @@ fn a_disk_image_on_the_mount_works_as_a_volume_and_fstrim_frees_space() {
     let _guard = env.mount();
     let device = LoopDevice::attach(&image);
     let fsck = Command::new("fsck.ext4")
-        .args(["-f", "-n", &device.0])
+        .args(["-f", "-n", &device.device])
         .output()
         .expect("run fsck.ext4");
     assert!(
@@ -125,7 +78,7 @@ fn a_disk_image_on_the_mount_works_as_a_volume_and_fstrim_frees_space() {
         String::from_utf8_lossy(&fsck.stdout),
         String::from_utf8_lossy(&fsck.stderr)
     );
-    let _mounted = VolumeMount::mount(&device, &volume, "ro");
+    let _mounted = LoopVolume::mount(device, &volume, "ro");
     for i in 0..FILES {
         let path = volume.join(format!("d{}/f{i}", i % 12));
         if i % 2 == 0 {

@@ -34,7 +34,7 @@ pub use walk::{
     cipher_files, remove_orphan, walk_tree,
 };
 
-use crate::config::CONF_NAME;
+use crate::config::{CONF_NAME, CONF_TEMP_NAME};
 use crate::sys;
 use inode::InodeTable;
 use keys::KeyPath;
@@ -63,7 +63,7 @@ impl std::fmt::Display for FsError {
 pub type FsResult<T> = Result<T, FsError>;
 
 /// Names in the cipher directory's root that the mount never shows.
-const HIDDEN_ROOT_NAMES: [&str; 2] = [CONF_NAME, ".kmsfs.conf.tmp"];
+const HIDDEN_ROOT_NAMES: [&str; 2] = [CONF_NAME, CONF_TEMP_NAME];
 
 /// The encrypted filesystem over one cipher directory.
 pub struct CryptFs {

@@ -41,23 +41,10 @@ impl CryptFs {
             result => result?,
         };
         if !sealed {
-            // The backing call held it to `size` (with size 0 it only measured).
-            return Ok(if size == 0 {
-                vec![0; n]
-            } else {
-                buf.truncate(n);
-                buf
-            });
+            return Ok(held_by_backing(buf, n, size));
         }
         buf.truncate(n);
-        let value = self.shown_xattr_value(&inode, name, &cname, &buf)?;
-        if size == 0 {
-            return Ok(vec![0; value.len()]);
-        }
-        if value.len() > size as usize {
-            return Err(FsError(libc::ERANGE));
-        }
-        Ok(value)
+        fitted(self.shown_xattr_value(&inode, name, &cname, &buf)?, size)
     }
 
     /// Sets extended attribute `name` for `caller`. Setting a file's access ACL changes its
@@ -102,23 +89,10 @@ impl CryptFs {
             sys::listxattr(path, buf, link)
         })?;
         if !whole {
-            // The backing call held it to `size` (with size 0 it only measured).
-            return Ok(if size == 0 {
-                vec![0; n]
-            } else {
-                buf.truncate(n);
-                buf
-            });
+            return Ok(held_by_backing(buf, n, size));
         }
         buf.truncate(n);
-        let list = self.shown_xattr_list(&inode, &buf);
-        if size == 0 {
-            return Ok(vec![0; list.len()]);
-        }
-        if list.len() > size as usize {
-            return Err(FsError(libc::ERANGE));
-        }
-        Ok(list)
+        fitted(self.shown_xattr_list(&inode, &buf), size)
     }
 
     /// Removes extended attribute `name`.
@@ -165,4 +139,26 @@ fn on_xattrs<R, S: ?Sized>(
         return Err(FsError(libc::ESTALE));
     }
     Ok(call(&path, true, state)?)
+}
+
+/// The answer of a backing get or list call made with the caller's `size` (0: it only
+/// measured): its `n` bytes in `buf`, or for size 0 as many placeholder bytes (the length).
+fn held_by_backing(mut buf: Vec<u8>, n: usize, size: u32) -> Vec<u8> {
+    if size == 0 {
+        return vec![0; n];
+    }
+    buf.truncate(n);
+    buf
+}
+
+/// `value` for a caller that asked with buffer `size`: for size 0 its length alone (as
+/// placeholder bytes); ERANGE when it does not fit.
+fn fitted(value: Vec<u8>, size: u32) -> FsResult<Vec<u8>> {
+    if size == 0 {
+        return Ok(vec![0; value.len()]);
+    }
+    if value.len() > size as usize {
+        return Err(FsError(libc::ERANGE));
+    }
+    Ok(value)
 }

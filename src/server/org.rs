@@ -67,7 +67,7 @@ impl OrgCredentials {
     pub fn generate(name: &str, now: OffsetDateTime) -> Self {
         let mut id = [0u8; 12];
         fill_random(&mut id);
-        let key: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let key = hex::encode(id);
         let mut raw = Zeroizing::new([0u8; 32]);
         fill_random(raw.as_mut());
         let secret = URL_SAFE_NO_PAD.encode(raw.as_ref());

@@ -36,21 +36,6 @@ pub fn seed(test: &str) -> u64 {
     seed
 }
 
-/// Runs a command and insists on success; returns stdout.
-pub fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// True while process `pid` runs (a zombie has stopped running).
 pub fn alive(pid: u32) -> bool {
     kmsfs::sys::process_alive(pid as libc::pid_t)
@@ -249,62 +234,6 @@ impl Drop for CrashMount {
             kill_9(self.pid);
         }
         lazy_unmount(&self.mountpoint);
-    }
-}
-
-/// A small ext4 filesystem in a sparse image on a loop device, mounted at a directory;
-/// unmounted and detached on drop.
-pub struct LoopVolume {
-    /// The loop device (`/dev/loopN`).
-    pub device: String,
-    /// Its `MAJ:MIN`.
-    pub dev: String,
-    /// Where it is mounted.
-    pub mountpoint: PathBuf,
-    mounted: bool,
-}
-
-impl LoopVolume {
-    /// Makes a `size`-byte image at `image`, attaches, formats and mounts it at `at` with mount
-    /// `options`.
-    pub fn new(image: &Path, size: u64, at: &Path, options: &str) -> LoopVolume {
-        std::fs::File::create(image)
-            .and_then(|f| f.set_len(size))
-            .expect("create the volume image");
-        let device = run("losetup", &["-f", "--show", Env::s(image)])
-            .trim()
-            .to_string();
-        let mut volume = LoopVolume {
-            dev: String::new(),
-            device,
-            mountpoint: at.to_path_buf(),
-            mounted: false,
-        };
-        let name = volume.device.trim_start_matches("/dev/");
-        volume.dev = std::fs::read_to_string(format!("/sys/block/{name}/dev"))
-            .expect("the loop device's MAJ:MIN")
-            .trim()
-            .to_string();
-        run("mkfs.ext4", &["-q", "-F", &volume.device]);
-        std::fs::create_dir_all(at).expect("mkdir the volume's mount point");
-        run("mount", &["-o", options, &volume.device, Env::s(at)]);
-        volume.mounted = true;
-        volume
-    }
-}
-
-impl Drop for LoopVolume {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = Command::new("umount").arg(&self.mountpoint).output();
-            if is_mounted(&self.mountpoint) {
-                let _ = Command::new("umount")
-                    .arg("-l")
-                    .arg(&self.mountpoint)
-                    .output();
-            }
-        }
-        let _ = Command::new("losetup").args(["-d", &self.device]).output();
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod crash;
 pub mod kms_server;
+pub mod volume;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -230,6 +231,28 @@ impl Env {
         key["id"].as_str().expect("key id").to_string()
     }
 
+    /// The key id in the cipher directory's `kmsfs.conf`.
+    pub fn key_id(&self) -> String {
+        let conf: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(self.cipher.join("kmsfs.conf")).expect("conf"),
+        )
+        .expect("json");
+        conf["key-id"].as_str().expect("key id").to_string()
+    }
+
+    /// Rotates the cipher directory's key in its keystore (`kmsfs key rotate`).
+    pub fn rotate_key(&self) {
+        self.ok(&[
+            "key",
+            "rotate",
+            &self.key_id(),
+            "--keystore",
+            Env::s(&self.keystore),
+            "--passphrase-file",
+            Env::s(&self.passfile),
+        ]);
+    }
+
     /// The daemon log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -345,4 +368,19 @@ pub fn expected_cipher_size(n: u64) -> u64 {
     } else {
         512 + n + 28 * n.div_ceil(4096)
     }
+}
+
+/// Runs a command and insists on success; returns stdout.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -522,7 +522,7 @@ mod tests {
             let material = ring.material_for_test(rotated, version).expect("present");
             let raw = material.expose_secret();
             let decimal = format!("{raw:?}");
-            let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = hex::encode(raw);
             let base64 = BASE64.encode(raw);
             for needle in [&decimal[1..20], &hex[..16], &base64[..16]] {
                 assert!(!shown.contains(needle), "material version {version} leaked");
