@@ -8,16 +8,20 @@
 //!   [`root`]: the root key that seals them; [`audit`]: the audit log; [`tls`]: HTTPS;
 //! - [`peer`]: the other zones and the keys derived from their shared secret;
 //!   [`replication`]: the tasks that push multi-zone keys to their replicas;
-//! - [`scheduler`]: automatic rotations and due deletions, every minute.
+//! - [`scheduler`]: automatic rotations and due deletions, every minute;
+//! - [`app`]: what every route shares; [`error`]: why the server could not start or keep its
+//!   state.
 //!
 //! Every wall-clock time (key lifecycles, signature expiry, audit lines) comes from the
 //! [`Store`]'s injected clock ([`crate::kms::clock`]).
 //!
 //! The keyring ([`crate::kms::keyring`]) holds every rule and knows nothing of HTTP.
 
+mod app;
 mod audit;
 mod auth;
 mod body;
+mod error;
 mod org;
 mod peer;
 mod problem;
@@ -37,88 +41,17 @@ pub use store::{Store, create_org, import_org};
 
 use crate::crypto::SecretBytes;
 use crate::kms::clock::SystemClock;
-use crate::kms::{FileError, KmsError};
+
 use audit::AuditLog;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub(crate) use app::App;
+use app::replication_of;
+pub use error::ServerError;
 pub use scheduler::SCHEDULER_INTERVAL;
-
-/// Why the server could not start or keep its state.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// The operating system refused a read or write of the state.
-    #[error(transparent)]
-    Io(#[from] FileError),
-    /// A state file is not of its kind, or is damaged.
-    #[error("{what} {} is damaged ({why})", path.display())]
-    Damaged {
-        /// "the org file", "the root key", ...
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        why: String,
-    },
-    /// The passphrase does not open the data directory.
-    #[error("wrong passphrase for the data directory {}", dir.display())]
-    WrongPassphrase {
-        /// The data directory.
-        dir: PathBuf,
-    },
-    /// The state holds something that cannot be served (an organization of another zone, a
-    /// file sealed the other way); the sentence says what.
-    #[error("{0}")]
-    Inconsistent(String),
-    /// A keyring in the state breaks a rule or cannot be written.
-    #[error(transparent)]
-    Keyring(#[from] KmsError),
-    /// A setting or input is wrong; the sentence names it.
-    #[error("{0}")]
-    Invalid(String),
-    /// The address cannot be listened on.
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        /// The address asked for.
-        addr: String,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A TLS file cannot be read or used.
-    #[error("{what}: {source}")]
-    Tls {
-        /// What failed, naming the file.
-        what: String,
-        /// The TLS or PEM error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// The HTTP client for the peers cannot be made.
-    #[error("cannot build the peer HTTP client: {0}")]
-    PeerClient(#[source] reqwest::Error),
-    /// A background task of the server died.
-    #[error("{doing} failed: {source}")]
-    Task {
-        /// What the task was doing.
-        doing: &'static str,
-        /// How it ended.
-        #[source]
-        source: tokio::task::JoinError,
-    },
-    /// Serving stopped on an I/O error.
-    #[error("the server failed: {0}")]
-    Serve(#[source] std::io::Error),
-}
-
-impl ServerError {
-    /// An operating system error while `doing` something to `path`.
-    pub(crate) fn io(doing: &'static str, path: &Path, source: std::io::Error) -> Self {
-        ServerError::Io(FileError::new(doing, path, source))
-    }
-}
 
 /// The certificate chain and private key files of HTTPS.
 #[derive(Debug, Clone)]
@@ -145,90 +78,6 @@ pub struct ServeOptions {
     pub peers: Vec<(String, String)>,
     /// The secret every zone server shares (needed with `peers`).
     pub peer_secret: Option<PeerSecret>,
-}
-
-/// What the replication side shares: the peers, an HTTP client, and a bell rung after every
-/// change of a key.
-pub(crate) struct Replication {
-    /// The other zones and the shared secret.
-    pub(crate) peers: peer::Peers,
-    /// The client of the peer requests.
-    pub(crate) client: reqwest::Client,
-    /// Wakes the replication tasks.
-    pub(crate) wake: tokio::sync::Notify,
-}
-
-/// What every route shares.
-pub(crate) struct App {
-    /// Organizations and their keys.
-    pub(crate) store: Arc<Store>,
-    /// The audit log.
-    pub(crate) audit: AuditLog,
-    /// Peers and replication, when the server has peers.
-    pub(crate) replication: Option<Replication>,
-}
-
-impl App {
-    /// The current time of the server's clock (see [`Store::now`]).
-    pub(crate) fn now(&self) -> time::OffsetDateTime {
-        self.store.now()
-    }
-
-    /// Tells the replication tasks that a key changed.
-    pub(crate) fn changed(&self) {
-        if let Some(replication) = &self.replication {
-            replication.wake.notify_waiters();
-        }
-    }
-}
-
-/// Checks the peer list and builds the replication side.
-fn replication_of(
-    zone: &str,
-    peers: Vec<(String, String)>,
-    secret: Option<Arc<PeerSecret>>,
-) -> Result<Option<Replication>, ServerError> {
-    if peers.is_empty() {
-        return Ok(None);
-    }
-    let secret =
-        secret.ok_or_else(|| ServerError::Invalid("--peer needs --peer-secret-file".into()))?;
-    let mut urls = std::collections::BTreeMap::new();
-    for (peer_zone, url) in peers {
-        if peer_zone.trim().is_empty() || peer_zone == zone {
-            return Err(ServerError::Invalid(format!(
-                "peer zone {peer_zone:?} must be another zone than {zone}"
-            )));
-        }
-        let parsed = reqwest::Url::parse(&url)
-            .map_err(|e| ServerError::Invalid(format!("peer URL {url} is invalid: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") || !parsed.path().ends_with("/v2") {
-            return Err(ServerError::Invalid(format!(
-                "peer URL {url} must be http(s)://HOST:PORT/v2"
-            )));
-        }
-        if urls.insert(peer_zone.clone(), url).is_some() {
-            return Err(ServerError::Invalid(format!(
-                "zone {peer_zone} is named twice"
-            )));
-        }
-    }
-    // HTTPS peers need rustls' provider; a provider installed already is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .connect_timeout(replication::CONNECT_TIMEOUT)
-        .timeout(replication::PUSH_TIMEOUT)
-        .build()
-        .map_err(ServerError::PeerClient)?;
-    Ok(Some(Replication {
-        peers: peer::Peers {
-            own_zone: zone.to_string(),
-            urls,
-            secret,
-        },
-        client,
-        wake: tokio::sync::Notify::new(),
-    }))
 }
 
 /// The directory holding `path`.
