@@ -2,6 +2,7 @@
 //! the rooms; every failure becomes one plain sentence on stderr and an exit code of
 //! [`exit::Exit`].
 
+mod daemon;
 mod exit;
 mod fs_key;
 mod fsck;
@@ -15,6 +16,7 @@ mod mount;
 mod mounts;
 mod rewrap;
 mod secret;
+mod unmount;
 
 use clap::{Args, Parser, Subcommand};
 use exit::Exit;
@@ -171,7 +173,7 @@ pub fn main() -> ExitCode {
             plaintext_names,
         } => init::run(&cipherdir, &keystore, key, kms.as_deref(), plaintext_names),
         Command::Mount(args) => mount::run(args),
-        Command::Unmount { mountpoint, lazy } => mount::unmount(&mountpoint, lazy),
+        Command::Unmount { mountpoint, lazy } => unmount::unmount(&mountpoint, lazy),
         Command::Key(args) => key::run(args),
         Command::Kms(command) => kms::run(command),
         Command::Rewrap(args) => rewrap::run(args),

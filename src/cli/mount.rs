@@ -7,11 +7,14 @@
 //! known-endpoint check, and its connections (and I/O thread) are released before the fork:
 //! the daemon reconnects on its first request.
 
+use super::daemon::{
+    daemon, daemon_answer, default_log_path, open_log, pid_file_path, report_failure,
+};
 use super::exit::Exit;
 use super::secret;
 use super::{CliError, CliResult};
 use crate::cache::DekCache;
-use crate::config::{CipherConfig, state_home};
+use crate::config::CipherConfig;
 use crate::format::NameCipher;
 use crate::fs::fuse::{FuseAdapter, Negotiation};
 use crate::fs::keys::KeyPath;
@@ -166,89 +169,12 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
     }
 }
 
-fn cache(args: &MountArgs) -> DekCache {
+pub(super) fn cache(args: &MountArgs) -> DekCache {
     DekCache::new(args.cache_entries, Duration::from_secs(args.cache_ttl))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn daemon(
-    cipherdir: &Path,
-    mountpoint: &Path,
-    kms: Arc<dyn KeyService>,
-    args: &MountArgs,
-    fs_id: crate::format::FsId,
-    key_id: uuid::Uuid,
-    names: Option<NameCipher>,
-    fuse_config: &Config,
-    tuning: Tuning,
-    log: std::fs::File,
-    ready: std::io::PipeWriter,
-) -> i32 {
-    let _ = sys::setsid();
-    if let Err(e) = sys::redirect_stdio(&log) {
-        let error = CliError::with(
-            Exit::Io,
-            format!("cannot redirect the daemon's output to its log: {e}"),
-        );
-        return i32::from(report_failure(&mut Some(ready), error).exit.code());
-    }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KMSFS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::sync::Mutex::new(log))
-        .try_init();
-    let keys = KeyPath::new(kms, cache(args), fs_id, key_id);
-    match serve(
-        cipherdir,
-        mountpoint,
-        keys,
-        names,
-        fuse_config,
-        tuning,
-        Some(ready),
-    ) {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::error!("{}", e.message);
-            i32::from(e.exit.code())
-        }
-    }
-}
-
-/// Tells the parent waiting on `ready`, if any, that the start failed: `error CODE SENTENCE`
-/// (see [`daemon_answer`]). Gives `error` back.
-fn report_failure(ready: &mut Option<std::io::PipeWriter>, error: CliError) -> CliError {
-    if let Some(pipe) = ready.as_mut() {
-        let _ = writeln!(pipe, "error {} {}", error.exit.code(), error.message);
-    }
-    error
-}
-
-/// The parent's reading of what the daemon said through the pipe: `ready` once the mount is
-/// live; `error CODE SENTENCE` when it failed, which becomes the same error, exit code
-/// included, as in the foreground; nothing (or anything else) when the daemon died first.
-fn daemon_answer(answer: &str, log_path: &Path) -> CliResult {
-    if answer.starts_with("ready") {
-        return Ok(());
-    }
-    let Some(failure) = answer.strip_prefix("error ") else {
-        return Err(CliError::new(format!(
-            "the daemon exited before the mount was live; see {}",
-            log_path.display()
-        )));
-    };
-    let coded = failure.split_once(' ').and_then(|(code, sentence)| {
-        let exit = Exit::of_code(code.parse().ok()?)?;
-        Some((exit, sentence))
-    });
-    let (exit, sentence) = coded.unwrap_or((Exit::Problems, failure));
-    Err(CliError::with(exit, sentence.trim_end()))
-}
-
 /// What is set on a mount once it is live.
-struct Tuning {
+pub(super) struct Tuning {
     /// Share of the dirty-page allowance, in percent.
     dirty_percent: u8,
     /// Access-time attributes to set and clear (see [`access_time_attr`]).
@@ -278,7 +204,7 @@ impl Tuning {
 
 /// Mounts, sets `tuning` on the mount, and serves until unmounted.
 /// `ready` hears "ready" once the mount is live, or the error (see [`report_failure`]).
-fn serve(
+pub(super) fn serve(
     cipherdir: &Path,
     mountpoint: &Path,
     keys: KeyPath,
@@ -597,141 +523,4 @@ fn access_time_attr(options: &[String]) -> Option<(u64, u64)> {
         any |= option != "atime" && option != "noatime";
     }
     any.then_some((set, clear))
-}
-
-fn default_log_path(cipherdir: &Path, fs_id: &str) -> PathBuf {
-    let name = cipherdir
-        .file_name()
-        .map_or_else(|| "kmsfs".into(), |n| n.to_string_lossy().into_owned());
-    state_home()
-        .join("kmsfs")
-        .join(format!("{name}-{}.log", &fs_id[..fs_id.len().min(8)]))
-}
-
-fn open_log(path: &Path) -> CliResult<std::fs::File> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| CliError::io("create the log directory", dir, &e))?;
-    }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| CliError::io("open the log file", path, &e))
-}
-
-/// Where the daemon serving `mountpoint` records its pid.
-fn pid_file_path(mountpoint: &Path) -> PathBuf {
-    let digest = crate::crypto::sha256(mountpoint.as_os_str().as_encoded_bytes());
-    state_home()
-        .join("kmsfs")
-        .join("run")
-        .join(format!("{}.pid", crate::format::hex(&digest[..8])))
-}
-
-/// Unmounts `mountpoint` and waits (up to 30 s) for its daemon to exit.
-pub fn unmount(mountpoint: &Path, lazy: bool) -> CliResult<ExitCode> {
-    let canonical =
-        std::fs::canonicalize(mountpoint).map_err(|e| CliError::io("resolve", mountpoint, &e))?;
-    if !is_mounted(&canonical) {
-        return Err(CliError::new(format!(
-            "nothing is mounted at {}",
-            mountpoint.display()
-        )));
-    }
-    let pid = std::fs::read_to_string(pid_file_path(&canonical))
-        .ok()
-        .and_then(|s| s.trim().parse::<libc::pid_t>().ok());
-    let mut command = std::process::Command::new("fusermount3");
-    command.arg("-u");
-    if lazy {
-        command.arg("-z");
-    }
-    let unmounted = match command.arg(&canonical).output() {
-        Ok(out) if out.status.success() => true,
-        Ok(out) => {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            if stderr.contains("busy") {
-                return Err(CliError::new(format!(
-                    "{} is busy: files are open there; close them, or use --lazy",
-                    mountpoint.display()
-                )));
-            }
-            false
-        }
-        Err(_) => false,
-    };
-    if !unmounted {
-        // No fusermount3, or it refused: as root, unmount directly.
-        let result = if lazy {
-            sys::umount_lazy(&canonical)
-        } else {
-            std::process::Command::new("umount")
-                .arg(&canonical)
-                .status()
-                .map_err(std::io::Error::other)
-                .and_then(|s| {
-                    if s.success() {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::other("umount failed"))
-                    }
-                })
-        };
-        result.map_err(|e| CliError::io("unmount", mountpoint, &e))?;
-    }
-    if let Some(pid) = pid {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while sys::process_alive(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if sys::process_alive(pid) {
-            return Err(CliError::new(format!(
-                "unmounted {}, but its daemon (pid {pid}) is still running after 30 s",
-                mountpoint.display()
-            )));
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn answer(text: &str) -> Result<(), (u8, String)> {
-        daemon_answer(text, Path::new("/log")).map_err(|e| (e.exit.code(), e.message))
-    }
-
-    #[test]
-    fn the_daemons_error_comes_back_with_its_exit_code() {
-        assert_eq!(answer("ready\n"), Ok(()));
-        assert_eq!(
-            answer("error 2 cannot mount at /p: auto_unmount requires acl != Owner\n"),
-            Err((
-                2,
-                "cannot mount at /p: auto_unmount requires acl != Owner".into()
-            ))
-        );
-        assert_eq!(
-            answer("error 3 cannot open /c: gone"),
-            Err((3, "cannot open /c: gone".into()))
-        );
-    }
-
-    #[test]
-    fn an_answer_without_a_known_code_is_a_plain_failure() {
-        let died = "the daemon exited before the mount was live; see /log".to_string();
-        assert_eq!(answer(""), Err((1, died.clone())));
-        assert_eq!(answer("garbage"), Err((1, died)));
-        assert_eq!(
-            answer("error 99 a code no exit has"),
-            Err((1, "99 a code no exit has".into()))
-        );
-        assert_eq!(
-            answer("error cannot block signals"),
-            Err((1, "cannot block signals".into()))
-        );
-        assert_eq!(answer("error 7"), Err((1, "7".into())));
-    }
 }
