@@ -173,3 +173,5 @@ fn is_root() -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_prop;

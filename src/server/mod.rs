@@ -13,13 +13,13 @@
 
 mod audit;
 mod auth;
-mod body;
+pub(crate) mod body;
 mod org;
-mod peer;
+pub(crate) mod peer;
 mod problem;
 mod replication;
 mod root;
-mod routes;
+pub(crate) mod routes;
 mod store;
 mod tls;
 

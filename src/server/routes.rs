@@ -3,7 +3,7 @@
 //! problem document out. Each family of routes lives in its own file and only parses, calls the
 //! keyring and maps errors.
 
-mod crypto;
+pub(crate) mod crypto;
 mod keys;
 mod lifecycle;
 mod peer;

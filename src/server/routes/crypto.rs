@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EncryptRequest {
+pub(crate) struct EncryptRequest {
     plaintext: SecretBase64,
     #[serde(rename = "encryption-context", default)]
     context: Option<Base64>,
@@ -24,7 +24,7 @@ struct EncryptRequest {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DecryptRequest {
+pub(crate) struct DecryptRequest {
     ciphertext: Base64,
     #[serde(rename = "encryption-context", default)]
     context: Option<Base64>,
@@ -32,7 +32,7 @@ struct DecryptRequest {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct DataKeyRequest {
+pub(crate) struct DataKeyRequest {
     #[serde(rename = "key-spec", default)]
     key_spec: Option<String>,
     #[serde(rename = "bytes-count", default)]
@@ -43,7 +43,7 @@ struct DataKeyRequest {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ReEncryptRequest {
+pub(crate) struct ReEncryptRequest {
     source: ReEncryptSource,
     destination: ReEncryptDestination,
 }
