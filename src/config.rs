@@ -178,16 +178,16 @@ impl CipherConfig {
     pub fn fs_id(&self) -> Result<FsId, String> {
         let bytes = self.fs_id.as_bytes();
         let mut out = [0u8; 16];
-        if bytes.len() != 32 {
+        // Hex digits only: `from_str_radix` alone would also take a sign ("+f").
+        if bytes.len() != 32 || !bytes.iter().all(u8::is_ascii_hexdigit) {
             return Err(format!(
                 "fs-id must be 32 hex digits, found {:?}",
                 self.fs_id
             ));
         }
         for (i, pair) in bytes.chunks(2).enumerate() {
-            let text = std::str::from_utf8(pair).map_err(|e| e.to_string())?;
-            out[i] = u8::from_str_radix(text, 16)
-                .map_err(|_| format!("fs-id must be hex, found {:?}", self.fs_id))?;
+            let text = std::str::from_utf8(pair).expect("BUG: hex digits are ASCII");
+            out[i] = u8::from_str_radix(text, 16).expect("BUG: two hex digits make a byte");
         }
         Ok(out)
     }

@@ -588,3 +588,20 @@ fn fresh_seeds_run_through_their_targets() {
         target(name)(&bytes);
     }
 }
+
+#[test]
+fn an_fs_id_that_is_not_hex_digits_is_refused() {
+    let seed = String::from_utf8(corpus_file("conf", "v1-fixture")).expect("text");
+    for fs_id in [
+        "+f".repeat(16),
+        "-0".repeat(16),
+        format!("{}  ", "a".repeat(30)),
+    ] {
+        let text = seed.replace("5436f2a1b9a67229fb9475e35bd14949", &fs_id);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(crate::config::CONF_NAME), &text).expect("write");
+        let loaded = crate::config::CipherConfig::load(dir.path());
+        assert!(loaded.is_err(), "fs-id {fs_id:?} loads: {loaded:?}");
+        conf(text.as_bytes());
+    }
+}
