@@ -117,6 +117,16 @@ fn corpus_file(target: &str, file: &str) -> Vec<u8> {
     std::fs::read(corpus_dir(target).join(file)).expect("a corpus file")
 }
 
+/// The signed corpus file of the signature target: its header parsed, its path, its body.
+fn signed_seed() -> (kms_sign::Authorization, String, Vec<u8>) {
+    let signed = corpus_file("sign", "signed-body");
+    let mut lines = signed.splitn(3, |&b| b == b'\n');
+    let mut text = || String::from_utf8(lines.next().expect("a line").to_vec()).expect("text");
+    let auth = kms_sign::parse_authorization(&text()).expect("parses");
+    let path = text();
+    (auth, path, text().into_bytes())
+}
+
 #[test]
 fn checked_in_seeds_reach_past_authentication() {
     let header_bytes = corpus_file("header", "v2-rekeying");
@@ -148,12 +158,8 @@ fn checked_in_seeds_reach_past_authentication() {
         .expect("the corpus keystore opens");
     assert!(kms.default_key_id().is_some());
 
-    let signed = corpus_file("sign", "signed-body");
-    let mut lines = signed.splitn(3, |&b| b == b'\n');
-    let header = std::str::from_utf8(lines.next().expect("a header")).expect("text");
-    let auth = kms_sign::parse_authorization(header).expect("parses");
-    let path = std::str::from_utf8(lines.next().expect("a path")).expect("text");
-    let body = lines.next().expect("a body");
+    let (auth, path, body) = signed_seed();
+    let (path, body) = (path.as_str(), body.as_slice());
     let secret = SecretBytes::new(API_SECRET.to_vec());
     assert_eq!(
         kms_sign::verify(&secret, &auth, "POST", path, body, &[], NOW),
@@ -199,12 +205,8 @@ fn a_seed_changed_in_one_byte_fails_authentication_and_the_target_goes_on() {
 
 #[test]
 fn a_signature_under_another_secret_or_out_of_its_window_is_refused() {
-    let signed = corpus_file("sign", "signed-body");
-    let mut lines = signed.splitn(3, |&b| b == b'\n');
-    let header = std::str::from_utf8(lines.next().expect("a header")).expect("text");
-    let auth = kms_sign::parse_authorization(header).expect("parses");
-    let path = std::str::from_utf8(lines.next().expect("a path")).expect("text");
-    let body = lines.next().expect("a body");
+    let (auth, path, body) = signed_seed();
+    let (path, body) = (path.as_str(), body.as_slice());
     let other = SecretBytes::new(b"another secret".to_vec());
     assert_eq!(
         kms_sign::verify(&other, &auth, "POST", path, body, &[], NOW),
