@@ -40,4 +40,12 @@ if [ "$status" -ne 0 ]; then
   echo "== FAILED; the full output is in target/test-output.txt"
   grep -A30 -E '^---- ' target/test-output.txt | head -200 || true
 fi
+# Fuzz targets (fuzz/, docs/TESTING.md): `cargo test` above replays their checked-in corpus;
+# with a nightly toolchain and cargo-fuzz, each also runs 10 s under libFuzzer.
+if cargo +nightly --version >/dev/null 2>&1 && cargo fuzz --version >/dev/null 2>&1; then
+  echo "== fuzz targets, 10 s each under libFuzzer"
+  scripts/fuzz.sh 10 || status=1
+else
+  echo "== fuzz targets not run under libFuzzer (no nightly toolchain or no cargo-fuzz); their corpus replay ran in cargo test"
+fi
 exit "$status"

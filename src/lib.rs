@@ -14,6 +14,9 @@ pub mod crypto;
 pub mod format;
 pub mod fs;
 pub mod fuse;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kms;
 pub mod server;
 pub mod sys;

@@ -177,3 +177,5 @@ fn is_root() -> bool {
 mod tests;
 #[cfg(test)]
 mod tests_kms;
+#[cfg(test)]
+mod tests_prop;

@@ -20,10 +20,10 @@
 mod app;
 mod audit;
 mod auth;
-mod body;
+pub(crate) mod body;
 mod error;
 mod org;
-mod peer;
+pub(crate) mod peer;
 mod problem;
 mod replication;
 mod root;

@@ -1,0 +1,4 @@
+//! Fuzz target `blob`: [`kmsfs::fuzzing::blob`], the same function the replay test runs.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| kmsfs::fuzzing::blob(data));
