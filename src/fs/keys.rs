@@ -228,3 +228,31 @@ impl KeyPath {
 
 #[cfg(test)]
 mod tests;
+
+/// A version 1 header as earlier builds wrote it (a new random file id, a DEK made by `kms`
+/// under `key` in filesystem `fs_id`'s context), encoded, with the cipher of its file (tests).
+#[cfg(test)]
+pub(crate) fn v1_header_for_tests(
+    kms: &dyn KeyService,
+    key: Uuid,
+    fs_id: &crate::format::FsId,
+) -> ([u8; crate::format::HEADER_LEN], FileCipher) {
+    let file_id: crate::format::FileId = crate::crypto::random_array();
+    let header = FileHeader {
+        version: HeaderVersion::V1,
+        file_id,
+        key_id: key,
+        wrapped_dek: Vec::new(),
+        keying: crate::format::Keying::default(),
+    };
+    let data_key = kms
+        .generate_data_key(key, DataKeySpec::Aes256, Some(&header.dek_context(fs_id)))
+        .expect("data key");
+    let dek = Key256::from_slice(data_key.plaintext.expose_secret()).expect("32 bytes");
+    let cipher = FileCipher::new(&dek, file_id, HeaderVersion::V1);
+    let header = FileHeader {
+        wrapped_dek: data_key.ciphertext,
+        ..header
+    };
+    (header.encode(&cipher).expect("fits"), cipher)
+}

@@ -11,10 +11,8 @@
 use super::tests::ME;
 use super::*;
 use crate::cache::DekCache;
-use crate::crypto::Key256;
-use crate::format::{self, FileCipher, FileHeader, HeaderVersion, Keying, Place};
+use crate::format::{self, Place};
 use crate::kms::embedded::{self, EmbeddedKms};
-use crate::kms::{DataKeySpec, KeyService};
 use proptest::prelude::*;
 use std::ffi::OsStr;
 use std::os::unix::fs::FileExt;
@@ -181,29 +179,8 @@ impl World {
     /// Writes file `name` holding `plain` (not empty) with a version 1 header, as earlier
     /// builds wrote it: every block sealed as an inner one.
     fn write_v1_file(&self, name: &str, plain: &[u8]) {
-        let file_id: format::FileId = crate::crypto::random_array();
-        let header = FileHeader {
-            version: HeaderVersion::V1,
-            file_id,
-            key_id: self.key,
-            wrapped_dek: Vec::new(),
-            keying: Keying::default(),
-        };
-        let data_key = self
-            .kms
-            .generate_data_key(
-                self.key,
-                DataKeySpec::Aes256,
-                Some(&header.dek_context(&FS_ID)),
-            )
-            .expect("data key");
-        let dek = Key256::from_slice(data_key.plaintext.expose_secret()).expect("32 bytes");
-        let cipher = FileCipher::new(&dek, file_id, HeaderVersion::V1);
-        let header = FileHeader {
-            wrapped_dek: data_key.ciphertext,
-            ..header
-        };
-        let mut bytes = header.encode(&cipher).expect("fits").to_vec();
+        let (header, cipher) = crate::fs::keys::v1_header_for_tests(&*self.kms, self.key, &FS_ID);
+        let mut bytes = header.to_vec();
         for (index, block) in (0u64..).zip(plain.chunks(BLOCK as usize)) {
             let start = bytes.len();
             bytes.resize(start + block.len() + format::BLOCK_OVERHEAD as usize, 0);

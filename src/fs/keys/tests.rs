@@ -53,30 +53,7 @@ impl World {
 
     /// A version 1 header, as earlier builds wrote it.
     fn v1_header(&self) -> [u8; HEADER_LEN] {
-        let file_id: format::FileId = crate::crypto::random_array();
-        let header = FileHeader {
-            version: HeaderVersion::V1,
-            file_id,
-            key_id: self.key,
-            wrapped_dek: Vec::new(),
-            keying: format::Keying::default(),
-        };
-        let data_key = self
-            .kms
-            .generate_data_key(
-                self.key,
-                DataKeySpec::Aes256,
-                Some(&header.dek_context(&FS_ID)),
-            )
-            .expect("data key");
-        let dek = Key256::from_slice(data_key.plaintext.expose_secret()).expect("32 bytes");
-        let header = FileHeader {
-            wrapped_dek: data_key.ciphertext,
-            ..header
-        };
-        header
-            .encode(&FileCipher::new(&dek, file_id, HeaderVersion::V1))
-            .expect("fits")
+        super::v1_header_for_tests(&*self.kms, self.key, &FS_ID).0
     }
 }
 
