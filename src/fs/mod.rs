@@ -176,6 +176,8 @@ fn is_root() -> bool {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+#[path = "tests/kms.rs"]
 mod tests_kms;
 #[cfg(test)]
+#[path = "tests/prop.rs"]
 mod tests_prop;

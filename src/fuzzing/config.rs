@@ -12,14 +12,16 @@ pub fn conf(data: &[u8]) {
     let path = dir.join(CONF_NAME);
     std::fs::write(&path, data).expect("BUG: the scratch directory is writable");
     if let Ok(config) = CipherConfig::load(&dir) {
-        let fs_id = config.fs_id().expect("a loaded configuration has an fs-id");
+        let fs_id = config
+            .fs_id()
+            .expect("BUG: a loaded configuration has an fs-id");
         assert!(
             crate::format::hex(&fs_id).eq_ignore_ascii_case(&config.fs_id),
             "an fs-id loads from text that is not its hex"
         );
-        let text = serde_json::to_vec_pretty(&config).expect("a configuration serializes");
+        let text = serde_json::to_vec_pretty(&config).expect("BUG: a configuration serializes");
         std::fs::write(&path, text).expect("BUG: the scratch directory is writable");
-        let again = CipherConfig::load(&dir).expect("a written configuration loads");
+        let again = CipherConfig::load(&dir).expect("BUG: a written configuration loads");
         assert_eq!(again, config);
     }
     let _ = KnownEndpoints::load(&path);

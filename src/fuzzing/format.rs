@@ -33,7 +33,7 @@ pub fn header(data: &[u8]) {
     assert!(parsed.version == HeaderVersion::V2 || parsed.keying == Keying::default());
     let cipher = FileCipher::new(&fixed_key(DEK_BYTE), parsed.file_id, parsed.version)
         .with_keying(parsed.keying);
-    let encoded = parsed.encode(&cipher).expect("a parsed header fits");
+    let encoded = parsed.encode(&cipher).expect("BUG: a parsed header fits");
     assert_eq!(
         encoded[..HEADER_LEN - 16],
         bytes[..HEADER_LEN - 16],
@@ -48,7 +48,7 @@ pub fn header(data: &[u8]) {
     let wrapped = &data[HEADER_LEN..];
     let key_id = uuid::Uuid::from_bytes([0x33; 16]);
     if let Ok(rewrapped) = FileHeader::rewrap(&bytes, key_id, wrapped) {
-        let again = FileHeader::parse(&rewrapped).expect("a re-wrapped header parses");
+        let again = FileHeader::parse(&rewrapped).expect("BUG: a re-wrapped header parses");
         assert_eq!(
             (again.key_id, again.wrapped_dek.as_slice()),
             (key_id, wrapped)
@@ -145,7 +145,7 @@ pub fn block(data: &[u8]) {
             let mut again = block.to_vec();
             let m = cipher
                 .open_block_in_place(case.index, case.place, &mut again)
-                .expect("opens in place as to the front");
+                .expect("BUG: what opens to the front opens in place");
             assert_eq!(&again[12..12 + m], plain);
         }
         Err(_) => {
@@ -214,7 +214,7 @@ pub fn names(data: &[u8]) {
     match selector % name_kind::COUNT {
         name_kind::NAME => {
             if let Ok(plain) = cipher.decrypt_name(&DIR_ID, rest) {
-                crate::format::check_plain_name(&plain).expect("a decrypted name is valid");
+                crate::format::check_plain_name(&plain).expect("BUG: a decrypted name is valid");
                 assert_eq!(cipher.encrypt_name(&DIR_ID, &plain).as_bytes(), rest);
             }
             if crate::format::check_plain_name(rest).is_ok() {

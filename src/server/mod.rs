@@ -31,6 +31,7 @@ mod routes;
 mod scheduler;
 mod store;
 #[cfg(test)]
+#[path = "tests/fixture.rs"]
 mod testing;
 mod tls;
 
