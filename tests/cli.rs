@@ -386,3 +386,55 @@ fn exit_codes_of_a_remote_kms() {
     assert!(err.contains("unreachable"), "{err}");
     assert!(!env.cipher.exists(), "nothing created on failure");
 }
+
+#[test]
+fn completions_name_every_command_for_each_shell() {
+    let env = Env::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = env.ok(&["completions", shell]);
+        for command in ["init", "mount", "unmount", "rewrap", "fsck", "serve"] {
+            assert!(script.contains(command), "{shell}: {command} missing");
+        }
+    }
+    let out = env.run(&["completions", "tcsh"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
+
+#[test]
+fn man_writes_a_page_per_command_and_subcommand() {
+    let env = Env::new();
+    let dir = env.dir.path().join("man/man1");
+    let listed = env.ok(&["man", Env::s(&dir)]);
+    for name in [
+        "kmsfs",
+        "kmsfs-init",
+        "kmsfs-mount",
+        "kmsfs-unmount",
+        "kmsfs-key-rotate",
+        "kmsfs-kms-serve",
+        "kmsfs-kms-org-create",
+        "kmsfs-rewrap",
+        "kmsfs-fsck",
+    ] {
+        let path = dir.join(format!("{name}.1"));
+        let page = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}.1: {e}"));
+        assert!(
+            page.contains(&format!(".TH {name} 1")),
+            "{name}.1 is a man page"
+        );
+        assert!(listed.contains(Env::s(&path)), "{name}.1 is listed");
+    }
+    assert!(
+        !dir.join("kmsfs-help.1").exists(),
+        "no page for clap's help"
+    );
+    // A directory that cannot be made: a regular file stands in its way.
+    let blocked = env.dir.path().join("a-file");
+    fs::write(&blocked, b"x").expect("write");
+    let err = failure_with(&env.run(&["man", Env::s(&blocked.join("man1"))]), 3);
+    assert!(err.contains("a-file"), "{err}");
+}

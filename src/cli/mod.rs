@@ -6,6 +6,7 @@ mod daemon;
 mod exit;
 mod fs_key;
 mod fsck;
+mod generated;
 mod init;
 mod inspect;
 mod key;
@@ -159,6 +160,16 @@ enum Command {
     /// Authenticate every header and block of a cipher directory; with --repair, cut files
     /// that end in a torn block back to their last authentic block.
     Fsck(fsck::FsckArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (kmsfs.1, kmsfs-mount.1, ...) into a directory.
+    Man {
+        /// The directory (made if absent), e.g. /usr/local/share/man/man1.
+        dir: PathBuf,
+    },
 }
 
 /// Runs the command line and returns the exit code.
@@ -178,6 +189,8 @@ pub fn main() -> ExitCode {
         Command::Kms(command) => kms::run(command),
         Command::Rewrap(args) => rewrap::run(args),
         Command::Inspect { cipherfile } => inspect::run(&cipherfile),
+        Command::Completions { shell } => generated::completions(shell),
+        Command::Man { dir } => generated::man(&dir),
         Command::Fsck(args) => fsck::run(args),
     };
     match result {
