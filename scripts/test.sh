@@ -31,8 +31,11 @@ cargo fmt --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
-cargo test --all-targets 2>&1 | tee target/test-output.txt | grep -E '^(test result|running|test .*FAILED|failures:|---- )' || true
+# cargo's own status: with pipefail, `|| true` would overwrite PIPESTATUS with true's.
+set +e
+cargo test --all-targets --no-fail-fast 2>&1 | tee target/test-output.txt | grep -E '^(test result|running|test .*FAILED|failures:|---- )'
 status=${PIPESTATUS[0]}
+set -e
 passed=$(grep -E '^test result' target/test-output.txt | awk '{s+=$4} END {print s+0}')
 failed=$(grep -E '^test result' target/test-output.txt | awk '{s+=$6} END {print s+0}')
 echo "== $passed passed, $failed failed in $(( $(date +%s) - start )) s"
