@@ -8,6 +8,8 @@
 //! cipher directory's `kmsfs.conf`), [`sys`] (the few system calls that need `unsafe`).
 
 pub mod cache;
+#[cfg(test)]
+pub(crate) mod captured_log;
 pub mod cli;
 pub mod config;
 pub mod crypto;

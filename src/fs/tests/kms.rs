@@ -97,44 +97,7 @@ pub(super) fn unwrap_of(path: &Path) -> impl Fn(&Call<'_>) -> bool + Send + Sync
 }
 
 /// The lines logged while running `f` on this thread.
-#[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Log {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Log {
-    fn capture<T>(&self, f: impl FnOnce() -> T) -> T {
-        let log = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || log.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::TRACE)
-            .finish();
-        tracing::subscriber::with_default(subscriber, f)
-    }
-
-    /// The lines that contain `text`.
-    fn lines_with(&self, text: &str) -> Vec<String> {
-        let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter(|line| line.contains(text))
-            .map(str::to_string)
-            .collect()
-    }
-}
+type Log = crate::captured_log::CapturedLog;
 
 /// Runs `work` on another thread and gives its result, or panics when it takes longer than
 /// [`STALL`] (the thread is left behind: the test fails rather than hangs).

@@ -7,7 +7,6 @@ use crate::kms::Refusal;
 use crate::kms::wire::KeyStatus;
 use crate::server::create_org;
 use crate::server::testing::{T0, TestServer};
-use std::sync::{Mutex, PoisonError};
 use time::OffsetDateTime;
 
 /// One scheduler run of `s` at `at`; its report for the organization, which must have succeeded.
@@ -30,27 +29,9 @@ fn days(n: i64) -> time::Duration {
 
 /// The log lines written while `f` runs on this thread.
 fn logged<T>(f: impl FnOnce() -> T) -> (T, String) {
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let mut lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            lines.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let value = tracing::subscriber::with_default(subscriber, f);
-    let bytes = lines.0.lock().unwrap_or_else(PoisonError::into_inner);
-    (value, String::from_utf8_lossy(&bytes).into_owned())
+    let log = crate::captured_log::CapturedLog::default();
+    let value = log.capture(f);
+    (value, log.text())
 }
 
 #[test]
