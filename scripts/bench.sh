@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# Benchmarks kmsfs against the plain backing directory and gocryptfs, same workloads, same disk,
-# same run. What each workload does exactly: docs/BENCHMARKS.md.
+# Benchmarks kmsfs against the plain backing directory, gocryptfs and a FUSE daemon without
+# crypto (libfuse's passthrough_hp example, "limit": what the FUSE transport allows), same
+# workloads, same disk, same run. What each workload does exactly: docs/BENCHMARKS.md.
 #
-#   scripts/bench.sh [--quick] [--backing DIR] [--json FILE] [--only TARGETS]
+#   scripts/bench.sh [--quick] [--backing DIR] [--json FILE] [--only TARGETS] [--tree DIRS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
 
 usage() {
   cat <<TXT
-usage: scripts/bench.sh [--quick] [--backing DIR] [--json FILE] [--only TARGETS] [--plaintext-names]
+usage: scripts/bench.sh [--quick] [--backing DIR] [--json FILE] [--only TARGETS] [--tree DIRS]
+                       [--plaintext-names]
   --quick        small sizes (256 MiB sequential, 10 s random, a 2,000-file tree, 200 hot opens);
                  finishes in under 3 minutes once built
   --backing DIR  put every target's files under DIR (default: target/bench/run)
   --json FILE    also write every number as JSON to FILE
-  --only TARGETS run only these of plain,kmsfs,gocryptfs (comma-separated), for quick A/B
-                 comparisons of one target; the ratio column needs kmsfs and gocryptfs
+  --only TARGETS run only these of plain,kmsfs,gocryptfs,limit (comma-separated), for quick
+                 A/B comparisons of one target; a ratio column needs kmsfs and that target.
+                 limit is libfuse's passthrough_hp example (no crypto, data through the
+                 daemon), built from the Debian source of the installed libfuse3-dev
+  --tree DIRS    untar these directories (comma-separated, absolute) instead of the default
+                 tree of every k-th file of /usr/share and /usr/lib; for example
+                 /usr/share/doc,/usr/lib/python3,/usr/include (symbolic links and special
+                 files are kept as they are)
   --plaintext-names  make the kmsfs directory with plaintext names (default: encrypted, as
                  kmsfs init does), to measure what encrypting names costs
 TXT
@@ -24,7 +32,8 @@ TXT
 quick=0
 backing=""
 json_out=""
-only="plain,kmsfs,gocryptfs"
+only="plain,kmsfs,gocryptfs,limit"
+tree_dirs=""
 init_args=()
 names_mode=encrypted
 while [ $# -gt 0 ]; do
@@ -33,6 +42,7 @@ while [ $# -gt 0 ]; do
     --backing) backing="${2:?--backing needs a directory}"; shift ;;
     --json) json_out="${2:?--json needs a file}"; shift ;;
     --only) only="${2:?--only needs targets}"; shift ;;
+    --tree) tree_dirs="${2:?--tree needs directories}"; shift ;;
     --plaintext-names) init_args+=(--plaintext-names); names_mode=plaintext ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
@@ -66,6 +76,13 @@ install_tools() {
     && apt-cache show gocryptfs >/dev/null 2>&1; then
     missing+=(gocryptfs)
   fi
+  if wanted limit; then
+    dpkg -s libfuse3-dev >/dev/null 2>&1 || missing+=(libfuse3-dev)
+    command -v g++ >/dev/null 2>&1 || missing+=(g++)
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    command -v xz >/dev/null 2>&1 || missing+=(xz-utils)
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     as_root apt-get update -qq
@@ -83,6 +100,39 @@ build() {
   # What was built, recorded now: the tree may change while the benchmark runs.
   commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
   git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || commit="$commit+uncommitted"
+}
+
+# The no-crypto reference: libfuse's passthrough_hp example, from the Debian source package of
+# the libfuse3-dev that is installed (the same libfuse it links with), checked against the
+# SHA-256 the package's .dsc names. Built once into target/bench/.
+build_limit() {
+  limit_bin=""
+  local version upstream dir pool="http://deb.debian.org/debian/pool/main/f/fuse3"
+  version=$(dpkg-query -W -f='${Version}' libfuse3-dev 2>/dev/null) || {
+    say "libfuse3-dev is not installed: the limit column stays empty"; return 0; }
+  upstream=${version%-*}
+  upstream=${upstream#*:}
+  dir="$repo/target/bench/libfuse-$upstream"
+  limit_bin="$dir/passthrough_hp"
+  [ -x "$limit_bin" ] && return 0
+  say "building passthrough_hp from fuse3 $version (once)"
+  mkdir -p "$dir"
+  local tarball="fuse3_$upstream.orig.tar.xz" dsc="fuse3_${version#*:}.dsc" want
+  if ! curl -sSf -o "$dir/$dsc" "$pool/$dsc" || ! curl -sSf -o "$dir/$tarball" "$pool/$tarball"; then
+    say "cannot download the fuse3 source from $pool: the limit column stays empty"
+    limit_bin=""; return 0
+  fi
+  want=$(awk -v f="$tarball" '/^Checksums-Sha256:/ { on = 1; next } /^[^ ]/ { on = 0 } on && $3 == f { print $1 }' "$dir/$dsc")
+  if [ -z "$want" ] || [ "$(sha256sum "$dir/$tarball" | cut -d' ' -f1)" != "$want" ]; then
+    echo "the fuse3 source $tarball does not match the SHA-256 in $dsc" >&2
+    exit 1
+  fi
+  tar -C "$dir" -xf "$dir/$tarball"
+  local example
+  example=$(find "$dir" -path '*/example/passthrough_hp.cc' | head -1)
+  g++ -std=c++17 -O2 -Wall -I"$(dirname "$example")" "$example" \
+    $(pkg-config fuse3 --cflags --libs) -lpthread -o "$limit_bin.tmp"
+  mv "$limit_bin.tmp" "$limit_bin"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -142,10 +192,31 @@ gocryptfs_mount() {
 }
 gocryptfs_unmount() { fusermount3 -u "$work/gocryptfs/mnt"; }
 
+# passthrough_hp with its defaults (caches on, writeback cache, multithreaded); it stays in the
+# foreground so its pid is ours, and the mount is waited for.
+limit_pid=""
+limit_mount() {
+  "$limit_bin" --foreground "$work/limit/backing" "$work/limit/mnt" >>"$work/limit/log" 2>&1 &
+  limit_pid=$!
+  local i
+  for i in $(seq 100); do
+    is_mounted "$work/limit/mnt" && return 0
+    kill -0 "$limit_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "passthrough_hp did not mount (log: $work/limit/log)" >&2
+  return 1
+}
+limit_unmount() {
+  fusermount3 -u "$work/limit/mnt"
+  wait "$limit_pid" 2>/dev/null || true
+}
+
 setup_targets() {
-  mkdir -p "$work/plain" "$work/kmsfs/mnt" "$work/gocryptfs/mnt"
+  mkdir -p "$work/plain" "$work/kmsfs/mnt" "$work/gocryptfs/mnt" "$work/limit/backing" \
+    "$work/limit/mnt"
   (umask 077; head -c 24 /dev/urandom | base64 >"$work/passphrase")
-  mounts=("$work/kmsfs/mnt" "$work/gocryptfs/mnt")
+  mounts=("$work/kmsfs/mnt" "$work/gocryptfs/mnt" "$work/limit/mnt")
   "$kmsfs" init "$work/kmsfs/cipher" --keystore "$work/kmsfs/keystore" \
     --passphrase-file "$work/passphrase" "${init_args[@]}" >/dev/null
   if [ "$have_gocryptfs" -eq 1 ]; then
@@ -165,6 +236,7 @@ rss_of() {
 
 make_tree_tarball() {
   mkdir -p "$repo/target/bench"
+  [ -z "$tree_dirs" ] || { make_given_tree; return; }
   tarball="$repo/target/bench/tree-$tree_files.tar"
   local list="$repo/target/bench/tree-$tree_files.list"
   if [ ! -s "$tarball" ]; then
@@ -198,6 +270,25 @@ PY
   fi
   read -r tree_count tree_bytes < <(tar -tvf "$tarball" | awk '$1 ~ /^-/ { n++; s += $3 } END { print n, s }')
   say "tree: $tree_count files, $(awk -v b="$tree_bytes" 'BEGIN { printf "%.0f MB", b / 1e6 }') ($tarball)"
+}
+
+# --tree: the given directories as they are (made again every run: they may have changed).
+make_given_tree() {
+  local d rel=()
+  IFS=',' read -r -a dirs <<<"$tree_dirs"
+  for d in "${dirs[@]}"; do
+    [ -d "$d" ] && [[ "$d" == /* ]] || { echo "--tree: $d is not an absolute directory" >&2; exit 2; }
+    rel+=("${d#/}")
+  done
+  tarball="$repo/target/bench/tree-given.tar"
+  say "building $tarball from $tree_dirs"
+  tar -C / -cf "$tarball.tmp" --owner=0 --group=0 --numeric-owner --mode=u+rw \
+    --transform 's,^,tree/,' "${rel[@]}" 2>"$repo/target/bench/tree-given.errors" || {
+    echo "--tree: tar failed: $(head -1 "$repo/target/bench/tree-given.errors")" >&2; exit 1; }
+  mv "$tarball.tmp" "$tarball"
+  read -r tree_count tree_entries tree_bytes < <(tar -tvf "$tarball" \
+    | awk '$1 ~ /^[-h]/ { n++ } $1 ~ /^-/ { s += $3 } { e++ } END { print n + 0, e + 0, s + 0 }')
+  say "tree: $tree_count files, $tree_entries entries, $(awk -v b="$tree_bytes" 'BEGIN { printf "%.0f MB", b / 1e6 }') ($tree_dirs)"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -250,10 +341,18 @@ untar() { # seconds; the tarball itself is read from the page cache
   cat "$tarball" >/dev/null
   local t
   t=$(now)
-  tar -xf "$tarball" -C "$1" --no-same-owner 2>"$work/tar-errors" || {
-    echo "   untar failed: $(wc -l <"$work/tar-errors") errors, first: $(head -1 "$work/tar-errors")" >&2
-    return 1
-  }
+  if ! tar -xf "$tarball" -C "$1" --no-same-owner 2>"$work/tar-errors"; then
+    # passthrough_hp 3.14 cannot set a symbolic link's times (EOPNOTSUPP): not a failure of
+    # the workload, every entry is there (checked below).
+    local other
+    other=$(grep -v -e 'Cannot utime: Operation not supported' \
+      -e 'Exiting with failure status due to previous errors' "$work/tar-errors" || true)
+    if [ -n "$other" ]; then
+      echo "   untar failed: $(wc -l <"$work/tar-errors") errors, first: $(head -1 <<<"$other")" >&2
+      return 1
+    fi
+    echo "   (untar: $(grep -c 'Cannot utime' "$work/tar-errors") link times not set: not supported)" >&2
+  fi
   local elapsed files
   elapsed=$(since "$t")
   files=$(find "$1/tree" -type f | wc -l)
@@ -387,6 +486,14 @@ gocryptfs_phase_mount() {
 }
 gocryptfs_phase_unmount() { gocryptfs_unmount; }
 
+limit_phase_mount() {
+  case "$1" in
+    rss) [ -z "$limit_pid" ] || rss_of "$limit_pid" ;;
+    *) limit_mount ;;
+  esac
+}
+limit_phase_unmount() { limit_unmount; }
+
 # ---------------------------------------------------------------------------------------------
 # Report
 
@@ -451,7 +558,7 @@ rows = [
     ("rss_mib", "daemon resident memory after the run (VmRSS)", "MiB", "lower"),
     ("hwm_mib", "daemon peak resident memory (VmHWM)", "MiB", "lower"),
 ]
-targets = ["plain", "kmsfs", "gocryptfs"]
+targets = ["plain", "kmsfs", "gocryptfs", "limit"]
 def fmt(v, target, key):
     if f"{target}.{key}" in failed:
         return "FAILED"
@@ -469,20 +576,23 @@ out = {"mode": mode, "machine": host,
        "failed": sorted(failed), "results": {}}
 for key, label, unit, better in rows:
     cells = {t: values.get((t, key)) for t in targets}
-    k, g = cells["kmsfs"], cells["gocryptfs"]
-    ratio = k / g if k is not None and g not in (None, 0) else None
+    k = cells["kmsfs"]
+    ratios = [k / cells[o] if k is not None and cells[o] not in (None, 0) else None
+              for o in ("gocryptfs", "limit")]
     if all(v is None for v in cells.values()) and not any(f"{t}.{key}" in failed for t in targets):
         continue
-    out["results"][key] = {"label": label, "unit": unit, "better": better, **cells, "kmsfs_over_gocryptfs": ratio}
+    out["results"][key] = {"label": label, "unit": unit, "better": better, **cells,
+                           "kmsfs_over_gocryptfs": ratios[0], "kmsfs_over_limit": ratios[1]}
     table.append((f"{label} [{unit}, {better} is better]", *(fmt(cells[t], t, key) for t in targets),
-                  "-" if ratio is None else f"{ratio:.2f}x"))
-header = ("workload", "plain", "kmsfs", "gocryptfs", "kmsfs/gocryptfs")
-widths = [max(len(r[i]) for r in [header] + table) for i in range(5)]
+                  *("-" if r is None else f"{r:.2f}x" for r in ratios)))
+header = ("workload", "plain", "kmsfs", "gocryptfs", "limit", "kmsfs/gocryptfs", "kmsfs/limit")
+widths = [max(len(r[i]) for r in [header] + table) for i in range(len(header))]
 def line(r):
     return "| " + " | ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)) + " |"
 print()
 print(f"kmsfs benchmark ({mode}{' run: small sizes, not the reference numbers' if mode == 'quick' else ''})")
 print(f"machine: {machine}")
+print("limit: libfuse's passthrough_hp example (no crypto, data through the daemon, its default caches)")
 print()
 print(line(header))
 print("|" + "|".join(("-" * (w + 1) + ":" if i else "-" * (w + 2)) for i, w in enumerate(widths)) + "|")
@@ -508,6 +618,7 @@ main() {
   load_start=$(cut -d' ' -f1 /proc/loadavg)
   install_tools
   build
+  if wanted limit; then build_limit; fi
   make_tree_tarball
   local base="${backing:-$repo/target/bench/run}"
   mkdir -p "$base"
@@ -524,6 +635,9 @@ main() {
     run_target gocryptfs "$work/gocryptfs/mnt" gocryptfs_phase_mount gocryptfs_phase_unmount
   else
     say "gocryptfs is not installed and apt has no package: its column stays empty"
+  fi
+  if wanted limit && [ -n "$limit_bin" ]; then
+    run_target limit "$work/limit/mnt" limit_phase_mount limit_phase_unmount
   fi
   report
   echo
