@@ -514,6 +514,24 @@ fn kms_serve_says_ready_once_its_port_answers_and_stopping_at_sigterm() {
     assert_eq!(wait_exit(&mut child.0), Some(0));
 }
 
+/// Starts `kmsfs mount --foreground` of `env` with `$NOTIFY_SOCKET` = `notify`, as `configure`
+/// adds (stderr piped).
+fn foreground_mount(env: &Env, notify: &Path, configure: impl FnOnce(&mut Command)) -> ChildGuard {
+    let mut cmd = env.cmd();
+    cmd.args([
+        "mount",
+        "--foreground",
+        Env::s(&env.cipher),
+        Env::s(&env.plain),
+    ])
+    .env("NOTIFY_SOCKET", notify)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    configure(&mut cmd);
+    ChildGuard(cmd.spawn().expect("start kmsfs mount --foreground"))
+}
+
 #[test]
 fn mount_foreground_says_ready_only_once_the_mount_is_live_with_the_credential_passphrase() {
     let env = Env::new();
@@ -524,22 +542,9 @@ fn mount_foreground_says_ready_only_once_the_mount_is_live_with_the_credential_p
     std::fs::create_dir(&credentials).expect("mkdir");
     std::fs::copy(&env.passfile, credentials.join("passphrase")).expect("credential");
     let guard = MountGuard::adopt(&env);
-    let child = env
-        .cmd()
-        .args([
-            "mount",
-            "--foreground",
-            Env::s(&env.cipher),
-            Env::s(&env.plain),
-        ])
-        .env("NOTIFY_SOCKET", &path)
-        .env("CREDENTIALS_DIRECTORY", &credentials)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kmsfs mount --foreground");
-    let mut child = ChildGuard(child);
+    let mut child = foreground_mount(&env, &path, |cmd| {
+        cmd.env("CREDENTIALS_DIRECTORY", &credentials);
+    });
     let ready = next_notification(&socket, &mut child.0);
     // Checked at once: the mount must already be live when READY=1 arrives.
     let live = is_mounted(&env.plain);
@@ -572,23 +577,9 @@ fn mount_foreground_that_fails_never_says_ready() {
     let wrong = env.dir.path().join("wrong-passphrase");
     std::fs::write(&wrong, "not the passphrase\n").expect("write");
     let guard = MountGuard::adopt(&env);
-    let child = env
-        .cmd()
-        .args([
-            "mount",
-            "--foreground",
-            Env::s(&env.cipher),
-            Env::s(&env.plain),
-        ])
-        .arg("--passphrase-file")
-        .arg(&wrong)
-        .env("NOTIFY_SOCKET", &path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start kmsfs mount --foreground");
-    let mut child = ChildGuard(child);
+    let mut child = foreground_mount(&env, &path, |cmd| {
+        cmd.arg("--passphrase-file").arg(&wrong);
+    });
     assert_eq!(next_notification(&socket, &mut child.0), None);
     assert_ne!(wait_exit(&mut child.0), Some(0));
     assert!(!is_mounted(&env.plain));
