@@ -7,6 +7,7 @@ use super::{CliError, CliResult, mount_helper};
 use crate::sys::durable::{self, Staging};
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -46,7 +47,11 @@ pub fn run(args: InstallArgs) -> CliResult<ExitCode> {
     for name in mount_helper::HELPER_NAMES {
         let link = sbin.join(name);
         replace_symlink(&binary, &link)?;
-        println!("mount helper: {} -> {}", link.display(), binary.display());
+        say(format_args!(
+            "mount helper: {} -> {}",
+            link.display(),
+            binary.display()
+        ));
     }
     for (shell, place) in [
         (Shell::Bash, BASH_COMPLETIONS),
@@ -55,12 +60,17 @@ pub fn run(args: InstallArgs) -> CliResult<ExitCode> {
     ] {
         let path = prefix.join(place);
         write_public(&path, &completion_script(shell))?;
-        println!("{shell} completions: {}", path.display());
+        say(format_args!("{shell} completions: {}", path.display()));
     }
     let man = prefix.join(MAN_PAGES);
-    println!("manual pages:");
+    say(format_args!("manual pages:"));
     super::generated::man(&man)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line on stdout; a closed stdout (`| head`) does not stop the installation.
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 /// The completion script of `shell`.
