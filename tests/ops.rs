@@ -294,14 +294,18 @@ fn mount_t_fuse_kmsfs_mounts_through_the_installed_helper_and_umount_unmounts() 
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus_option"));
     assert!(!is_mounted(&env.plain));
     let guard = MountGuard::adopt(&env);
+    // Type `kmsfs` (the helper mount.kmsfs) is the same filesystem.
     let mut sloppy = vec!["-s"];
     sloppy.extend_from_slice(&args);
+    sloppy[2] = "kmsfs";
     let out = mount_cmd(&env, "mount", &sloppy);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         std::fs::read(env.plain.join("hello.txt")).expect("read again"),
         b"through mount(8)\n"
     );
+    let line = proc_mounts_line(&env.plain).expect("a /proc/mounts line");
+    assert_eq!(line[2], "fuse.kmsfs", "{line:?}");
     guard.unmount();
 }
 
