@@ -183,6 +183,38 @@ fn a_closed_first_endpoint_costs_one_failover_and_the_mount_works() {
     }
     mount.unmount();
 
+    // The known-endpoint rule holds for the whole list: an endpoint added to kmsfs.conf by
+    // whoever can write the directory gets no request, and naming the list trusts it again.
+    let conf_path = env.cipher.join("kmsfs.conf");
+    let original = std::fs::read_to_string(&conf_path).expect("conf");
+    let stranger = closed_url();
+    let mut tampered = conf.clone();
+    tampered["kms"]["endpoints"] = json!([closed, server.url, stranger]);
+    std::fs::write(&conf_path, tampered.to_string()).expect("tamper");
+    let out = env.run(&env.mount_args());
+    assert_eq!(out.status.code(), Some(4), "{}", one_sentence(&out));
+    let sentence = one_sentence(&out);
+    assert!(
+        sentence.contains(&format!("now names the KMS endpoint {list},{stranger}")),
+        "{sentence}"
+    );
+    std::fs::write(&conf_path, &original).expect("restore");
+    std::fs::remove_file(
+        env.dir
+            .path()
+            .join("config-home/kmsfs/known-endpoints.json"),
+    )
+    .expect("forget the record");
+    let out = env.run(&env.mount_args());
+    assert!(
+        one_sentence(&out).contains(&format!("name it on the command line: --kms {list}")),
+        "{}",
+        one_sentence(&out)
+    );
+    let key = conf["key-id"].as_str().expect("key id");
+    let cipher = Env::s(&env.cipher);
+    env.ok(&["key", "show", key, "--cipherdir", cipher, "--kms", &list]);
+
     // A fresh mount (cold DEK cache) in the foreground, so its whole log is on its stderr.
     let stderr = env.dir.path().join("foreground.log");
     let foreground = mount_foreground(&env, &stderr);
@@ -319,6 +351,11 @@ fn a_server_killed_under_a_mount_while_another_serves_the_key_gives_no_eio() {
     assert!(reads.load(Ordering::SeqCst) >= at_kill + 50);
     let log = env.log_text();
     let moves = moves_from(&log, &pair.url(0));
+    eprintln!(
+        "reads: {at_kill} before the kill, {} in all; {} failover line(s)",
+        reads.load(Ordering::SeqCst),
+        moves.len()
+    );
     assert!(!moves.is_empty(), "the failover is logged: {log}");
     assert!(
         moves
@@ -556,4 +593,72 @@ fn kms_bench_shares_the_load_between_the_servers_of_a_list() {
         let decrypts = audit.iter().filter(|l| l.contains("decrypt")).count();
         assert!(decrypts >= 1, "{}: {decrypts} decrypts", server.url);
     }
+}
+
+/// Runs `kmsfs ARGS` of `env` in a mount namespace of its own where `/etc/hosts` is `hosts`
+/// (the machine's file is untouched; the namespace ends with the process).
+fn run_with_hosts(env: &Env, hosts: &Path, args: &[&str]) -> Output {
+    let mut cmd = env.cmd();
+    let kmsfs = cmd.get_program().to_os_string();
+    let mut wrapped = Command::new("unshare");
+    wrapped
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+        .arg(hosts)
+        .arg(kmsfs)
+        .args(args);
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped.output().expect("run kmsfs under unshare")
+}
+
+#[test]
+fn a_name_with_two_addresses_is_two_servers_and_keeps_its_name() {
+    let mut env = Env::new();
+    let hosts = env.dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n127.0.0.1 kms.test\n127.0.0.2 kms.test\n",
+    )
+    .expect("write the hosts file");
+    let data = env.dir.path().join("kms-data");
+    let org = create_org(&data);
+    let client = KmsClient::new("http://127.0.0.1:1/v2", org);
+    with_creds(&mut env, &client);
+    // Twice, on a fresh port: once with only 127.0.0.1 serving, once only 127.0.0.2. Whatever
+    // order the resolver gives the two addresses, exactly one of the runs meets the dead one
+    // first and moves on once.
+    let mut moves = Vec::new();
+    for (alive, dead) in [("127.0.0.1", "127.0.0.2"), ("127.0.0.2", "127.0.0.1")] {
+        let port = reserve_port();
+        let mut server = ServerGuard::start_in(&data, "ch-gva-2", &format!("{alive}:{port}"), &[]);
+        let url = format!("http://kms.test:{port}/v2");
+        let before = settled_audit(&data).len();
+        let out = run_with_hosts(&env, &hosts, &["key", "list", "--kms", &url, "--json"]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{alive}: {stderr}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Default Organization Key"),
+            "{alive}"
+        );
+        assert_eq!(
+            settled_audit(&data).len(),
+            before + 1,
+            "{alive}: one list served"
+        );
+        let found = moves_from(&stderr, &format!("{url} ({dead})"));
+        for line in &found {
+            assert!(
+                line.contains(&format!("; trying {url} ({alive})")),
+                "{line}"
+            );
+        }
+        moves.extend(found);
+        server.kill_9();
+    }
+    assert_eq!(moves.len(), 1, "{moves:?}");
 }
