@@ -598,7 +598,7 @@ fn kms_bench_shares_the_load_between_the_servers_of_a_list() {
 /// Runs `kmsfs ARGS` of `env` in a mount namespace of its own where `/etc/hosts` is `hosts`
 /// (the machine's file is untouched; the namespace ends with the process).
 fn run_with_hosts(env: &Env, hosts: &Path, args: &[&str]) -> Output {
-    let mut cmd = env.cmd();
+    let cmd = env.cmd();
     let kmsfs = cmd.get_program().to_os_string();
     let mut wrapped = Command::new("unshare");
     wrapped
