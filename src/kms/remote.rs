@@ -182,15 +182,25 @@ impl RemoteKms {
     /// The targets in the order to try them now, each with its client (made when missing);
     /// host names are looked up first when that is due.
     fn plan(&self) -> Result<Vec<(Target, Client)>, KmsError> {
+        let due = {
+            let mut servers = self.servers();
+            let due = servers
+                .resolved_at
+                .is_none_or(|at| at.elapsed() >= endpoints::RESOLVE_EVERY);
+            if due && !servers.targets.is_empty() {
+                // Other calls go on with the old addresses meanwhile, and do not look up too.
+                servers.resolved_at = Some(Instant::now());
+            }
+            due
+        };
+        // Looked up without the lock: a slow resolver holds up this call only.
+        let resolved = due.then(|| endpoints::resolve(&self.endpoints));
         let mut servers = self.servers();
-        let due = servers
-            .resolved_at
-            .is_none_or(|at| at.elapsed() >= endpoints::RESOLVE_EVERY);
-        if due {
-            servers.targets = endpoints::resolve(&self.endpoints);
-            servers.resolved_at = Some(Instant::now());
-            let labels: Vec<String> = servers.targets.iter().map(Target::label).collect();
+        if let Some(targets) = resolved {
+            let labels: Vec<String> = targets.iter().map(Target::label).collect();
             servers.clients.retain(|label, _| labels.contains(label));
+            servers.targets = targets;
+            servers.resolved_at = Some(Instant::now());
         }
         let order = servers.rotation.order(&servers.targets, Instant::now());
         let mut plan = Vec::with_capacity(order.len());
