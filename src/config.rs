@@ -27,9 +27,49 @@ pub enum KmsConfig {
     },
     /// An Exoscale-v2-compatible KMS over HTTP.
     Remote {
-        /// API base URL, ending in `/v2`.
+        /// API base URL, ending in `/v2`: the only one, or the first of `endpoints` (what builds
+        /// that know a single endpoint use).
         endpoint: String,
+        /// Every endpoint of the zone, in order, when there are several (none written when
+        /// there is one, so a one-endpoint file is what it always was).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        endpoints: Vec<String>,
     },
+}
+
+impl KmsConfig {
+    /// A remote backend at `endpoints` (normalized URLs, at least one).
+    pub fn remote(endpoints: Vec<String>) -> Self {
+        let endpoint = endpoints.first().cloned().unwrap_or_default();
+        let endpoints = if endpoints.len() > 1 {
+            endpoints
+        } else {
+            Vec::new()
+        };
+        KmsConfig::Remote {
+            endpoint,
+            endpoints,
+        }
+    }
+
+    /// A remote backend's endpoints in the form `--kms` takes (`URL` or `URL1,URL2,...`);
+    /// `None` for the embedded one. A list whose first entry is not `endpoint` is damage.
+    pub fn remote_endpoints(&self) -> Option<Result<String, String>> {
+        let KmsConfig::Remote {
+            endpoint,
+            endpoints,
+        } = self
+        else {
+            return None;
+        };
+        Some(match endpoints.first() {
+            None => Ok(endpoint.clone()),
+            Some(first) if first == endpoint => Ok(endpoints.join(",")),
+            Some(first) => Err(format!(
+                "its endpoint {endpoint} is not the first of its endpoints ({first})"
+            )),
+        })
+    }
 }
 
 /// The filesystem key of a directory whose names are encrypted, as the KMS wrapped it.
@@ -309,9 +349,7 @@ mod tests {
     #[test]
     fn remote_configs_name_only_the_endpoint() {
         let config = CipherConfig::new(
-            KmsConfig::Remote {
-                endpoint: "http://127.0.0.1:8400/v2".into(),
-            },
+            KmsConfig::remote(vec!["http://127.0.0.1:8400/v2".into()]),
             Uuid::new_v4(),
         );
         let text = serde_json::to_string(&config).expect("serializes");
@@ -319,5 +357,38 @@ mod tests {
             text.contains(r#""kms":{"backend":"remote","endpoint":"http://127.0.0.1:8400/v2"}"#),
             "{text}"
         );
+        assert_eq!(
+            config.kms.remote_endpoints(),
+            Some(Ok("http://127.0.0.1:8400/v2".into()))
+        );
+    }
+
+    #[test]
+    fn several_endpoints_keep_the_first_where_one_endpoint_always_was() {
+        let (a, b) = ("http://127.0.0.1:1/v2", "http://127.0.0.1:2/v2");
+        let config = CipherConfig::new(KmsConfig::remote(vec![a.into(), b.into()]), Uuid::new_v4());
+        let dir = tempfile::tempdir().expect("tempdir");
+        config.save(dir.path()).expect("saves");
+        let loaded = CipherConfig::load(dir.path()).expect("loads");
+        assert_eq!(loaded, config);
+        assert_eq!(loaded.kms.remote_endpoints(), Some(Ok(format!("{a},{b}"))));
+        // What a build that knows one endpoint reads: the first.
+        let text = std::fs::read_to_string(dir.path().join(CONF_NAME)).expect("read");
+        let json: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(json["kms"]["endpoint"], a);
+
+        let tampered = KmsConfig::Remote {
+            endpoint: b.into(),
+            endpoints: vec![a.into(), b.into()],
+        };
+        let err = tampered
+            .remote_endpoints()
+            .expect("remote")
+            .expect_err("damage");
+        assert!(err.contains("is not the first of its endpoints"), "{err}");
+        let embedded = KmsConfig::Embedded {
+            keystore: "/k".into(),
+        };
+        assert_eq!(embedded.remote_endpoints(), None);
     }
 }

@@ -114,7 +114,11 @@ impl Exit {
     pub fn of_remote(error: &RemoteError) -> Self {
         match error {
             RemoteError::MissingCredentials => Exit::KmsCredentials,
-            RemoteError::BadEndpoint(_) => Exit::Usage,
+            RemoteError::BadEndpoint(_)
+            | RemoteError::EmptyInList(_)
+            | RemoteError::Repeated(_)
+            | RemoteError::NotApiBase(_)
+            | RemoteError::OtherApi { .. } => Exit::Usage,
         }
     }
 

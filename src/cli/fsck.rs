@@ -40,8 +40,9 @@ pub struct FsckArgs {
     /// copied with its keystore).
     #[arg(long, value_name = "PATH")]
     keystore: Option<PathBuf>,
-    /// Trust this remote KMS endpoint for the directory (it must be the one kmsfs.conf names).
-    #[arg(long, value_name = "URL")]
+    /// Trust this remote KMS endpoint (or these, URL1,URL2,...) for the directory: it must be
+    /// what kmsfs.conf names.
+    #[arg(long, value_name = "URL[,URL...]")]
     kms: Option<String>,
 }
 

@@ -22,9 +22,10 @@ pub struct KeyArgs {
     /// Use the KMS configured for this cipher directory.
     #[arg(long, value_name = "DIR", global = true)]
     cipherdir: Option<PathBuf>,
-    /// Use the remote KMS at URL (credentials from EXOSCALE_API_KEY and EXOSCALE_API_SECRET);
-    /// with --cipherdir, trust URL for that directory (it must be the one its kmsfs.conf names).
-    #[arg(long, value_name = "URL", global = true)]
+    /// Use the remote KMS at URL, or at several servers of one zone (URL1,URL2,...), with the
+    /// credentials of EXOSCALE_API_KEY and EXOSCALE_API_SECRET; with --cipherdir, trust the
+    /// URLs for that directory (they must be the ones its kmsfs.conf names).
+    #[arg(long, value_name = "URL[,URL...]", global = true)]
     kms: Option<String>,
     /// Print the API's JSON instead of text.
     #[arg(long, global = true)]
@@ -111,8 +112,8 @@ fn open(args: &KeyArgs) -> CliResult<Arc<dyn KeyService>> {
                 "--keystore and --kms exclude each other: name one KMS",
             ));
         }
-        let endpoint = secret::endpoint_of(url)?;
-        return Ok(Arc::new(secret::open_remote(endpoint.as_str())?));
+        let endpoints = secret::endpoints_of(url)?;
+        return Ok(Arc::new(secret::open_remote(endpoints)?));
     }
     let path = secret::keystore_path(&args.keystore);
     Ok(Arc::new(secret::open_embedded(

@@ -127,9 +127,10 @@ enum Command {
         /// Wrap the directory's DEKs with this existing KMS key instead of a new one.
         #[arg(long, value_name = "ID")]
         key: Option<uuid::Uuid>,
-        /// Use the remote KMS at URL (e.g. http://127.0.0.1:8400/v2), with the credentials of
-        /// EXOSCALE_API_KEY and EXOSCALE_API_SECRET, instead of the embedded keystore.
-        #[arg(long, value_name = "URL")]
+        /// Use the remote KMS at URL (e.g. http://127.0.0.1:8400/v2), or at several servers of
+        /// one zone (URL1,URL2,...), with the credentials of EXOSCALE_API_KEY and
+        /// EXOSCALE_API_SECRET, instead of the embedded keystore.
+        #[arg(long, value_name = "URL[,URL...]")]
         kms: Option<String>,
         /// Keep file, directory and symlink names (and symlink targets) in the clear in the
         /// cipher directory, as format version 1 did. By default they are encrypted.

@@ -69,9 +69,10 @@ pub struct MountArgs {
     /// The daemon's log file (default: $XDG_STATE_HOME/kmsfs/NAME-FSID.log).
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
-    /// Trust this remote KMS endpoint for the directory: it must be the one kmsfs.conf names,
-    /// and becomes the recorded one (needed when the record is missing or differs).
-    #[arg(long, value_name = "URL")]
+    /// Trust this remote KMS endpoint (or these, URL1,URL2,...) for the directory: it must be
+    /// what kmsfs.conf names, and becomes the recorded one (needed when the record is missing
+    /// or differs).
+    #[arg(long, value_name = "URL[,URL...]")]
     kms: Option<String>,
     /// Blocks one content key may seal before its file is re-keyed (for tests that want to see
     /// re-keys; at least 32768, at most the default 2^31).

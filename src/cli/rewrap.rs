@@ -35,8 +35,9 @@ pub struct RewrapArgs {
     /// Read the passphrase from FILE (else $KMSFS_PASSPHRASE, else a prompt).
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
-    /// The remote KMS endpoint, when it is not (yet) the one recorded for this directory.
-    #[arg(long, value_name = "URL")]
+    /// The remote KMS endpoint (or endpoints, URL1,URL2,...), when it is not (yet) the one
+    /// recorded for this directory.
+    #[arg(long, value_name = "URL[,URL...]")]
     kms: Option<String>,
 }
 

@@ -9,7 +9,7 @@ use crate::config::{CipherConfig, KmsConfig, default_keystore_path};
 use crate::crypto::SecretBytes;
 use crate::kms::embedded::EmbeddedKms;
 use crate::kms::remote::RemoteKms;
-use crate::kms::remote::http::Endpoint;
+use crate::kms::remote::endpoints::EndpointList;
 use crate::kms::{KeyService, KeystoreError, KmsError};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -87,7 +87,7 @@ pub fn with_keystore(mut config: CipherConfig, keystore: Option<&Path>) -> CliRe
             *keystore = path.to_path_buf();
             Ok(config)
         }
-        KmsConfig::Remote { endpoint } => Err(CliError::usage(format!(
+        KmsConfig::Remote { endpoint, .. } => Err(CliError::usage(format!(
             "--keystore is for a directory with an embedded keystore; this one uses the remote KMS {endpoint}"
         ))),
     }
@@ -113,32 +113,39 @@ pub fn open_kms_named(
             }
             Ok(Arc::new(open_embedded(keystore, passphrase_file)?))
         }
-        KmsConfig::Remote { endpoint } => {
-            let endpoint = endpoint_of(endpoint).map_err(|e| {
+        KmsConfig::Remote { .. } => {
+            let damaged = |why: String| {
                 CliError::with(
                     Exit::Config,
-                    format!("{}/kmsfs.conf is damaged: {}", dir.display(), e.message),
+                    format!("{}/kmsfs.conf is damaged: {why}", dir.display()),
                 )
-            })?;
-            let named = named.map(endpoint_of).transpose()?;
+            };
+            let listed = config
+                .kms
+                .remote_endpoints()
+                .expect("BUG: a remote backend has endpoints")
+                .map_err(damaged)?;
+            let endpoints = endpoints_of(&listed).map_err(|e| damaged(e.message))?;
+            let named = named.map(endpoints_of).transpose()?;
             crate::config::known::check(
                 dir,
                 &config.fs_id,
-                endpoint.as_str(),
-                named.as_ref().map(Endpoint::as_str),
+                &endpoints.to_string(),
+                named.as_ref().map(EndpointList::to_string).as_deref(),
             )?;
-            Ok(Arc::new(open_remote(endpoint.as_str())?))
+            Ok(Arc::new(open_remote(endpoints)?))
         }
     }
 }
 
-/// A checked, normalized endpoint.
-pub fn endpoint_of(text: &str) -> CliResult<Endpoint> {
-    Ok(Endpoint::parse(text)?)
+/// Checked, normalized endpoints: `URL` or `URL1,URL2,...` (servers of one zone).
+pub fn endpoints_of(text: &str) -> CliResult<EndpointList> {
+    Ok(EndpointList::parse(text)?)
 }
 
-/// A client of the KMS at `endpoint` with the credentials of `EXOSCALE_API_KEY` and
+/// A client of the KMS at `endpoints` with the credentials of `EXOSCALE_API_KEY` and
 /// `EXOSCALE_API_SECRET`.
-pub fn open_remote(endpoint: &str) -> CliResult<RemoteKms> {
-    Ok(RemoteKms::from_env(endpoint)?)
+pub fn open_remote(endpoints: EndpointList) -> CliResult<RemoteKms> {
+    let credentials = crate::kms::remote::http::credentials_from_env()?;
+    Ok(RemoteKms::with_list(endpoints, credentials))
 }

@@ -17,7 +17,7 @@ pub const KNOWN_ENDPOINTS_NAME: &str = "known-endpoints.json";
 /// What is recorded for one cipher directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KnownDirectory {
-    /// The KMS endpoint, normalized.
+    /// The KMS endpoint, normalized; several as `--kms` takes them (`URL1,URL2`).
     pub endpoint: String,
     /// Where the directory was when recorded (informative only).
     pub path: PathBuf,

@@ -44,6 +44,29 @@ pub enum RemoteError {
     /// The endpoint is not an http(s) URL.
     #[error("{0:?} is not a KMS endpoint; give a URL such as http://127.0.0.1:8400/v2")]
     BadEndpoint(String),
+    /// A list of endpoints with nothing between two commas, or after the last.
+    #[error(
+        "the KMS endpoints {0:?} have an empty entry; separate URLs by single commas, such as http://10.0.0.1:8400/v2,http://10.0.0.2:8400/v2"
+    )]
+    EmptyInList(String),
+    /// The same endpoint twice in one list.
+    #[error("{0} is listed twice in the KMS endpoints; name each server once")]
+    Repeated(String),
+    /// An endpoint of a list of several that is not a zone's `/v2` API base.
+    #[error(
+        "{0} is not a zone's API base: with several KMS endpoints, each must end in /v2 (e.g. http://10.0.0.1:8400/v2)"
+    )]
+    NotApiBase(String),
+    /// Endpoints of one list with different paths, so not one zone's API.
+    #[error(
+        "{other} does not serve the same API as {first}: every KMS endpoint of a list must be a server of the same zone, with the same path"
+    )]
+    OtherApi {
+        /// The first endpoint of the list.
+        first: String,
+        /// The endpoint whose path differs.
+        other: String,
+    },
 }
 
 /// The systemd credentials (`LoadCredential=NAME:FILE`) the API key and secret are read from
@@ -110,6 +133,25 @@ impl Endpoint {
     /// The normalized URL, as recorded and compared.
     pub fn as_str(&self) -> &str {
         &self.base
+    }
+
+    fn parsed(&self) -> Url {
+        Url::parse(&self.base).expect("BUG: a checked endpoint is a URL")
+    }
+
+    /// The URL's path, e.g. `/v2`.
+    pub fn path(&self) -> String {
+        self.parsed().path().to_string()
+    }
+
+    /// The host when it is a name (not an IP address), e.g. `kms.example`.
+    pub fn host_name(&self) -> Option<String> {
+        self.parsed().domain().map(str::to_string)
+    }
+
+    /// The port, given or the scheme's.
+    pub fn port(&self) -> u16 {
+        self.parsed().port_or_known_default().unwrap_or(80)
     }
 
     /// The URL of `route` (which starts with `/kms-key` and holds only ids and action names).
