@@ -3,6 +3,7 @@
 //! endpoints.
 
 pub mod known;
+pub mod passfiles;
 
 use crate::format::FsId;
 use crate::sys::durable::{self, Staging};
@@ -218,6 +219,16 @@ pub fn state_home() -> PathBuf {
 }
 
 /// `$HOME`, else `/root`.
+/// `$XDG_CONFIG_HOME/kmsfs`, else `~/.config/kmsfs`: the user's own records (which endpoint and
+/// which passphrase file each directory or keystore uses), never inside a cipher directory.
+pub fn user_config_dir() -> PathBuf {
+    let config_home = match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => home().join(".config"),
+    };
+    config_home.join("kmsfs")
+}
+
 fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
 }

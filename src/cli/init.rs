@@ -78,8 +78,15 @@ pub fn run(
         })?;
     }
     config.save(cipherdir)?;
-    if let KmsConfig::Remote { endpoint } = &config.kms {
-        crate::config::known::record(&config.fs_id, endpoint, cipherdir)?;
+    match (&config.kms, args.passphrase_file.as_deref()) {
+        (KmsConfig::Remote { endpoint }, _) => {
+            crate::config::known::record(&config.fs_id, endpoint, cipherdir)?;
+        }
+        // Later commands on this keystore find the passphrase the same way.
+        (KmsConfig::Embedded { keystore }, Some(file)) => {
+            crate::config::passfiles::record(keystore, Some(file))?;
+        }
+        (KmsConfig::Embedded { .. }, None) => {}
     }
     println!(
         "Created cipher directory {} (key {} \"{}\", {described}; {} names).",

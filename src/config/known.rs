@@ -32,11 +32,7 @@ pub struct KnownEndpoints {
 
 /// `$XDG_CONFIG_HOME/kmsfs/known-endpoints.json`, else `~/.config/kmsfs/known-endpoints.json`.
 pub fn known_endpoints_path() -> PathBuf {
-    let config_home = match std::env::var_os("XDG_CONFIG_HOME") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => super::home().join(".config"),
-    };
-    config_home.join("kmsfs").join(KNOWN_ENDPOINTS_NAME)
+    super::user_config_dir().join(KNOWN_ENDPOINTS_NAME)
 }
 
 impl KnownEndpoints {
