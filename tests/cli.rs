@@ -665,7 +665,10 @@ fn a_directory_or_mount_point_finds_its_keystore_and_recorded_passphrase_file() 
     env.ok(&["fsck", Env::s(&env.plain)]);
     let shown = env.ok(&["key", "show", &id, "--cipherdir", Env::s(&env.plain)]);
     assert!(shown.contains("version 2"), "{shown}");
-    mount.unmount();
+    // The cipher directory names its mount to unmount too.
+    env.ok(&["unmount", Env::s(&env.cipher)]);
+    assert!(!common::is_mounted(&env.plain));
+    drop(mount);
     // The mount point, once unmounted, is no cipher directory.
     let err = failure_with(&env.run(&["fsck", Env::s(&env.plain)]), 8);
     assert!(err.contains("not a kmsfs cipher directory"), "{err}");

@@ -53,26 +53,31 @@ enum KeyCommand {
     /// Show one key.
     Show {
         /// Key id, or a cipher directory or its mount point (its key, in its KMS).
+        #[arg(value_name = "ID|DIR")]
         id: KeyRef,
     },
     /// Rotate a key now (at most 10 manual rotations per key).
     Rotate {
         /// Key id, or a cipher directory or its mount point (its key, in its KMS).
+        #[arg(value_name = "ID|DIR")]
         id: KeyRef,
     },
     /// Enable a key.
     Enable {
         /// Key id, or a cipher directory or its mount point (its key, in its KMS).
+        #[arg(value_name = "ID|DIR")]
         id: KeyRef,
     },
     /// Disable a key (files it wraps stop opening once cached DEKs expire).
     Disable {
         /// Key id, or a cipher directory or its mount point (its key, in its KMS).
+        #[arg(value_name = "ID|DIR")]
         id: KeyRef,
     },
     /// Turn automatic rotation on.
     EnableRotation {
         /// Key id, or a cipher directory or its mount point (its key, in its KMS).
+        #[arg(value_name = "ID|DIR")]
         id: KeyRef,
         /// Days between rotations (90 to 2560).
         #[arg(long)]
@@ -81,11 +86,13 @@ enum KeyCommand {
     /// Turn automatic rotation off.
     DisableRotation {
         /// Key id, or a cipher directory or its mount point (its key, in its KMS).
+        #[arg(value_name = "ID|DIR")]
         id: KeyRef,
     },
     /// Schedule the key's destruction.
     ScheduleDeletion {
         /// Key id, or a cipher directory or its mount point (its key, in its KMS).
+        #[arg(value_name = "ID|DIR")]
         id: KeyRef,
         /// Days until deletion (7 to 30).
         #[arg(long)]
@@ -94,11 +101,13 @@ enum KeyCommand {
     /// Cancel a scheduled deletion (the key becomes disabled).
     CancelDeletion {
         /// Key id, or a cipher directory or its mount point (its key, in its KMS).
+        #[arg(value_name = "ID|DIR")]
         id: KeyRef,
     },
     /// List a key's rotations.
     Rotations {
         /// Key id, or a cipher directory or its mount point (its key, in its KMS).
+        #[arg(value_name = "ID|DIR")]
         id: KeyRef,
     },
 }

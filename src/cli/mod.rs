@@ -157,7 +157,7 @@ enum Command {
     Mount(mount::MountArgs),
     /// Unmount; the daemon flushes and exits.
     Unmount {
-        /// The mount point.
+        /// The mount point (or the cipher directory mounted there).
         mountpoint: PathBuf,
         /// Detach now even if files are open (the mount goes away when they close).
         #[arg(long)]
