@@ -698,6 +698,9 @@ fn every_key_command_speaks_json() {
     assert!(json(&["enable-rotation", &id, "--period", "120"])["rotation"].is_object());
     assert!(json(&["schedule-deletion", &id, "--days", "7"])["delete-at"].is_string());
     assert_eq!(json(&["cancel-deletion", &id])["status"], "success");
+    // Neither an id nor a directory: a usage error.
+    let err = failure_with(&env.run(&["key", "show", "no-such-key"]), 2);
+    assert!(err.contains("neither a key id"), "{err}");
 }
 
 #[test]

@@ -176,6 +176,12 @@ fn open(args: &KeyArgs) -> CliResult<(Arc<dyn KeyService>, Option<CipherConfig>)
         (None, None) => None,
     };
     if let Some(named) = named {
+        if !named.exists() {
+            return Err(CliError::usage(format!(
+                "{} is neither a key id (a UUID) nor a cipher directory or mount point",
+                named.display()
+            )));
+        }
         let dir = secret::cipherdir_of(named);
         let config =
             secret::with_keystore(CipherConfig::load(&dir)?, args.keystore.keystore.as_deref())?;

@@ -2,7 +2,6 @@
 //! change, so no file, header or name is re-encrypted; the keystore is replaced atomically, and
 //! a wrong old passphrase changes nothing.
 
-use super::exit::Exit;
 use super::{CliError, CliResult, secret};
 use crate::config::{CipherConfig, KmsConfig};
 use crate::crypto::SecretBytes;
@@ -104,22 +103,11 @@ fn mounted_user(keystore: &Path) -> Option<PathBuf> {
 /// The new passphrase: `--new-passphrase-file`, else `$KMSFS_NEW_PASSPHRASE`, else a prompt on
 /// a terminal, twice.
 fn new_passphrase(file: Option<&Path>) -> CliResult<SecretBytes> {
-    let new = if let Some(file) = file {
-        secret::passphrase_from_file(file)?
-    } else if let Some(value) = std::env::var_os(NEW_PASSPHRASE_ENV) {
-        SecretBytes::new(value.into_encoded_bytes())
-    } else if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        secret::prompt_twice("New passphrase: ", "New passphrase again: ")?
-    } else {
-        return Err(CliError::usage(format!(
-            "no new passphrase: give --new-passphrase-file FILE, set {NEW_PASSPHRASE_ENV}, or run on a terminal"
-        )));
-    };
-    if new.is_empty() {
-        return Err(CliError::with(
-            Exit::Authentication,
-            "the new passphrase is empty",
-        ));
-    }
-    Ok(new)
+    secret::secret_from(
+        file,
+        "--new-passphrase-file",
+        NEW_PASSPHRASE_ENV,
+        "new passphrase",
+        true,
+    )
 }

@@ -24,25 +24,48 @@ pub const EMBEDDED_ZONE: &str = "embedded";
 /// Reads the passphrase: `--passphrase-file`, else `$KMSFS_PASSPHRASE`, else a prompt on a
 /// terminal (twice when `confirm`, for a new keystore).
 pub fn passphrase(file: Option<&Path>, confirm: bool) -> CliResult<SecretBytes> {
+    secret_from(
+        file,
+        "--passphrase-file",
+        PASSPHRASE_ENV,
+        "passphrase",
+        confirm,
+    )
+}
+
+/// Reads a secret named `what` (e.g. "new passphrase"): from `file` (the option `flag`), else
+/// the environment variable `env`, else a prompt on a terminal (twice when `confirm`). Empty
+/// is refused.
+pub fn secret_from(
+    file: Option<&Path>,
+    flag: &str,
+    env: &str,
+    what: &str,
+    confirm: bool,
+) -> CliResult<SecretBytes> {
     let text = if let Some(file) = file {
         passphrase_from_file(file)?
-    } else if let Some(value) = std::env::var_os(PASSPHRASE_ENV) {
+    } else if let Some(value) = std::env::var_os(env) {
         SecretBytes::new(value.into_encoded_bytes())
     } else if std::io::stdin().is_terminal() {
+        let mut label = what.to_string();
+        if let Some(first) = label.get_mut(..1) {
+            first.make_ascii_uppercase();
+        }
         if confirm {
-            prompt_twice("Passphrase: ", "Passphrase again: ")?
+            prompt_twice(&format!("{label}: "), &format!("{label} again: "))?
         } else {
-            prompt("Passphrase: ")?
+            prompt(&format!("{label}: "))?
         }
     } else {
         return Err(CliError::usage(format!(
-            "no passphrase: give --passphrase-file FILE, set {PASSPHRASE_ENV}, or run on a terminal"
+            "no {what}: give {flag} FILE, set {env}, or run on a terminal"
         )));
     };
     if text.is_empty() {
         return Err(CliError::with(
             Exit::Authentication,
-            "the passphrase is empty",
+            format!("the {what} is empty"),
         ));
     }
     Ok(text)

@@ -8,7 +8,6 @@
 //! passphrase file.
 
 use super::ConfigError;
-use crate::sys::durable::{self, Staging};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,29 +30,13 @@ pub fn passphrase_files_path() -> PathBuf {
 impl PassphraseFiles {
     /// Reads the record at `path` (empty when there is none).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(ConfigError::Io {
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
+        super::load_record(path)
     }
 
-    /// Writes the record atomically and durably.
+    /// Writes the record atomically and durably (temporary file, fsync, rename, fsync of the
+    /// directory).
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let io = |source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        std::fs::create_dir_all(durable::parent_dir(path)).map_err(io)?;
-        let mut text = serde_json::to_string_pretty(self).expect("BUG: record always serializes");
-        text.push('\n');
-        durable::replace(path, text.as_bytes(), Staging::Unique).map_err(io)
+        super::save_record(path, self)
     }
 }
 
