@@ -897,3 +897,40 @@ fn env_command_in_pty(env: &Env, command: &str) -> std::process::Child {
     let _ = fs::remove_file(root.join("config-home/kmsfs/passphrase-files.json"));
     cmd.spawn().expect("script (util-linux)")
 }
+
+#[test]
+fn fsck_shows_progress_on_a_terminal_only() {
+    let env = Env::new();
+    env.init();
+    let mount = env.mount();
+    for i in 0..200 {
+        fs::write(env.plain.join(format!("f{i}")), b"x").expect("write");
+    }
+    mount.unmount();
+    let command = format!(
+        "{} fsck {} --passphrase-file {}",
+        common::kmsfs_bin(),
+        Env::s(&env.cipher),
+        Env::s(&env.passfile)
+    );
+    let mut child = KillOnDrop(env_command_in_pty(&env, &command));
+    drop(child.0.stdin.take());
+    let mut seen = Vec::new();
+    let mut stdout = child.0.stdout.take().expect("stdout");
+    std::io::Read::read_to_end(&mut stdout, &mut seen).expect("read the terminal");
+    let status = child.0.wait().expect("wait");
+    let text = String::from_utf8_lossy(&seen);
+    assert!(status.success(), "{text}");
+    assert!(
+        text.contains("/200 files"),
+        "a progress bar on the terminal: {text}"
+    );
+    // Not a terminal: no bar.
+    let out = env.fsck();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("/200 files"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
