@@ -14,6 +14,7 @@ command -v losetup >/dev/null 2>&1 || missing+=(mount)
 command -v fstrim >/dev/null 2>&1 || missing+=(util-linux)
 # systemd-analyze verify checks the units in contrib/systemd (tests/ops.rs).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)   # tests/tour.rs: lo up in its own network namespace
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
@@ -21,10 +22,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 [ -e /dev/fuse ] || as_root modprobe fuse || true
 # The official Exoscale Python client: tests/server_setup.rs proves it works unchanged against
-# `kmsfs kms serve`.
-if ! python3 -c "import exoscale.api.v2" >/dev/null 2>&1; then
-  echo "== installing the exoscale Python client"
-  python3 -m pip install -q "exoscale==0.16.4" || echo "== (pip failed: the Python-client test will be skipped)"
+# `kmsfs kms serve`. It goes into a virtual environment under target/ (never the system's
+# Python), where that test looks for it.
+venv=target/python-venv
+if ! "$venv/bin/python3" -c "import exoscale.api.v2" >/dev/null 2>&1; then
+  echo "== installing the exoscale Python client into $venv"
+  python3 -c "import ensurepip" >/dev/null 2>&1 || { as_root apt-get update -qq && as_root apt-get install -y -qq python3-venv; }
+  { python3 -m venv "$venv" && "$venv/bin/python3" -m pip install -q --disable-pip-version-check "exoscale==0.16.4"; } \
+    || echo "== (the venv or pip failed: the Python-client test will be skipped)"
 fi
 
 start=$(date +%s)

@@ -3,6 +3,7 @@
 //! endpoints.
 
 pub mod known;
+pub mod passfiles;
 
 use crate::format::FsId;
 use crate::sys::durable::{self, Staging};
@@ -258,6 +259,45 @@ pub fn state_home() -> PathBuf {
 }
 
 /// `$HOME`, else `/root`.
+/// Reads a record of the user's own configuration (JSON) at `path`; the default when there is
+/// none.
+fn load_record<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(source) => Err(ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Writes a record of the user's own configuration at `path` atomically and durably
+/// (temporary file, fsync, rename, fsync of the directory), making its directory if needed.
+fn save_record<T: serde::Serialize>(path: &Path, record: &T) -> Result<(), ConfigError> {
+    let io = |source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(durable::parent_dir(path)).map_err(io)?;
+    let mut text = serde_json::to_string_pretty(record).expect("BUG: records always serialize");
+    text.push('\n');
+    durable::replace(path, text.as_bytes(), Staging::Unique).map_err(io)
+}
+
+/// `$XDG_CONFIG_HOME/kmsfs`, else `~/.config/kmsfs`: the user's own records (which endpoint and
+/// which passphrase file each directory or keystore uses), never inside a cipher directory.
+pub fn user_config_dir() -> PathBuf {
+    let config_home = match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => home().join(".config"),
+    };
+    config_home.join("kmsfs")
+}
+
 fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
 }

@@ -196,7 +196,17 @@ except Exception as e:
     assert "Key Not Found" in str(e), e
 print("OK")
 "#;
-    let probe = Command::new("python3")
+    // scripts/test.sh installs the client into a virtual environment under target/.
+    let venv = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/python-venv/bin/python3"
+    );
+    let python = if std::path::Path::new(venv).exists() {
+        venv
+    } else {
+        "python3"
+    };
+    let probe = Command::new(python)
         .args(["-c", "import exoscale.api.v2"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
@@ -205,7 +215,7 @@ print("OK")
     }
     let server = ServerGuard::start(ZONE);
     let creds = create_org_with(&server.data, "python", &[]);
-    let out = Command::new("python3")
+    let out = Command::new(python)
         .args(["-c", SCRIPT, &server.url, &creds.json])
         .output()
         .expect("run python3");

@@ -76,8 +76,17 @@ pub fn run(
         })?;
     }
     config.save(cipherdir)?;
-    if let Some(Ok(endpoints)) = config.kms.remote_endpoints() {
-        crate::config::known::record(&config.fs_id, &endpoints, cipherdir)?;
+    match (&config.kms, args.passphrase_file.as_deref()) {
+        (KmsConfig::Remote { .. }, _) => {
+            if let Some(Ok(endpoints)) = config.kms.remote_endpoints() {
+                crate::config::known::record(&config.fs_id, &endpoints, cipherdir)?;
+            }
+        }
+        // Later commands on this keystore find the passphrase the same way.
+        (KmsConfig::Embedded { keystore }, Some(file)) => {
+            crate::config::passfiles::record(keystore, Some(file))?;
+        }
+        (KmsConfig::Embedded { .. }, None) => {}
     }
     println!(
         "Created cipher directory {} (key {} \"{}\", {described}; {} names).",

@@ -75,6 +75,9 @@ pub enum OrgCommand {
         /// The passphrase file, if the data directory is sealed with one.
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
+        /// Print `export EXOSCALE_API_KEY=... EXOSCALE_API_SECRET=...` for `eval` instead.
+        #[arg(long)]
+        env: bool,
     },
     /// Install an organization and API key printed by `org create` (JSON on stdin), e.g. in
     /// another zone's data directory.
@@ -171,10 +174,23 @@ pub fn org(command: OrgCommand) -> CliResult<ExitCode> {
             name,
             data,
             passphrase_file,
+            env,
         } => {
             let pass = passphrase(passphrase_file.as_deref())?;
             let made = server::create_org(&data, &name, pass.as_ref())?;
-            println!("{}", made.to_json().as_str());
+            if env {
+                // The key is EXO + hex, the secret base64url: nothing a quote must escape.
+                let secret = zeroize::Zeroizing::new(
+                    String::from_utf8_lossy(made.credentials.secret.expose_secret()).into_owned(),
+                );
+                println!(
+                    "export EXOSCALE_API_KEY='{}' EXOSCALE_API_SECRET='{}'",
+                    made.credentials.key,
+                    secret.as_str()
+                );
+            } else {
+                println!("{}", made.to_json().as_str());
+            }
         }
         OrgCommand::Import {
             data,

@@ -17,6 +17,7 @@ mod kms_serve;
 mod mount;
 pub mod mount_helper;
 mod mounts;
+mod passwd;
 mod rewrap;
 mod secret;
 mod unmount;
@@ -47,7 +48,7 @@ impl CliError {
         }
     }
 
-    /// A damaged `kmsfs.conf` (exit code 4).
+    /// A damaged `kmsfs.conf` (exit code 8).
     pub fn config(message: impl Into<String>) -> Self {
         CliError::with(Exit::Config, message)
     }
@@ -57,7 +58,7 @@ impl CliError {
         CliError::with(Exit::Usage, message)
     }
 
-    /// An operating system error while `doing` something to `path` (exit code 3).
+    /// An operating system error while `doing` something to `path` (exit code 6).
     pub fn io(doing: &str, path: &std::path::Path, e: &std::io::Error) -> Self {
         CliError::with(Exit::Io, format!("cannot {doing} {}: {e}", path.display()))
     }
@@ -97,12 +98,30 @@ type CliResult<T = ()> = Result<T, CliError>;
 #[derive(Parser)]
 #[command(
     name = "kmsfs",
-    version,
+    version = version_text(),
     about = "An encrypted FUSE filesystem with envelope encryption backed by a KMS"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// What `kmsfs --version` prints after the name: the version, the git commit it was built from
+/// ("unknown" outside a git checkout), and the format versions it reads and writes.
+fn version_text() -> String {
+    use crate::format::HeaderVersion;
+    format!(
+        "{} (commit {})\n\
+         cipher directory (kmsfs.conf): reads versions 1 to {conf}, writes {conf}\n\
+         file header: reads versions 1 to {header}, writes {header}\n\
+         keystore file: version {keystore}; keyring: version {keyring}",
+        env!("CARGO_PKG_VERSION"),
+        env!("KMSFS_GIT_COMMIT"),
+        conf = crate::config::FORMAT_VERSION,
+        header = HeaderVersion::NEWEST.number(),
+        keystore = crate::kms::embedded::KEYSTORE_VERSION,
+        keyring = crate::kms::keyring::KEYRING_VERSION,
+    )
 }
 
 /// Where the embedded keystore is and how to open it.
@@ -141,7 +160,7 @@ enum Command {
     Mount(mount::MountArgs),
     /// Unmount; the daemon flushes and exits.
     Unmount {
-        /// The mount point.
+        /// The mount point (or the cipher directory mounted there).
         mountpoint: PathBuf,
         /// Detach now even if files are open (the mount goes away when they close).
         #[arg(long)]
@@ -149,6 +168,8 @@ enum Command {
     },
     /// Manage KMS keys.
     Key(key::KeyArgs),
+    /// Change the passphrase of an embedded keystore (nothing is re-encrypted).
+    Passwd(passwd::PasswdArgs),
     /// The KMS server (Exoscale API v2 compatible), its organizations, and a load generator.
     #[command(subcommand)]
     Kms(kms::KmsCommand),
@@ -192,6 +213,7 @@ pub fn main() -> ExitCode {
         Command::Mount(args) => mount::run(args),
         Command::Unmount { mountpoint, lazy } => unmount::unmount(&mountpoint, lazy),
         Command::Key(args) => key::run(args),
+        Command::Passwd(args) => passwd::run(args),
         Command::Kms(command) => kms::run(command),
         Command::Rewrap(args) => rewrap::run(args),
         Command::Inspect { cipherfile } => inspect::run(&cipherfile),

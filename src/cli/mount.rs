@@ -92,8 +92,10 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
     )?;
     let cipherdir = std::fs::canonicalize(&args.cipherdir)
         .map_err(|e| CliError::io("resolve", &args.cipherdir, &e))?;
-    let mountpoint = check_mountpoint(&args.mountpoint)?;
     let fuse_config = fuse_config(&args, &cipherdir)?;
+    let mountpoint = check_mountpoint(&args.mountpoint, allows_nonempty(&args.options))?;
+    // Held for as long as this process (after the fork: the daemon) lives.
+    let _lock = lock_cipherdir(&cipherdir, &args.cipherdir)?;
     let fs_id = config.fs_id().map_err(CliError::config)?;
     let kms = secret::open_kms_named(
         &args.cipherdir,
@@ -323,13 +325,14 @@ pub(super) fn serve(
         SessionACL::All | SessionACL::Owner => Access::All,
     };
     let threads = fuse_config.n_threads.unwrap_or(1);
+    let device = mount_device(mountpoint);
     let result = crate::fuse::serve(
         session.as_fd(),
         threads,
         Arc::new(FuseAdapter::new(fs.clone())),
         access,
     );
-    drop(session);
+    end_session(session, mountpoint, device.as_deref());
     let stats = fs.keys().cache().stats();
     tracing::info!(
         hits = stats.hits,
@@ -349,6 +352,29 @@ pub(super) fn serve(
         Err(e) => Err(CliError::new(format!(
             "the FUSE session ended with an error: {e}"
         ))),
+    }
+}
+
+/// Ends the FUSE session once serving stopped. The usual end is an unmount (`kmsfs unmount`,
+/// umount(8), the signal thread): the kernel has taken the mount away already, and fuser's
+/// own unmount on drop would try again, fail with EINVAL and log a warning, or, if another
+/// filesystem was mounted there meanwhile, unmount that one. So the session is dropped (and
+/// unmounts) only while our mount, `device` at `mountpoint`, is still in the mount table;
+/// otherwise it is forgotten: the daemon is about to exit, which closes the descriptor.
+fn end_session<F: fuser::Filesystem>(
+    session: fuser::Session<F>,
+    mountpoint: &Path,
+    device: Option<&str>,
+) {
+    let still_mounted = device.is_some_and(|device| {
+        super::mounts::mounts()
+            .iter()
+            .any(|m| m.device == device && m.mountpoint == mountpoint)
+    });
+    if still_mounted {
+        drop(session);
+    } else {
+        std::mem::forget(session);
     }
 }
 
@@ -376,7 +402,55 @@ fn spawn_housekeeping(kms: Arc<dyn KeyService>) {
     });
 }
 
-fn check_mountpoint(path: &Path) -> CliResult<PathBuf> {
+/// True when the mount options say `nonempty`: mount over a directory that has entries.
+fn allows_nonempty(options: &[String]) -> bool {
+    options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .any(|o| o == "nonempty")
+}
+
+/// Takes the cipher directory's mount lock: an exclusive `flock` of the directory itself, held
+/// by the daemon for as long as it serves (the kernel drops it when the daemon exits, also when
+/// it is killed). Two daemons over one directory, each with its own caches, could corrupt it.
+///
+/// A daemon whose mount is already gone may hold the lock a moment longer: its threads end
+/// after its main thread (which `kmsfs unmount` waits for) and after the mount. So while no
+/// mount of the directory is in the mount table, the lock is waited for, up to
+/// [`LOCK_WAIT`]; with one, the refusal is immediate.
+fn lock_cipherdir(cipherdir: &Path, named: &Path) -> CliResult<std::fs::File> {
+    let dir = std::fs::File::open(cipherdir).map_err(|e| CliError::io("open", named, &e))?;
+    let started = Instant::now();
+    loop {
+        match dir.try_lock() {
+            Ok(()) => return Ok(dir),
+            Err(std::fs::TryLockError::Error(e)) => return Err(CliError::io("lock", named, &e)),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+        }
+        let mounted = super::mounts::mounts()
+            .into_iter()
+            .find(|m| m.cipherdir().as_deref() == Some(cipherdir));
+        if let Some(mount) = mounted {
+            return Err(CliError::new(format!(
+                "{} is already mounted at {}: one cipher directory is served by one daemon at a time",
+                named.display(),
+                mount.mountpoint.display()
+            )));
+        }
+        if started.elapsed() >= LOCK_WAIT {
+            return Err(CliError::new(format!(
+                "{} is still served by a daemon whose mount is gone (detached with `umount -l` while files were open?): one cipher directory is served by one daemon at a time",
+                named.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How long a mount waits for the lock of a daemon that is exiting (see [`lock_cipherdir`]).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+fn check_mountpoint(path: &Path, nonempty: bool) -> CliResult<PathBuf> {
     let canonical = std::fs::canonicalize(path).map_err(|e| {
         CliError::new(format!(
             "the mount point {} cannot be used: {e}",
@@ -394,6 +468,16 @@ fn check_mountpoint(path: &Path) -> CliResult<PathBuf> {
             "the mount point {} is busy: something is already mounted there",
             path.display()
         )));
+    }
+    if !nonempty {
+        let mut entries =
+            std::fs::read_dir(&canonical).map_err(|e| CliError::io("read", path, &e))?;
+        if entries.next().is_some() {
+            return Err(CliError::new(format!(
+                "invalid mount point {}: the directory is not empty, and the mount would hide its files; empty it, or mount with -o nonempty",
+                path.display()
+            )));
+        }
     }
     Ok(canonical)
 }
@@ -471,13 +555,15 @@ fn fuse_config(args: &MountArgs, cipherdir: &Path) -> CliResult<Config> {
             // The kernel keeps a FUSE mount's times in memory and sends them with the next
             // change anyway (writeback cache): nothing to map.
             "lazytime" | "nolazytime" => continue,
+            // Checked before mounting (see `check_mountpoint`): the kernel does not mind.
+            "nonempty" => continue,
             "sync" => MountOption::Sync,
             "async" => MountOption::Async,
             "dirsync" => MountOption::DirSync,
             "auto_unmount" => MountOption::AutoUnmount,
             other => {
                 return Err(CliError::usage(format!(
-                    "unknown mount option {other:?} (known: allow_other, allow_root, default_permissions, ro, rw, dev, nodev, suid, nosuid, exec, noexec, atime, noatime, relatime, strictatime, nodiratime, diratime, lazytime, nolazytime, sync, async, dirsync, auto_unmount)"
+                    "unknown mount option {other:?} (known: allow_other, allow_root, default_permissions, ro, rw, dev, nodev, suid, nosuid, exec, noexec, atime, noatime, relatime, strictatime, nodiratime, diratime, lazytime, nolazytime, nonempty, sync, async, dirsync, auto_unmount)"
                 )));
             }
         };
