@@ -222,6 +222,7 @@ impl Source {
             requests,
             kms_calls: self.fs.keys().kms_meter().snapshot(),
             metrics_listen: self.metrics_listen,
+            control_socket: control::socket_path(&self.mountpoint),
         }
     }
 }
@@ -258,6 +259,8 @@ pub struct MountStatus {
     pub errors: ErrorStatus,
     /// Where metrics are served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// The control socket this answer came through.
+    pub control_socket: PathBuf,
 }
 
 /// The DEK cache's counters and size.

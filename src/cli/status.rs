@@ -8,7 +8,7 @@ use super::observe::{KmsUsed, MountStatus};
 use super::{CliError, CliResult};
 use clap::Args;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -43,13 +43,12 @@ struct Shown {
 
 /// Shows the mounts as `args` say.
 pub fn run(args: &StatusArgs) -> CliResult<ExitCode> {
+    let table = super::mounts::mounts();
     let wanted = match &args.mountpoint {
-        Some(path) => {
-            Some(std::fs::canonicalize(path).map_err(|e| CliError::io("resolve", path, &e))?)
-        }
+        Some(path) => Some(mount_point_named(path, &table)?),
         None => None,
     };
-    let mounts: Vec<_> = super::mounts::mounts()
+    let mounts: Vec<_> = table
         .into_iter()
         .filter(|m| m.cipherdir().is_some())
         .filter(|m| wanted.as_ref().is_none_or(|w| *w == m.mountpoint))
@@ -104,6 +103,16 @@ pub fn run(args: &StatusArgs) -> CliResult<ExitCode> {
         return Ok(ExitCode::from(super::exit::Exit::Problems.code()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The mount point `path` names: itself when the mount table lists it as given (absolute),
+/// so that a mount whose daemon is stopped or gone is never touched; else its canonical form.
+fn mount_point_named(path: &Path, table: &[super::mounts::MountEntry]) -> CliResult<PathBuf> {
+    let absolute = std::path::absolute(path).map_err(|e| CliError::io("resolve", path, &e))?;
+    if table.iter().any(|m| m.mountpoint == absolute) {
+        return Ok(absolute);
+    }
+    std::fs::canonicalize(path).map_err(|e| CliError::io("resolve", path, &e))
 }
 
 /// `seconds` as `1d 2h 3m 4s` (leading zero units left out).
