@@ -24,6 +24,8 @@ if ! python3 -c "import exoscale.api.v2" >/dev/null 2>&1; then
   echo "== installing the exoscale Python client"
   python3 -m pip install -q "exoscale==0.16.4" || echo "== (pip failed: the Python-client test will be skipped)"
 fi
+# The Prometheus text parser tests/metrics.rs checks every scrape with.
+python3 -c "import prometheus_client.parser" >/dev/null 2>&1 || python3 -m pip install -q "prometheus-client==0.26.0"
 
 start=$(date +%s)
 echo "== cargo fmt --check"
