@@ -141,7 +141,11 @@ fn server_with_metrics(
 #[test]
 fn server_metrics_count_requests_by_operation_and_status_and_keys_by_status() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (server, metrics) = server_with_metrics(&dir.path().join("data"), "ch-gva-2", &[]);
+    let (server, metrics) = server_with_metrics(
+        &dir.path().join("data"),
+        "ch-gva-2",
+        &["--log-format", "json"],
+    );
     let client = KmsClient::new(&server.url, create_org(&server.data));
     let key = client.create_key("metrics-key");
     let (content_type, text) = scrape(&metrics);
@@ -259,6 +263,17 @@ fn server_metrics_count_requests_by_operation_and_status_and_keys_by_status() {
     // The API port does not serve metrics.
     let (status, _, _) = client.send_raw("GET", "/metrics", b"", None);
     assert_ne!(status, 200);
+    // --log-format json: every line of the server's log is a JSON object.
+    let log = server.log_text();
+    assert!(log.contains("serving metrics at"), "{log}");
+    for line in log.lines() {
+        let line: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(
+            line["level"].is_string() && line["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
 }
 
 #[test]
@@ -383,4 +398,23 @@ fn mount_metrics_show_requests_cache_and_kms_calls() {
             .iter()
             .any(|s| s.name == "kmsfs_mount_uptime_seconds" && s.kind == "gauge")
     );
+}
+
+#[test]
+fn a_metrics_address_in_use_fails_the_mount_with_one_sentence() {
+    let env = Env::new();
+    env.init();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("address").to_string();
+    let mut args = env.mount_args();
+    args.extend_from_slice(&["--metrics-listen", &addr]);
+    let _guard = common::MountGuard::adopt(&env);
+    let out = env.run(&args);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot serve metrics on {addr}")),
+        "{err}"
+    );
+    assert!(!common::is_mounted(&env.plain), "the mount is undone");
 }

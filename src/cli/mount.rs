@@ -312,7 +312,10 @@ pub(super) fn serve(
         Ok(observer) => observer,
         Err(sentence) => {
             let _ = sys::umount_lazy(mountpoint);
-            return Err(report_failure(&mut ready, CliError::usage(sentence)));
+            return Err(report_failure(
+                &mut ready,
+                CliError::with(Exit::Io, sentence),
+            ));
         }
     };
     tracing::info!(cipherdir = %cipherdir.display(), mountpoint = %mountpoint.display(), "mounted");

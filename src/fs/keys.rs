@@ -115,11 +115,6 @@ impl KeyPath {
         &self.meter
     }
 
-    /// The key id that wraps new files' DEKs.
-    pub fn key_id(&self) -> Uuid {
-        self.key_id
-    }
-
     /// The DEK cache (for its counters).
     pub fn cache(&self) -> &DekCache {
         &self.cache
