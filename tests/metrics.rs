@@ -392,7 +392,7 @@ fn mount_metrics_show_requests_cache_and_kms_calls() {
         2.0
     );
     assert_eq!(value(&after, "kmsfs_fuse_eio_total", &[at]), 0.0);
-    assert_eq!(value(&after, "kmsfs_dek_cache_entries", &[]), 2.0);
+    assert_eq!(value(&after, "kmsfs_dek_cache_entries", &[at]), 2.0);
     assert!(
         after
             .iter()

@@ -31,10 +31,25 @@ pub fn socket_dir() -> PathBuf {
     }
 }
 
-/// The control socket of the daemon serving `mountpoint` (a canonical path).
-pub fn socket_path(mountpoint: &Path) -> PathBuf {
+/// The name of the control socket of the daemon serving `mountpoint` (a canonical path).
+fn socket_name(mountpoint: &Path) -> String {
     let digest = crate::crypto::sha256(mountpoint.as_os_str().as_encoded_bytes());
-    socket_dir().join(format!("{}.sock", crate::format::hex(&digest[..8])))
+    format!("{}.sock", crate::format::hex(&digest[..8]))
+}
+
+/// The control socket of this user's daemon serving `mountpoint` (a canonical path).
+pub fn socket_path(mountpoint: &Path) -> PathBuf {
+    socket_dir().join(socket_name(mountpoint))
+}
+
+/// Where the daemon of a mount made by user `owner` may listen, for this user: its own
+/// directory first; for root, also the owner's runtime directory (`/run/user/UID/kmsfs`).
+pub fn socket_candidates(mountpoint: &Path, owner: Option<u32>) -> Vec<PathBuf> {
+    let mut paths = vec![socket_path(mountpoint)];
+    if let Some(uid) = owner.filter(|uid| *uid != 0 && crate::sys::effective_uid() == 0) {
+        paths.push(PathBuf::from(format!("/run/user/{uid}/kmsfs")).join(socket_name(mountpoint)));
+    }
+    paths
 }
 
 /// A request.
@@ -209,5 +224,14 @@ mod tests {
         assert_eq!(a, socket_path(Path::new("/mnt/a")));
         assert_eq!(a.parent(), Some(socket_dir().as_path()));
         assert!(a.to_string_lossy().ends_with(".sock"));
+        let candidates = socket_candidates(Path::new("/mnt/a"), Some(1000));
+        assert_eq!(candidates[0], a);
+        if crate::sys::effective_uid() == 0 {
+            let other = Path::new("/run/user/1000/kmsfs").join(a.file_name().expect("name"));
+            assert_eq!(candidates, vec![a.clone(), other]);
+        } else {
+            assert_eq!(candidates, vec![a.clone()]);
+        }
+        assert_eq!(socket_candidates(Path::new("/mnt/a"), Some(0)), vec![a]);
     }
 }

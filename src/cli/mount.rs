@@ -84,7 +84,10 @@ pub struct MountArgs {
 pub fn run(args: MountArgs) -> CliResult<ExitCode> {
     // The daemon sets up its own logging after the fork; in the foreground it goes to stderr.
     if args.foreground {
-        let mount = args.mountpoint.display().to_string();
+        let mount = std::fs::canonicalize(&args.mountpoint)
+            .unwrap_or_else(|_| args.mountpoint.clone())
+            .display()
+            .to_string();
         super::logging::init_stderr(args.observe.log_format, "info", Some(mount));
     }
     let config = secret::with_keystore(

@@ -358,9 +358,11 @@ fn gauge(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
+    labels: &[(&str, &str)],
     value: i64,
 ) -> std::fmt::Result {
-    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(metric.encode_family(&labels)?)
 }
 
 impl Collector for MountCollector {
@@ -374,18 +376,21 @@ impl Collector for MountCollector {
             e,
             "kmsfs_mount_uptime_seconds",
             "Seconds since the mount started",
+            at,
             as_i64(status.uptime_seconds),
         )?;
         gauge(
             e,
             "kmsfs_mount_open_files",
             "Regular files open on the mount",
+            at,
             as_i64(status.open_files),
         )?;
         gauge(
             e,
             "kmsfs_dek_cache_entries",
             "Unwrapped DEKs held in the cache",
+            at,
             as_i64(status.dek_cache.entries),
         )?;
         let cache = status.dek_cache.stats;

@@ -63,17 +63,7 @@ pub fn run(args: &StatusArgs) -> CliResult<ExitCode> {
     let shown: Vec<Shown> = mounts
         .into_iter()
         .map(|m| {
-            let socket = control::socket_path(&m.mountpoint);
-            let answer = control::ask(&socket, &Request::Status, timeout).and_then(|value| {
-                serde_json::from_value::<MountStatus>(value.clone()).map_err(|_| {
-                    control::ControlError::BadAnswer(
-                        value["error"]
-                            .as_str()
-                            .unwrap_or("unexpected fields")
-                            .to_string(),
-                    )
-                })
-            });
+            let answer = ask_daemon(&m, timeout);
             let (status, problem) = match answer {
                 Ok(status) => (Some(status), None),
                 Err(e) => (None, Some(e.to_string())),
@@ -103,6 +93,28 @@ pub fn run(args: &StatusArgs) -> CliResult<ExitCode> {
         return Ok(ExitCode::from(super::exit::Exit::Problems.code()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks the daemon of mount `m` for its status: at the first of its possible sockets that
+/// exists (see [`control::socket_candidates`]).
+fn ask_daemon(
+    m: &super::mounts::MountEntry,
+    timeout: Duration,
+) -> Result<MountStatus, control::ControlError> {
+    let candidates = control::socket_candidates(&m.mountpoint, m.user_id);
+    let socket = candidates
+        .iter()
+        .find(|p| p.exists())
+        .unwrap_or(&candidates[0]);
+    let value = control::ask(socket, &Request::Status, timeout)?;
+    serde_json::from_value::<MountStatus>(value.clone()).map_err(|_| {
+        control::ControlError::BadAnswer(
+            value["error"]
+                .as_str()
+                .unwrap_or("unexpected fields")
+                .to_string(),
+        )
+    })
 }
 
 /// The mount point `path` names: itself when the mount table lists it as given (absolute),
