@@ -135,8 +135,8 @@ impl RequestCounters {
     }
 }
 
-/// The KMS operations the daemon's meter tells apart (the spec's operation ids), in the
-/// order of [`KmsMeter`]'s slots.
+/// The KMS operations the daemon's meter tells apart: the spec's operation ids, and the
+/// backend's own `housekeeping`.
 pub const KMS_OPERATIONS: [&str; 16] = [
     "create-kms-key",
     "list-kms-keys",
@@ -185,9 +185,13 @@ pub struct KmsOperationSnapshot {
 }
 
 impl KmsMeter {
-    /// Records one call of operation `index` of [`KMS_OPERATIONS`].
-    pub fn record(&self, index: usize, elapsed: Duration, failed: bool) {
-        let Some(meter) = self.operations.get(index) else {
+    /// Records one call of `operation` (one of [`KMS_OPERATIONS`]; another is ignored).
+    pub fn record(&self, operation: &str, elapsed: Duration, failed: bool) {
+        let Some(meter) = KMS_OPERATIONS
+            .iter()
+            .position(|o| *o == operation)
+            .and_then(|index| self.operations.get(index))
+        else {
             return;
         };
         meter.calls.fetch_add(1, Ordering::Relaxed);
@@ -262,13 +266,9 @@ mod tests {
     #[test]
     fn the_kms_meter_keeps_calls_errors_and_latency_per_operation() {
         let meter = KmsMeter::default();
-        let decrypt = KMS_OPERATIONS
-            .iter()
-            .position(|o| *o == "decrypt")
-            .expect("decrypt");
-        meter.record(decrypt, Duration::from_millis(2), false);
-        meter.record(decrypt, Duration::from_millis(4), true);
-        meter.record(KMS_OPERATIONS.len(), Duration::from_millis(4), true);
+        meter.record("decrypt", Duration::from_millis(2), false);
+        meter.record("decrypt", Duration::from_millis(4), true);
+        meter.record("frobnicate", Duration::from_millis(4), true);
         let snap = meter.snapshot();
         assert_eq!(snap.len(), 1);
         assert_eq!(snap[0].operation, "decrypt");

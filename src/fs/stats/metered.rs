@@ -12,27 +12,6 @@ use std::time::Instant;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// Slots of [`super::KMS_OPERATIONS`], in its order.
-#[derive(Clone, Copy)]
-enum Op {
-    CreateKey,
-    ListKeys,
-    GetKey,
-    RotateKey,
-    EnableKey,
-    DisableKey,
-    EnableRotation,
-    DisableRotation,
-    ScheduleDeletion,
-    CancelDeletion,
-    ListRotations,
-    Encrypt,
-    Decrypt,
-    GenerateDataKey,
-    ReEncrypt,
-    Housekeeping,
-}
-
 /// A KMS whose calls are counted and timed.
 pub struct MeteredKms {
     inner: Arc<dyn KeyService>,
@@ -45,66 +24,68 @@ impl MeteredKms {
         MeteredKms { inner, meter }
     }
 
+    /// Runs `call` as operation `op` (an id of [`super::KMS_OPERATIONS`]) and records it.
     fn timed<T>(
         &self,
-        op: Op,
+        op: &'static str,
         call: impl FnOnce(&dyn KeyService) -> Result<T, KmsError>,
     ) -> Result<T, KmsError> {
         let started = Instant::now();
         let result = call(&*self.inner);
-        self.meter
-            .record(op as usize, started.elapsed(), result.is_err());
+        self.meter.record(op, started.elapsed(), result.is_err());
         result
     }
 }
 
 impl KeyService for MeteredKms {
     fn create_key(&self, request: &wire::CreateKeyRequest) -> Result<KmsKey, KmsError> {
-        self.timed(Op::CreateKey, |k| k.create_key(request))
+        self.timed("create-kms-key", |k| k.create_key(request))
     }
 
     fn list_keys(&self) -> Result<Vec<KmsKey>, KmsError> {
-        self.timed(Op::ListKeys, |k| k.list_keys())
+        self.timed("list-kms-keys", |k| k.list_keys())
     }
 
     fn get_key(&self, id: Uuid) -> Result<KmsKey, KmsError> {
-        self.timed(Op::GetKey, |k| k.get_key(id))
+        self.timed("get-kms-key", |k| k.get_key(id))
     }
 
     fn rotate_key(&self, id: Uuid) -> Result<RotationConfig, KmsError> {
-        self.timed(Op::RotateKey, |k| k.rotate_key(id))
+        self.timed("rotate-kms-key", |k| k.rotate_key(id))
     }
 
     fn enable_key(&self, id: Uuid) -> Result<Applied, KmsError> {
-        self.timed(Op::EnableKey, |k| k.enable_key(id))
+        self.timed("enable-kms-key", |k| k.enable_key(id))
     }
 
     fn disable_key(&self, id: Uuid) -> Result<Applied, KmsError> {
-        self.timed(Op::DisableKey, |k| k.disable_key(id))
+        self.timed("disable-kms-key", |k| k.disable_key(id))
     }
 
     fn enable_rotation(&self, id: Uuid, days: Option<i64>) -> Result<RotationConfig, KmsError> {
-        self.timed(Op::EnableRotation, |k| k.enable_rotation(id, days))
+        self.timed("enable-kms-key-rotation", |k| k.enable_rotation(id, days))
     }
 
     fn disable_rotation(&self, id: Uuid) -> Result<RotationConfig, KmsError> {
-        self.timed(Op::DisableRotation, |k| k.disable_rotation(id))
+        self.timed("disable-kms-key-rotation", |k| k.disable_rotation(id))
     }
 
     fn schedule_deletion(&self, id: Uuid, days: Option<i64>) -> Result<OffsetDateTime, KmsError> {
-        self.timed(Op::ScheduleDeletion, |k| k.schedule_deletion(id, days))
+        self.timed("schedule-kms-key-deletion", |k| {
+            k.schedule_deletion(id, days)
+        })
     }
 
     fn cancel_deletion(&self, id: Uuid) -> Result<Applied, KmsError> {
-        self.timed(Op::CancelDeletion, |k| k.cancel_deletion(id))
+        self.timed("cancel-kms-key-deletion", |k| k.cancel_deletion(id))
     }
 
     fn list_rotations(&self, id: Uuid) -> Result<Vec<RotationEntry>, KmsError> {
-        self.timed(Op::ListRotations, |k| k.list_rotations(id))
+        self.timed("list-kms-key-rotations", |k| k.list_rotations(id))
     }
 
     fn encrypt(&self, id: Uuid, plain: &[u8], ctx: Option<&[u8]>) -> Result<Vec<u8>, KmsError> {
-        self.timed(Op::Encrypt, |k| k.encrypt(id, plain, ctx))
+        self.timed("encrypt", |k| k.encrypt(id, plain, ctx))
     }
 
     fn decrypt(
@@ -113,7 +94,7 @@ impl KeyService for MeteredKms {
         ciphertext: &[u8],
         ctx: Option<&[u8]>,
     ) -> Result<SecretBytes, KmsError> {
-        self.timed(Op::Decrypt, |k| k.decrypt(id, ciphertext, ctx))
+        self.timed("decrypt", |k| k.decrypt(id, ciphertext, ctx))
     }
 
     fn generate_data_key(
@@ -122,7 +103,7 @@ impl KeyService for MeteredKms {
         spec: DataKeySpec,
         ctx: Option<&[u8]>,
     ) -> Result<DataKey, KmsError> {
-        self.timed(Op::GenerateDataKey, |k| k.generate_data_key(id, spec, ctx))
+        self.timed("generate-data-key", |k| k.generate_data_key(id, spec, ctx))
     }
 
     fn re_encrypt(
@@ -133,13 +114,13 @@ impl KeyService for MeteredKms {
         destination: Uuid,
         destination_ctx: Option<&[u8]>,
     ) -> Result<Vec<u8>, KmsError> {
-        self.timed(Op::ReEncrypt, |k| {
+        self.timed("re-encrypt", |k| {
             k.re_encrypt(source, ciphertext, source_ctx, destination, destination_ctx)
         })
     }
 
     fn housekeeping(&self) -> Result<Option<String>, KmsError> {
-        self.timed(Op::Housekeeping, |k| k.housekeeping())
+        self.timed("housekeeping", |k| k.housekeeping())
     }
 
     fn release_connections(&self) {
@@ -154,7 +135,6 @@ impl KeyService for MeteredKms {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fs::stats::KMS_OPERATIONS;
     use crate::kms::testing::MemoryKms;
 
     #[test]
@@ -178,8 +158,31 @@ mod tests {
                 ("housekeeping", 1, 0)
             ]
         );
-        assert_eq!(KMS_OPERATIONS[Op::ReEncrypt as usize], "re-encrypt");
-        assert_eq!(KMS_OPERATIONS[Op::Housekeeping as usize], "housekeeping");
-        assert_eq!(KMS_OPERATIONS[Op::CreateKey as usize], "create-kms-key");
+    }
+
+    #[test]
+    fn every_operation_id_is_one_the_meter_knows() {
+        let meter = Arc::new(KmsMeter::default());
+        let kms = MeteredKms::new(Arc::new(MemoryKms::new()), meter.clone());
+        let request: wire::CreateKeyRequest =
+            serde_json::from_value(serde_json::json!({"name": "k"})).expect("request");
+        let id = kms.create_key(&request).map(|k| k.id).unwrap_or_default();
+        let _ = kms.list_keys();
+        let _ = kms.get_key(id);
+        let _ = kms.rotate_key(id);
+        let _ = kms.enable_key(id);
+        let _ = kms.disable_key(id);
+        let _ = kms.enable_rotation(id, None);
+        let _ = kms.disable_rotation(id);
+        let _ = kms.schedule_deletion(id, None);
+        let _ = kms.cancel_deletion(id);
+        let _ = kms.list_rotations(id);
+        let _ = kms.encrypt(id, b"x", None);
+        let _ = kms.decrypt(id, b"x", None);
+        let _ = kms.generate_data_key(id, DataKeySpec::Aes256, None);
+        let _ = kms.re_encrypt(id, b"x", None, id, None);
+        let _ = kms.housekeeping();
+        let recorded: Vec<String> = meter.snapshot().into_iter().map(|s| s.operation).collect();
+        assert_eq!(recorded, crate::fs::stats::KMS_OPERATIONS);
     }
 }
