@@ -319,3 +319,29 @@ fn every_request_is_served_inside_a_span_of_its_operation_with_ids_only() {
         }
     }
 }
+
+#[test]
+fn requests_are_counted_under_the_name_of_their_span() {
+    let name = OsStr::new(SECRET);
+    let operations = every_operation(name);
+    for (op, span, _) in &operations {
+        assert_eq!(OPERATIONS[operation_index(op)], *span);
+    }
+    let (dir, fs) = setup_with(CryptFs::new);
+    let adapter = FuseAdapter::new(Arc::new(fs));
+    let device = std::fs::File::create(dir.path().join("replies")).expect("replies");
+    let channel = Channel::new(device);
+    for (op, _, _) in &operations {
+        let request = Request {
+            header: header(7),
+            op: op.clone(),
+        };
+        adapter.handle(&request, Reply::new(&channel, 1));
+    }
+    adapter.forget(7, 1);
+    let counted = adapter.requests().snapshot();
+    assert_eq!(counted.total, operations.len() as u64 + 1);
+    let forgets = operations.iter().filter(|(_, s, _)| *s == "forget").count() as u64 + 1;
+    assert_eq!(counted.by_operation.get("forget"), Some(&forgets));
+    assert_eq!(counted.by_operation.get("getattr"), Some(&1));
+}
