@@ -12,6 +12,8 @@ command -v setfacl >/dev/null 2>&1 || missing+=(acl)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v losetup >/dev/null 2>&1 || missing+=(mount)
 command -v fstrim >/dev/null 2>&1 || missing+=(util-linux)
+# systemd-analyze verify checks the units in contrib/systemd (tests/ops.rs).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq

@@ -62,6 +62,23 @@ pub(super) fn daemon(
     }
 }
 
+/// Says the mount is live: "ready" to the parent waiting on `ready`, if any, and `READY=1` to
+/// the service manager, if any (`kmsfs mount --foreground` in a `Type=notify` unit).
+pub(super) fn announce_ready(
+    ready: Option<std::io::PipeWriter>,
+    cipherdir: &Path,
+    mountpoint: &Path,
+) {
+    if let Some(mut pipe) = ready {
+        let _ = writeln!(pipe, "ready");
+    }
+    sys::systemd::notify_ready(&format!(
+        "mounted {} at {}",
+        cipherdir.display(),
+        mountpoint.display()
+    ));
+}
+
 /// Tells the parent waiting on `ready`, if any, that the start failed: `error CODE SENTENCE`
 /// (see [`daemon_answer`]). Gives `error` back.
 pub(super) fn report_failure(ready: &mut Option<std::io::PipeWriter>, error: CliError) -> CliError {

@@ -120,26 +120,44 @@ pub fn serve(args: ServeArgs) -> CliResult<ExitCode> {
         .build()
         .map_err(|e| CliError::new(format!("cannot start the async runtime: {e}")))?;
     let zone = args.zone;
+    // The handlers are in place before READY=1 is sent: a SIGTERM right after it stops the
+    // server gracefully instead of killing it.
+    let shutdown = {
+        let _context = runtime.enter();
+        shutdown_signal()
+    };
     runtime.block_on(server::serve(
         options,
         |url| {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "kmsfs kms: listening on {url} (zone {zone})");
             let _ = out.flush();
+            crate::sys::systemd::notify_ready(&format!("listening on {url} (zone {zone})"));
         },
-        shutdown_signal(),
+        shutdown,
     ))?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Completes at the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Completes at the first SIGTERM or SIGINT; the handlers are installed at the call (inside
+/// the runtime's context), not at the first poll.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
+    );
+    async move { wait_for_shutdown(signals).await }
+}
+
+async fn wait_for_shutdown(
+    signals: (
+        std::io::Result<tokio::signal::unix::Signal>,
+        std::io::Result<tokio::signal::unix::Signal>,
+    ),
+) {
+    match signals {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -151,6 +169,7 @@ async fn shutdown_signal() {
         }
     }
     tracing::info!("shutting down");
+    crate::sys::systemd::notify_stopping();
 }
 
 /// Runs an org command.

@@ -10,12 +10,14 @@ mod fsck;
 mod generated;
 mod init;
 mod inspect;
+mod install;
 mod key;
 mod kms;
 mod kms_bench;
 mod kms_serve;
 mod logging;
 mod mount;
+pub mod mount_helper;
 mod mounts;
 mod observe;
 mod rewrap;
@@ -176,6 +178,9 @@ enum Command {
         /// The directory (made if absent), e.g. /usr/local/share/man/man1.
         dir: PathBuf,
     },
+    /// Install the mount helpers (mount.fuse.kmsfs and mount.kmsfs, for mount(8) and fstab),
+    /// the shell completions and the manual pages.
+    InstallHelpers(install::InstallArgs),
 }
 
 /// Runs the command line and returns the exit code.
@@ -198,6 +203,7 @@ pub fn main() -> ExitCode {
         Command::Inspect { cipherfile } => inspect::run(&cipherfile),
         Command::Completions { shell } => generated::completions(shell),
         Command::Man { dir } => generated::man(&dir),
+        Command::InstallHelpers(args) => install::run(args),
         Command::Fsck(args) => fsck::run(args),
     };
     match result {

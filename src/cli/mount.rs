@@ -8,7 +8,8 @@
 //! the daemon reconnects on its first request.
 
 use super::daemon::{
-    daemon, daemon_answer, default_log_path, open_log, pid_file_path, report_failure,
+    announce_ready, daemon, daemon_answer, default_log_path, open_log, pid_file_path,
+    report_failure,
 };
 use super::exit::Exit;
 use super::secret;
@@ -24,7 +25,7 @@ use crate::kms::{KeyService, wire::KeyStatus};
 use crate::sys;
 use clap::Args;
 use fuser::{Config, MountOption, SessionACL};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -322,13 +323,12 @@ pub(super) fn serve(
         }
     };
     tracing::info!(cipherdir = %cipherdir.display(), mountpoint = %mountpoint.display(), "mounted");
-    if let Some(mut pipe) = ready {
-        let _ = writeln!(pipe, "ready");
-    }
+    announce_ready(ready, cipherdir, mountpoint);
     let unmount_at = mountpoint.to_path_buf();
     std::thread::spawn(move || {
         let sig = sys::wait_for_signal(&signals);
         tracing::info!(signal = sig, "signal received: unmounting");
+        sys::systemd::notify_stopping();
         if let Err(e) = sys::umount_lazy(&unmount_at) {
             tracing::warn!("unmount failed: {e}; trying fusermount3");
             let _ = std::process::Command::new("fusermount3")
@@ -449,8 +449,10 @@ fn fuse_config(args: &MountArgs, cipherdir: &Path) -> CliResult<Config> {
     config.n_threads = Some(args.threads.max(1));
     config.clone_fd = true;
     config.mount_options = vec![
-        MountOption::FSName(format!("kmsfs:{}", cipherdir.display())),
-        MountOption::Subtype("kmsfs".into()),
+        MountOption::FSName(cipherdir.display().to_string()),
+        // A kernel option, not `MountOption::Subtype`, which fuser passes only to fusermount3:
+        // the mount table then says `fuse.kmsfs`.
+        MountOption::CUSTOM("subtype=kmsfs".into()),
     ];
     let mut permissions_checked = false;
     for option in args

@@ -21,10 +21,11 @@ pub const PASSPHRASE_ENV: &str = "KMSFS_PASSPHRASE";
 /// The zone name of the embedded KMS.
 pub const EMBEDDED_ZONE: &str = "embedded";
 
-/// Reads the passphrase: `--passphrase-file`, else `$KMSFS_PASSPHRASE`, else a prompt on a
-/// terminal (twice when `confirm`, for a new keystore).
+/// Reads the passphrase: `--passphrase-file`, else the systemd credential `passphrase`, else
+/// `$KMSFS_PASSPHRASE`, else a prompt on a terminal (twice when `confirm`, for a new keystore).
 pub fn passphrase(file: Option<&Path>, confirm: bool) -> CliResult<SecretBytes> {
-    let text = if let Some(file) = file {
+    let credential = crate::sys::systemd::credential("passphrase");
+    let text = if let Some(file) = file.or(credential.as_deref()) {
         let bytes =
             std::fs::read(file).map_err(|e| CliError::io("read the passphrase file", file, &e))?;
         let mut bytes = SecretBytes::new(bytes).expose_secret().to_vec();
