@@ -1,5 +1,5 @@
-//! `kmsfs status [MOUNTPOINT]`: every live kmsfs mount of the mount table (a FUSE mount whose
-//! source is `kmsfs:CIPHERDIR`), each as its daemon tells it through its control socket
+//! `kmsfs status [MOUNTPOINT]`: every live kmsfs mount of the mount table (type `fuse.kmsfs`;
+//! see [`super::mounts`]), each as its daemon tells it through its control socket
 //! ([`super::control`]); a daemon that does not answer in time is shown as such, never waited
 //! for.
 
