@@ -37,13 +37,13 @@ pub(super) fn daemon(
         );
         return i32::from(report_failure(&mut Some(ready), error).exit.code());
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KMSFS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::sync::Mutex::new(log))
-        .try_init();
+    super::logging::init(super::logging::LogSetup {
+        format: args.observe.log_format,
+        default_filter: "info",
+        writer: tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(log)),
+        ansi: false,
+        mount: Some(mountpoint.display().to_string()),
+    });
     let keys = KeyPath::new(kms, cache(args), fs_id, key_id);
     match serve(
         cipherdir,

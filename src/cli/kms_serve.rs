@@ -38,6 +38,13 @@ pub struct ServeArgs {
     /// Organization Key.
     #[arg(long, value_name = "FILE")]
     peer_secret_file: Option<PathBuf>,
+    /// Serve metrics in the Prometheus text format at http://ADDR/metrics (unauthenticated;
+    /// off by default).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Log lines as text (the default) or one JSON object a line.
+    #[arg(long, value_enum, default_value_t = super::logging::LogFormat::Text, value_name = "FORMAT")]
+    log_format: super::logging::LogFormat,
 }
 
 /// Parses `ZONE=URL`.
@@ -97,7 +104,7 @@ fn passphrase(file: Option<&Path>) -> CliResult<Option<SecretBytes>> {
 
 /// Serves the KMS until SIGTERM or SIGINT.
 pub fn serve(args: ServeArgs) -> CliResult<ExitCode> {
-    super::init_stderr_logging("info");
+    super::logging::init_stderr(args.log_format, "info", None);
     let options = ServeOptions {
         zone: args.zone.clone(),
         listen: args.listen,
@@ -109,6 +116,7 @@ pub fn serve(args: ServeArgs) -> CliResult<ExitCode> {
         passphrase: passphrase(args.passphrase_file.as_deref())?,
         peers: args.peers,
         peer_secret: peer_secret(args.peer_secret_file.as_deref())?,
+        metrics_listen: args.metrics_listen,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -2,6 +2,7 @@
 //! the rooms; every failure becomes one plain sentence on stderr and an exit code of
 //! [`exit::Exit`].
 
+mod control;
 mod daemon;
 mod exit;
 mod fs_key;
@@ -14,12 +15,15 @@ mod key;
 mod kms;
 mod kms_bench;
 mod kms_serve;
+mod logging;
 mod mount;
 pub mod mount_helper;
 mod mounts;
+mod observe;
 mod passwd;
 mod rewrap;
 mod secret;
+mod status;
 mod unmount;
 
 use clap::{Args, Parser, Subcommand};
@@ -166,6 +170,8 @@ enum Command {
         #[arg(long)]
         lazy: bool,
     },
+    /// Show every live kmsfs mount (or the one at MOUNTPOINT), as its daemon tells it.
+    Status(status::StatusArgs),
     /// Manage KMS keys.
     Key(key::KeyArgs),
     /// Change the passphrase of an embedded keystore (nothing is re-encrypted).
@@ -212,6 +218,7 @@ pub fn main() -> ExitCode {
         } => init::run(&cipherdir, &keystore, key, kms.as_deref(), plaintext_names),
         Command::Mount(args) => mount::run(args),
         Command::Unmount { mountpoint, lazy } => unmount::unmount(&mountpoint, lazy),
+        Command::Status(args) => status::run(&args),
         Command::Key(args) => key::run(args),
         Command::Passwd(args) => passwd::run(args),
         Command::Kms(command) => kms::run(command),
@@ -232,11 +239,6 @@ pub fn main() -> ExitCode {
 }
 
 /// Logging to stderr for foreground commands (`KMSFS_LOG` sets the filter, default `warn`).
-fn init_stderr_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KMSFS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+fn init_stderr_logging(default: &'static str) {
+    logging::init_stderr(logging::LogFormat::Text, default, None);
 }

@@ -78,13 +78,19 @@ pub struct MountArgs {
     /// re-keys; at least 32768, at most the default 2^31).
     #[arg(long, value_name = "BLOCKS", hide = true)]
     seal_budget: Option<u64>,
+    #[command(flatten)]
+    pub(super) observe: super::observe::ObserveArgs,
 }
 
 /// Mounts as `args` say.
 pub fn run(args: MountArgs) -> CliResult<ExitCode> {
     // The daemon sets up its own logging after the fork; in the foreground it goes to stderr.
     if args.foreground {
-        super::init_stderr_logging("info");
+        let mount = std::fs::canonicalize(&args.mountpoint)
+            .unwrap_or_else(|_| args.mountpoint.clone())
+            .display()
+            .to_string();
+        super::logging::init_stderr(args.observe.log_format, "info", Some(mount));
     }
     let config = secret::with_keystore(
         CipherConfig::load(&args.cipherdir)?,
@@ -117,7 +123,7 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
             ),
         ));
     }
-    let tuning = Tuning::of(&args)?;
+    let tuning = Tuning::of(&args, &config)?;
     let log_path = match &args.log {
         Some(path) => path.clone(),
         None => default_log_path(&cipherdir, &config.fs_id),
@@ -185,10 +191,12 @@ pub(super) struct Tuning {
     access_time: Option<(u64, u64)>,
     /// A lowered seal budget per content key.
     seal_budget: Option<SealBudget>,
+    /// The control socket, metrics and log format.
+    observe: super::observe::Observe,
 }
 
 impl Tuning {
-    fn of(args: &MountArgs) -> CliResult<Self> {
+    fn of(args: &MountArgs, config: &CipherConfig) -> CliResult<Self> {
         let seal_budget = match args.seal_budget {
             None => None,
             Some(blocks) => Some(SealBudget::lowered(blocks).ok_or_else(|| {
@@ -202,6 +210,7 @@ impl Tuning {
             dirty_percent: args.dirty_percent,
             access_time: access_time_attr(&args.options),
             seal_budget,
+            observe: super::observe::Observe::new(&args.observe, config),
         })
     }
 }
@@ -302,6 +311,20 @@ pub(super) fn serve(
         let _ = sys::umount_lazy(mountpoint);
         return Err(report_failure(&mut ready, error));
     }
+    let adapter = Arc::new(FuseAdapter::new(fs.clone()));
+    let observer = match tuning
+        .observe
+        .start(&fs, adapter.requests(), cipherdir, mountpoint)
+    {
+        Ok(observer) => observer,
+        Err(sentence) => {
+            let _ = sys::umount_lazy(mountpoint);
+            return Err(report_failure(
+                &mut ready,
+                CliError::with(Exit::Io, sentence),
+            ));
+        }
+    };
     tracing::info!(cipherdir = %cipherdir.display(), mountpoint = %mountpoint.display(), "mounted");
     announce_ready(ready, cipherdir, mountpoint);
     let unmount_at = mountpoint.to_path_buf();
@@ -326,13 +349,9 @@ pub(super) fn serve(
     };
     let threads = fuse_config.n_threads.unwrap_or(1);
     let device = mount_device(mountpoint);
-    let result = crate::fuse::serve(
-        session.as_fd(),
-        threads,
-        Arc::new(FuseAdapter::new(fs.clone())),
-        access,
-    );
+    let result = crate::fuse::serve(session.as_fd(), threads, adapter, access);
     end_session(session, mountpoint, device.as_deref());
+    drop(observer);
     let stats = fs.keys().cache().stats();
     tracing::info!(
         hits = stats.hits,

@@ -15,6 +15,8 @@ pub struct MountEntry {
     pub fstype: String,
     /// Its source (the cipher directory for ours).
     pub source: String,
+    /// The user who mounted it (a FUSE mount's `user_id=` option), if the table says.
+    pub user_id: Option<u32>,
 }
 
 impl MountEntry {
@@ -38,11 +40,19 @@ pub fn parse(info: &str) -> Vec<MountEntry> {
             let device = mount.nth(2)?.to_string();
             let mountpoint = PathBuf::from(unescape(mount.nth(1)?));
             let mut fs = fs.split(' ');
+            let fstype = fs.next()?.to_string();
+            let source = unescape(fs.next()?);
+            let user_id = fs.next().and_then(|options| {
+                options
+                    .split(',')
+                    .find_map(|o| o.strip_prefix("user_id=")?.parse().ok())
+            });
             Some(MountEntry {
                 device,
                 mountpoint,
-                fstype: fs.next()?.to_string(),
-                source: unescape(fs.next()?),
+                fstype,
+                source,
+                user_id,
             })
         })
         .collect()
@@ -97,6 +107,8 @@ garbage line
         assert_eq!(ours.device, "0:52");
         assert_eq!(ours.mountpoint, PathBuf::from("/home/me/my files"));
         assert_eq!(ours.cipherdir(), Some(PathBuf::from("/srv/cipher dir")));
+        assert_eq!(ours.user_id, Some(0));
+        assert_eq!(entries[0].user_id, None);
         assert_eq!(entries[0].cipherdir(), None);
         assert_eq!(entries[2].cipherdir(), None);
         assert_eq!(entries[3].cipherdir(), Some(PathBuf::from("/srv/cipher")));

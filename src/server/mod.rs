@@ -22,6 +22,7 @@ mod audit;
 mod auth;
 pub(crate) mod body;
 mod error;
+pub(crate) mod metrics;
 mod org;
 pub(crate) mod peer;
 mod problem;
@@ -79,6 +80,8 @@ pub struct ServeOptions {
     pub peers: Vec<(String, String)>,
     /// The secret every zone server shares (needed with `peers`).
     pub peer_secret: Option<PeerSecret>,
+    /// Serve metrics at `http://ADDR/metrics` (unauthenticated; none by default).
+    pub metrics_listen: Option<String>,
 }
 
 /// The directory holding `path`.
@@ -143,11 +146,36 @@ pub async fn serve(
             addr: options.listen.clone(),
             source,
         })?;
+    // Metrics (`--metrics-listen`): a listener of their own, unauthenticated, off by default;
+    // every route is counted by a middleware.
+    let metrics = match &options.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            let metrics = metrics::ServerMetrics::new(&app);
+            if let Ok(bound) = listener.local_addr() {
+                tracing::info!("serving metrics at http://{bound}/metrics");
+            }
+            Some((metrics.clone(), metrics::spawn_listener(listener, metrics)))
+        }
+    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     on_listening(&format!("{scheme}://{addr}/v2"));
     let scheduler = tokio::spawn(scheduler::run(Arc::clone(&app)));
     let replicators = replication::spawn_tasks(&app);
     let router = routes::router(Arc::clone(&app));
+    let router = match &metrics {
+        Some((metrics, _)) => router.layer(axum::middleware::from_fn_with_state(
+            metrics.clone(),
+            metrics::track,
+        )),
+        None => router,
+    };
     let served = match tls {
         None => {
             axum::serve(listener, router)
@@ -161,6 +189,9 @@ pub async fn serve(
         }
     };
     scheduler.abort();
+    if let Some((_, listener)) = metrics {
+        listener.abort();
+    }
     for task in replicators {
         task.abort();
     }
