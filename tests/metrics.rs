@@ -413,7 +413,7 @@ fn a_metrics_address_in_use_fails_the_mount_with_one_sentence() {
     args.extend_from_slice(&["--metrics-listen", &addr]);
     let _guard = common::MountGuard::adopt(&env);
     let out = env.run(&args);
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!("cannot serve metrics on {addr}")),

@@ -192,7 +192,7 @@ fn a_closed_first_endpoint_costs_one_failover_and_the_mount_works() {
     tampered["kms"]["endpoints"] = json!([closed, server.url, stranger]);
     std::fs::write(&conf_path, tampered.to_string()).expect("tamper");
     let out = env.run(&env.mount_args());
-    assert_eq!(out.status.code(), Some(4), "{}", one_sentence(&out));
+    assert_eq!(out.status.code(), Some(8), "{}", one_sentence(&out));
     let sentence = one_sentence(&out);
     assert!(
         sentence.contains(&format!("now names the KMS endpoint {list},{stranger}")),
@@ -402,7 +402,7 @@ fn answers_that_judged_the_request_never_reach_the_second_server() {
         .vars
         .push(("EXOSCALE_API_SECRET".into(), "wrong".into()));
     let out = stranger.run(&["key", "list", "--kms", &list]);
-    assert_eq!(out.status.code(), Some(8), "{}", one_sentence(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", one_sentence(&out));
 
     let first_after = settled_audit(first).len();
     assert!(first_after > first_before, "the first server answered");
@@ -477,7 +477,7 @@ fn a_server_that_cannot_write_its_state_answers_500_and_repeatable_changes_move_
     let second_before = settled_audit(&pair.zones.servers[1].data).len();
     let out = env.run(&["key", "rotate", &pair.key, "--kms", &list]);
     let sentence = one_sentence(&out);
-    assert_eq!(out.status.code(), Some(6), "{sentence}");
+    assert_eq!(out.status.code(), Some(3), "{sentence}");
     assert!(
         sentence.contains("500") && sentence.contains("1 endpoint tried, 1 attempt"),
         "{sentence}"
@@ -554,7 +554,7 @@ fn a_503_endpoint_is_passed_for_reads_but_not_for_a_create() {
     let before = settled_audit(&data).len();
     let out = env.run(&["key", "create", "twice-is-too-many", "--kms", &list]);
     let sentence = one_sentence(&out);
-    assert_eq!(out.status.code(), Some(6), "{sentence}");
+    assert_eq!(out.status.code(), Some(3), "{sentence}");
     assert!(
         sentence.contains("503 Service Unavailable: stand-in"),
         "{sentence}"
