@@ -282,9 +282,20 @@ impl Store {
         )))
     }
 
-    /// Puts a loaded organization in memory (replacing one of the same id never happens: loads
-    /// only add).
+    /// Puts a loaded organization in memory, unless a concurrent load (the watch and a rescan)
+    /// put it there first: then the one in memory stays, its credentials untouched, and gets
+    /// this record's keyring if it is newer.
     fn insert(&self, org: Arc<Org>) {
+        let mut orgs = self.orgs.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = orgs.get(&org.id).cloned() {
+            drop(orgs);
+            let revision = org.revision.load(Ordering::Relaxed);
+            if revision > existing.revision.load(Ordering::Relaxed) {
+                let keyring = org.keyring().clone();
+                install(&existing, keyring, revision);
+            }
+            return;
+        }
         let mut by_key = self
             .by_api_key
             .write()
@@ -292,12 +303,7 @@ impl Store {
         for c in &org.credentials {
             by_key.insert(c.key.clone(), (Arc::clone(&org), c.secret.clone()));
         }
-        drop(by_key);
-        self.orgs
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(org.id)
-            .or_insert(org);
+        orgs.insert(org.id, org);
     }
 
     /// Takes a record another server stored (from the watch, or a lost compare-and-swap): a new
