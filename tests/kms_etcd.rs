@@ -7,6 +7,7 @@
 mod common;
 
 use common::etcd::EtcdGuard;
+use common::kms_server::zones::{PEER_SECRET, import_org, mz_key, reserve_port};
 use common::kms_server::{
     KmsClient, OrgCreds, ServerGuard, assert_problem, b64, create_org_with, get_key, ok, post,
 };
@@ -30,6 +31,11 @@ struct Zone {
 
 impl Zone {
     fn start(n: usize) -> Zone {
+        Zone::start_with(n, &[])
+    }
+
+    /// [`Zone::start`] with `extra` arguments for every server (all on ports of their own).
+    fn start_with(n: usize, extra: &[String]) -> Zone {
         let etcd = EtcdGuard::start();
         let dir = tempfile::Builder::new()
             .prefix("kmsfs-zone-")
@@ -42,7 +48,7 @@ impl Zone {
             dir,
         };
         for i in 0..n {
-            zone.add(i);
+            zone.add(i, extra);
         }
         zone
     }
@@ -63,8 +69,9 @@ impl Zone {
         self.dir.path().join(format!("server{i}"))
     }
 
-    fn add(&mut self, i: usize) {
-        let args = self.store_args();
+    fn add(&mut self, i: usize, extra: &[String]) {
+        let mut args = self.store_args();
+        args.extend_from_slice(extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let server = ServerGuard::start_in(&self.data(i), ZONE, "127.0.0.1:0", &args);
         self.servers.push(server);
@@ -313,6 +320,52 @@ fn the_zone_leader_is_replaced_within_seconds_when_killed() {
         .filter(|&i| i != leader)
         .collect();
     assert_eq!(others.len(), 1, "exactly one new leader: {others:?}");
+}
+
+#[test]
+fn the_replication_push_resumes_on_the_new_leader_when_the_leader_is_killed() {
+    const OTHER: &str = "at-vie-1";
+    let other_port = reserve_port();
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let secret_file = secrets.path().join("peer-secret");
+    std::fs::write(&secret_file, PEER_SECRET).expect("write the peer secret");
+    let secret_arg = secret_file.display().to_string();
+    let peer_args = vec![
+        "--peer-secret-file".to_string(),
+        secret_arg.clone(),
+        "--peer".to_string(),
+        format!("{OTHER}=http://127.0.0.1:{other_port}/v2"),
+    ];
+    let mut zone = Zone::start_with(2, &peer_args);
+    let back = format!("{ZONE}={}", zone.servers[0].url);
+    let other = ServerGuard::start_in(
+        &secrets.path().join("other"),
+        OTHER,
+        &format!("127.0.0.1:{other_port}"),
+        &["--peer-secret-file", &secret_arg, "--peer", &back],
+    );
+    let creds = zone.org("acme");
+    import_org(&other.data, &creds);
+    let replica = KmsClient::new(&other.url, creds.clone());
+    within(Duration::from_secs(10), || leaders(&zone).len() == 1).expect("a leader");
+    let leader = leaders(&zone)[0];
+    let survivor = 1 - leader;
+    let primary = zone.client(survivor, &creds);
+    let key = mz_key(&primary, "mz");
+    ok(post(&primary, &key, "replicate", json!({"zone": OTHER})));
+    within(Duration::from_secs(5), || {
+        replica.call("GET", &format!("/kms-key/{key}"), None).0 == 200
+    })
+    .expect("the replica exists");
+    zone.servers[leader].kill_9();
+    // The survivor did not lead: the rotation reaches the replica once it is elected.
+    ok(post(&primary, &key, "rotate", json!({})));
+    let took = within(Duration::from_secs(15), || {
+        get_key(&replica, &key)["material"]["version"] == 2
+    })
+    .expect("the rotation is pushed to the replica zone by the new leader");
+    eprintln!("replica at version 2 {took:?} after the rotation");
+    assert!(leaders(&zone).contains(&survivor), "the survivor leads");
 }
 
 #[test]
