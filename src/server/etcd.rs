@@ -113,6 +113,16 @@ fn say(doing: &str, e: impl std::fmt::Display) -> String {
     format!("etcd: cannot {doing}: {e}")
 }
 
+/// An etcd client error in a few words (a gRPC status without its metadata).
+pub(crate) fn describe(e: &etcd_client::Error) -> String {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            format!("{} ({:?})", status.message(), status.code())
+        }
+        other => other.to_string(),
+    }
+}
+
 impl EtcdStore {
     /// Connects to `target` (lazily: an unreachable cluster shows on the first request).
     /// Needs a tokio runtime (the current one) that outlives the store.
@@ -132,7 +142,7 @@ impl EtcdStore {
                 tokio::time::timeout(OP_TIMEOUT, Client::connect(endpoints, Some(options))).await
             })
             .map_err(|e| ServerError::Store(say("connect", e)))?
-            .map_err(|e| ServerError::Store(say("connect", e)))?;
+            .map_err(|e| ServerError::Store(say("connect", describe(&e))))?;
         Ok(EtcdStore {
             client,
             handle,
@@ -191,7 +201,7 @@ impl EtcdStore {
         self.handle
             .block_on(async { tokio::time::timeout(OP_TIMEOUT, request).await })
             .map_err(|_| say(doing, "no answer in time"))?
-            .map_err(|e| say(doing, e))
+            .map_err(|e| say(doing, describe(&e)))
     }
 
     /// Every record under `prefix`, with its key.

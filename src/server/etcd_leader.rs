@@ -6,7 +6,7 @@
 //! to live. Doing that work twice would still lose nothing (every change is a compare-and-swap
 //! against the newest state), it would only be wasted.
 
-use super::etcd::{EtcdStore, OP_TIMEOUT};
+use super::etcd::{EtcdStore, OP_TIMEOUT, describe};
 use super::store::Store;
 use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper};
 use std::sync::Arc;
@@ -36,8 +36,8 @@ pub(crate) async fn run(store: Arc<Store>, etcd: Arc<EtcdStore>, me: String) {
 /// Renews `lease` once; an error when etcd did not confirm it in time.
 async fn renew(keeper: &mut LeaseKeeper, stream: &mut LeaseKeepAliveStream) -> Result<(), String> {
     let renewed = async {
-        keeper.keep_alive().await.map_err(|e| e.to_string())?;
-        match stream.message().await.map_err(|e| e.to_string())? {
+        keeper.keep_alive().await.map_err(|e| describe(&e))?;
+        match stream.message().await.map_err(|e| describe(&e))? {
             Some(answer) if answer.ttl() > 0 => Ok(()),
             _ => Err("the lease expired".to_string()),
         }
@@ -54,12 +54,12 @@ async fn lead_once(store: &Store, etcd: &EtcdStore, me: &str) -> Result<(), Stri
     let lease = tokio::time::timeout(OP_TIMEOUT, client.lease_grant(LEASE_TTL_SECS, None))
         .await
         .map_err(|_| "no answer in time".to_string())?
-        .map_err(|e| e.to_string())?
+        .map_err(|e| describe(&e))?
         .id();
     let (mut keeper, mut stream) = tokio::time::timeout(OP_TIMEOUT, client.lease_keep_alive(lease))
         .await
         .map_err(|_| "no answer in time".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| describe(&e))?;
     let mut campaigner = client.clone();
     let name = etcd.key("leader");
     let campaign = campaigner.campaign(name, me, lease);
@@ -68,7 +68,7 @@ async fn lead_once(store: &Store, etcd: &EtcdStore, me: &str) -> Result<(), Stri
     loop {
         tokio::select! {
             won = &mut campaign => {
-                won.map_err(|e| e.to_string())?;
+                won.map_err(|e| describe(&e))?;
                 break;
             }
             _ = ticks.tick() => renew(&mut keeper, &mut stream).await?,

@@ -5,7 +5,7 @@
 //! [`super::Store::confirm_current`]). A lost watch is made again, after a full read of the
 //! records, until the server stops.
 
-use super::etcd::{EtcdStore, OP_TIMEOUT};
+use super::etcd::{EtcdStore, OP_TIMEOUT, describe};
 use super::store::{Record, Store};
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use std::sync::Arc;
@@ -67,7 +67,7 @@ async fn follow_once(
     )
     .await
     .map_err(|_| "no answer in time".to_string())?
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| describe(&e))?;
     let revision = listed.header().map_or(0, |h| h.revision());
     let records = listed
         .kvs()
@@ -89,7 +89,7 @@ async fn follow_once(
         tokio::time::timeout(OP_TIMEOUT, client.watch(prefix.as_str(), Some(options)))
             .await
             .map_err(|_| "no answer in time".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| describe(&e))?;
     etcd.confirm();
     if *failing {
         tracing::info!("etcd: following the store again");
@@ -102,10 +102,10 @@ async fn follow_once(
                 tokio::time::timeout(OP_TIMEOUT, watcher.request_progress())
                     .await
                     .map_err(|_| "no answer in time".to_string())?
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| describe(&e))?;
             }
             message = stream.message() => {
-                let Some(response) = message.map_err(|e| e.to_string())? else {
+                let Some(response) = message.map_err(|e| describe(&e))? else {
                     return Ok(());
                 };
                 if response.canceled() {
