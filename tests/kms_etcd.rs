@@ -500,3 +500,83 @@ fn the_official_python_client_works_unchanged_on_the_etcd_store() {
     let creds = zone.org("python");
     common::python_client::check(&zone.servers[0].url, &creds.json);
 }
+
+/// `call`, but `None` when the server does not answer (it was killed).
+fn try_call(c: &KmsClient, method: &str, path: &str, body: &Value) -> Option<(u16, Value)> {
+    let bytes = body.to_string().into_bytes();
+    let expires = common::kms_server::now() + 300;
+    let auth = c.authorization(&c.creds.api_secret, method, path, &bytes, expires);
+    let response = reqwest::blocking::Client::new()
+        .request(
+            reqwest::Method::from_bytes(method.as_bytes()).expect("a method"),
+            format!("{}{path}", c.base),
+        )
+        .header("authorization", auth)
+        .header("content-type", "application/json")
+        .body(bytes)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .ok()?;
+    let status = response.status().as_u16();
+    let json = serde_json::from_slice(&response.bytes().ok()?).unwrap_or(Value::Null);
+    Some((status, json))
+}
+
+#[test]
+fn a_server_killed_under_load_loses_no_acknowledged_create() {
+    let mut zone = Zone::start(3);
+    let creds = zone.org("acme");
+    let workers: Vec<_> = (0..3)
+        .map(|i| {
+            let c = zone.client(i, &creds);
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let started = Instant::now();
+                let mut n = 0;
+                while started.elapsed() < Duration::from_secs(3) {
+                    n += 1;
+                    let body = json!({ "name": format!("w{i}-{n}") });
+                    match try_call(&c, "POST", "/kms-key", &body) {
+                        Some((200, key)) => {
+                            acked.push(key["id"].as_str().expect("an id").to_string())
+                        }
+                        Some((status, body)) => panic!("create answered {status}: {body}"),
+                        None => break,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    zone.servers[0].kill_9();
+    let acked: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("a worker"))
+        .collect();
+    for s in 1..3 {
+        let c = zone.client(s, &creds);
+        let missing = || -> Vec<String> {
+            let listed = ok(c.call("GET", "/kms-key", None));
+            let ids: Vec<&str> = listed["kms-keys"]
+                .as_array()
+                .expect("kms-keys")
+                .iter()
+                .filter_map(|k| k["id"].as_str())
+                .collect();
+            acked
+                .iter()
+                .filter(|id| !ids.contains(&id.as_str()))
+                .cloned()
+                .collect()
+        };
+        // The survivors may need a moment to follow the last changes through their watch.
+        within(Duration::from_secs(2), || missing().is_empty())
+            .unwrap_or_else(|| panic!("server {s} lacks acknowledged keys {:?}", missing()));
+    }
+    eprintln!(
+        "{} acknowledged creates, all on both survivors",
+        acked.len()
+    );
+    assert!(acked.len() > 10, "too few creates to mean anything");
+}
