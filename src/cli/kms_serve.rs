@@ -42,6 +42,13 @@ pub struct ServeArgs {
     /// Organization Key.
     #[arg(long, value_name = "FILE")]
     peer_secret_file: Option<PathBuf>,
+    /// Serve metrics in the Prometheus text format at http://ADDR/metrics (unauthenticated;
+    /// off by default).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Log lines as text (the default) or one JSON object a line.
+    #[arg(long, value_enum, default_value_t = super::logging::LogFormat::Text, value_name = "FORMAT")]
+    log_format: super::logging::LogFormat,
 }
 
 /// Where a zone's state is: the data directory (default) or etcd.
@@ -112,6 +119,9 @@ pub enum OrgCommand {
         /// The passphrase file, if the data directory is sealed with one.
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
+        /// Print `export EXOSCALE_API_KEY=... EXOSCALE_API_SECRET=...` for `eval` instead.
+        #[arg(long)]
+        env: bool,
     },
     /// Install an organization and API key printed by `org create` (JSON on stdin), e.g. in
     /// another zone's data directory.
@@ -146,7 +156,7 @@ fn passphrase(file: Option<&Path>) -> CliResult<Option<SecretBytes>> {
 
 /// Serves the KMS until SIGTERM or SIGINT.
 pub fn serve(args: ServeArgs) -> CliResult<ExitCode> {
-    super::init_stderr_logging("info");
+    super::logging::init_stderr(args.log_format, "info", None);
     let options = ServeOptions {
         zone: args.zone.clone(),
         listen: args.listen,
@@ -159,32 +169,51 @@ pub fn serve(args: ServeArgs) -> CliResult<ExitCode> {
         passphrase: passphrase(args.passphrase_file.as_deref())?,
         peers: args.peers,
         peer_secret: peer_secret(args.peer_secret_file.as_deref())?,
+        metrics_listen: args.metrics_listen,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::new(format!("cannot start the async runtime: {e}")))?;
     let zone = args.zone;
+    // The handlers are in place before READY=1 is sent: a SIGTERM right after it stops the
+    // server gracefully instead of killing it.
+    let shutdown = {
+        let _context = runtime.enter();
+        shutdown_signal()
+    };
     runtime.block_on(server::serve(
         options,
         |url| {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "kmsfs kms: listening on {url} (zone {zone})");
             let _ = out.flush();
+            crate::sys::systemd::notify_ready(&format!("listening on {url} (zone {zone})"));
         },
-        shutdown_signal(),
+        shutdown,
     ))?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Completes at the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Completes at the first SIGTERM or SIGINT; the handlers are installed at the call (inside
+/// the runtime's context), not at the first poll.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
+    );
+    async move { wait_for_shutdown(signals).await }
+}
+
+async fn wait_for_shutdown(
+    signals: (
+        std::io::Result<tokio::signal::unix::Signal>,
+        std::io::Result<tokio::signal::unix::Signal>,
+    ),
+) {
+    match signals {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -196,6 +225,7 @@ async fn shutdown_signal() {
         }
     }
     tracing::info!("shutting down");
+    crate::sys::systemd::notify_stopping();
 }
 
 /// Runs an org command.
@@ -206,13 +236,26 @@ pub fn org(command: OrgCommand) -> CliResult<ExitCode> {
             data,
             store,
             passphrase_file,
+            env,
         } => {
             let pass = passphrase(passphrase_file.as_deref())?;
             let etcd = store.etcd()?;
             let runtime = admin_runtime()?;
             let _entered = runtime.enter();
             let made = server::create_org_at(&data, etcd.as_ref(), &name, pass.as_ref())?;
-            println!("{}", made.to_json().as_str());
+            if env {
+                // The key is EXO + hex, the secret base64url: nothing a quote must escape.
+                let secret = zeroize::Zeroizing::new(
+                    String::from_utf8_lossy(made.credentials.secret.expose_secret()).into_owned(),
+                );
+                println!(
+                    "export EXOSCALE_API_KEY='{}' EXOSCALE_API_SECRET='{}'",
+                    made.credentials.key,
+                    secret.as_str()
+                );
+            } else {
+                println!("{}", made.to_json().as_str());
+            }
         }
         OrgCommand::Import {
             data,

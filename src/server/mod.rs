@@ -25,6 +25,7 @@ mod error;
 mod etcd;
 mod etcd_leader;
 mod etcd_watch;
+pub(crate) mod metrics;
 mod org;
 pub(crate) mod peer;
 mod problem;
@@ -86,6 +87,8 @@ pub struct ServeOptions {
     pub peers: Vec<(String, String)>,
     /// The secret every zone server shares (needed with `peers`).
     pub peer_secret: Option<PeerSecret>,
+    /// Serve metrics at `http://ADDR/metrics` (unauthenticated; none by default).
+    pub metrics_listen: Option<String>,
 }
 
 /// The directory holding `path`.
@@ -159,12 +162,37 @@ pub async fn serve(
             addr: options.listen.clone(),
             source,
         })?;
+    // Metrics (`--metrics-listen`): a listener of their own, unauthenticated, off by default;
+    // every route is counted by a middleware.
+    let metrics = match &options.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            let metrics = metrics::ServerMetrics::new(&app);
+            if let Ok(bound) = listener.local_addr() {
+                tracing::info!("serving metrics at http://{bound}/metrics");
+            }
+            Some((metrics.clone(), metrics::spawn_listener(listener, metrics)))
+        }
+    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     on_listening(&format!("{scheme}://{addr}/v2"));
     let mut followers = store::spawn_etcd_tasks(&app.store, &format!("{scheme}://{addr}/v2"));
     let scheduler = tokio::spawn(scheduler::run(Arc::clone(&app)));
     let replicators = replication::spawn_tasks(&app);
     let router = routes::router(Arc::clone(&app));
+    let router = match &metrics {
+        Some((metrics, _)) => router.layer(axum::middleware::from_fn_with_state(
+            metrics.clone(),
+            metrics::track,
+        )),
+        None => router,
+    };
     let served = match tls {
         None => {
             axum::serve(listener, router)
@@ -178,6 +206,9 @@ pub async fn serve(
         }
     };
     scheduler.abort();
+    if let Some((_, listener)) = metrics {
+        listener.abort();
+    }
     for task in replicators.into_iter().chain(followers.drain(..)) {
         task.abort();
     }

@@ -31,14 +31,24 @@ print("OK")
 /// Runs [`SCRIPT`] against `url` with the credentials `creds_json` and asserts that it passed.
 /// Returns false (and says so) when python3 or the exoscale package is not installed.
 pub fn check(url: &str, creds_json: &str) -> bool {
-    let probe = Command::new("python3")
+    // scripts/test.sh installs the client into a virtual environment under target/.
+    let venv = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/python-venv/bin/python3"
+    );
+    let python = if std::path::Path::new(venv).exists() {
+        venv
+    } else {
+        "python3"
+    };
+    let probe = Command::new(python)
         .args(["-c", "import exoscale.api.v2"])
         .output();
     if !probe.is_ok_and(|o| o.status.success()) {
         eprintln!("skipped: python3 with the exoscale package is not installed");
         return false;
     }
-    let out = Command::new("python3")
+    let out = Command::new(python)
         .args(["-c", SCRIPT, url, creds_json])
         .output()
         .expect("run python3");
