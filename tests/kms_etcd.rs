@@ -580,3 +580,40 @@ fn a_server_killed_under_load_loses_no_acknowledged_create() {
     );
     assert!(acked.len() > 10, "too few creates to mean anything");
 }
+
+#[test]
+fn a_mount_pointed_at_all_three_servers_keeps_working_when_one_is_killed() {
+    let mut zone = Zone::start(3);
+    let creds = zone.org("acme");
+    let mut env = common::Env::new();
+    env.vars
+        .push(("EXOSCALE_API_KEY".into(), creds.api_key.clone()));
+    env.vars
+        .push(("EXOSCALE_API_SECRET".into(), creds.api_secret.clone()));
+    let list = (0..3)
+        .map(|i| zone.servers[i].url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    env.ok(&["init", common::Env::s(&env.cipher), "--kms", &list]);
+    let mount = env.mount();
+    for i in 0..10 {
+        std::fs::write(env.plain.join(format!("before{i}")), format!("before {i}"))
+            .expect("write before the kill");
+    }
+    // The first endpoint, which the mount has used so far, dies under it.
+    zone.servers[0].kill_9();
+    for i in 0..10 {
+        std::fs::write(env.plain.join(format!("after{i}")), format!("after {i}"))
+            .expect("a new file (a new data key) after the kill");
+    }
+    mount.unmount();
+    // A fresh mount (cold data-key cache) unwraps every file through the survivors.
+    let _mount = env.mount();
+    for name in ["before", "after"] {
+        for i in 0..10 {
+            let text = std::fs::read_to_string(env.plain.join(format!("{name}{i}")))
+                .expect("read after the kill");
+            assert_eq!(text, format!("{name} {i}"));
+        }
+    }
+}
