@@ -72,6 +72,7 @@ install_tools() {
   local missing=()
   command -v fio >/dev/null 2>&1 || missing+=(fio)
   command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
+  command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)  # the build (etcd-client)
   if ! command -v gocryptfs >/dev/null 2>&1 \
     && apt-cache show gocryptfs >/dev/null 2>&1; then
     missing+=(gocryptfs)

@@ -8,6 +8,8 @@ if ! command -v fusermount3 >/dev/null 2>&1; then
   echo "== installing fuse3"
   as_root apt-get update -qq && as_root apt-get install -y -qq fuse3
 fi
+# The build compiles etcd's protobuf files (the etcd-client crate): it needs protoc.
+command -v protoc >/dev/null 2>&1 || { as_root apt-get update -qq && as_root apt-get install -y -qq protobuf-compiler; }
 
 echo "== building kmsfs (release; the first build takes several minutes)"
 # cargo's own progress: a bar on a terminal, one "Compiling" line per crate otherwise.

@@ -12,13 +12,18 @@ command -v setfacl >/dev/null 2>&1 || missing+=(acl)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v losetup >/dev/null 2>&1 || missing+=(mount)
 command -v fstrim >/dev/null 2>&1 || missing+=(util-linux)
+# The etcd client crate compiles etcd's protobuf files (protoc); the etcd-store tests start a
+# real etcd and use etcdctl.
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 # systemd-analyze verify checks the units in contrib/systemd (tests/ops.rs).
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)   # tests/tour.rs: lo up in its own network namespace
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
-  as_root apt-get install -y -qq "${missing[@]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 [ -e /dev/fuse ] || as_root modprobe fuse || true
 # The official Exoscale Python client (tests/server_setup.rs proves it works unchanged against

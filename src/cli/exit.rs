@@ -142,6 +142,7 @@ impl Exit {
             ServerError::Damaged { .. } | ServerError::Inconsistent(_) => Exit::Keystore,
             ServerError::Keyring(e) => Exit::of_kms(e),
             ServerError::Invalid(_) => Exit::Usage,
+            ServerError::Store(_) => Exit::KmsUnavailable,
             ServerError::PeerClient(_) | ServerError::Task { .. } | ServerError::Serve(_) => {
                 Exit::Problems
             }

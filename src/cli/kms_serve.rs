@@ -1,8 +1,9 @@
-//! `kmsfs kms serve` and `kmsfs kms org create|import`: thin calls into [`crate::server`].
+//! `kmsfs kms serve`, `kmsfs kms org create|import` and `kmsfs kms migrate`: thin calls into
+//! [`crate::server`].
 
 use super::{CliError, CliResult, secret};
 use crate::crypto::SecretBytes;
-use crate::server::{self, OrgCredentials, ServeOptions, TlsFiles};
+use crate::server::{self, EtcdTarget, OrgCredentials, ServeOptions, TlsFiles};
 use clap::{Args, Subcommand};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,9 +18,12 @@ pub struct ServeArgs {
     /// Address to listen on (127.0.0.1:0 picks a free port; the URL is printed).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8400")]
     listen: String,
-    /// The data directory (organizations, keys, root key, audit log).
+    /// The data directory (organizations, keys, root key, audit log; with --store etcd://...
+    /// only the audit log, and the root key without --passphrase-file).
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
     /// PEM certificate chain: serve HTTPS (with --tls-key).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -45,6 +49,37 @@ pub struct ServeArgs {
     /// Log lines as text (the default) or one JSON object a line.
     #[arg(long, value_enum, default_value_t = super::logging::LogFormat::Text, value_name = "FORMAT")]
     log_format: super::logging::LogFormat,
+}
+
+/// Where a zone's state is: the data directory (default) or etcd.
+#[derive(Args)]
+pub struct StoreArgs {
+    /// Keep the zone's state in etcd, shared by every server of the zone:
+    /// etcd://HOST:PORT[,HOST:PORT...].
+    #[arg(long = "store", value_name = "etcd://HOST:PORT,...")]
+    store: Option<String>,
+    /// The zone's key prefix in etcd (give each zone its own when zones share a cluster).
+    #[arg(long, value_name = "PREFIX", default_value = server::DEFAULT_ETCD_PREFIX)]
+    etcd_prefix: String,
+}
+
+impl StoreArgs {
+    /// The etcd store asked for, if any.
+    fn etcd(&self) -> CliResult<Option<EtcdTarget>> {
+        Ok(match &self.store {
+            None => None,
+            Some(url) => Some(EtcdTarget::parse(url, &self.etcd_prefix)?),
+        })
+    }
+}
+
+/// A runtime for the admin commands' etcd client (entered by the caller while it works).
+fn admin_runtime() -> CliResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start the async runtime: {e}")))
 }
 
 /// Parses `ZONE=URL`.
@@ -79,6 +114,8 @@ pub enum OrgCommand {
         /// The server's data directory.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The passphrase file, if the data directory is sealed with one.
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
@@ -92,10 +129,25 @@ pub enum OrgCommand {
         /// The server's data directory.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The passphrase file, if the data directory is sealed with one.
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
     },
+}
+
+/// Arguments of `kmsfs kms migrate`.
+#[derive(Args)]
+pub struct MigrateArgs {
+    /// The data directory of the file store to copy.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The passphrase file, if the data directory is sealed with one.
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
 }
 
 fn passphrase(file: Option<&Path>) -> CliResult<Option<SecretBytes>> {
@@ -109,6 +161,7 @@ pub fn serve(args: ServeArgs) -> CliResult<ExitCode> {
         zone: args.zone.clone(),
         listen: args.listen,
         data: args.data,
+        etcd: args.store.etcd()?,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             _ => None,
@@ -181,11 +234,15 @@ pub fn org(command: OrgCommand) -> CliResult<ExitCode> {
         OrgCommand::Create {
             name,
             data,
+            store,
             passphrase_file,
             env,
         } => {
             let pass = passphrase(passphrase_file.as_deref())?;
-            let made = server::create_org(&data, &name, pass.as_ref())?;
+            let etcd = store.etcd()?;
+            let runtime = admin_runtime()?;
+            let _entered = runtime.enter();
+            let made = server::create_org_at(&data, etcd.as_ref(), &name, pass.as_ref())?;
             if env {
                 // The key is EXO + hex, the secret base64url: nothing a quote must escape.
                 let secret = zeroize::Zeroizing::new(
@@ -202,6 +259,7 @@ pub fn org(command: OrgCommand) -> CliResult<ExitCode> {
         }
         OrgCommand::Import {
             data,
+            store,
             passphrase_file,
         } => {
             let pass = passphrase(passphrase_file.as_deref())?;
@@ -211,9 +269,32 @@ pub fn org(command: OrgCommand) -> CliResult<ExitCode> {
                 .read_to_end(&mut input)
                 .map_err(|e| CliError::io("read", std::path::Path::new("stdin"), &e))?;
             let org = OrgCredentials::from_json(&input)?;
-            server::import_org(&data, &org, pass.as_ref())?;
+            let etcd = store.etcd()?;
+            let runtime = admin_runtime()?;
+            let _entered = runtime.enter();
+            server::import_org_at(&data, etcd.as_ref(), &org, pass.as_ref())?;
             eprintln!("kmsfs: organization {} ({}) installed", org.org, org.name);
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Copies a file store into an empty etcd prefix.
+pub fn migrate(args: MigrateArgs) -> CliResult<ExitCode> {
+    let Some(etcd) = args.store.etcd()? else {
+        return Err(CliError::new(
+            "say where to: --store etcd://HOST:PORT[,HOST:PORT...]".to_string(),
+        ));
+    };
+    let pass = passphrase(args.passphrase_file.as_deref())?;
+    let runtime = admin_runtime()?;
+    let _entered = runtime.enter();
+    let moved = server::migrate(&args.data, &etcd, pass.as_ref())?;
+    eprintln!(
+        "kmsfs: {moved} organizations copied from {} to {} {}",
+        args.data.display(),
+        etcd.endpoints.join(","),
+        etcd.prefix
+    );
     Ok(ExitCode::SUCCESS)
 }

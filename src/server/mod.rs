@@ -22,6 +22,9 @@ mod audit;
 mod auth;
 pub(crate) mod body;
 mod error;
+mod etcd;
+mod etcd_leader;
+mod etcd_watch;
 pub(crate) mod metrics;
 mod org;
 pub(crate) mod peer;
@@ -36,10 +39,11 @@ mod store;
 mod testing;
 mod tls;
 
+pub use etcd::{DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX, EtcdTarget, STALE_AFTER};
 pub use org::OrgCredentials;
 pub use peer::PeerSecret;
 pub use problem::{ApiError, PROBLEM_JSON};
-pub use store::{Store, create_org, import_org};
+pub use store::{Store, create_org, create_org_at, import_org, import_org_at, migrate};
 
 use crate::crypto::SecretBytes;
 use crate::kms::clock::SystemClock;
@@ -72,6 +76,9 @@ pub struct ServeOptions {
     pub listen: String,
     /// The data directory.
     pub data: PathBuf,
+    /// Keep the zone's state in etcd instead of the data directory (which then keeps the audit
+    /// log, and `root.key` without a passphrase).
+    pub etcd: Option<EtcdTarget>,
     /// HTTPS instead of HTTP.
     pub tls: Option<TlsFiles>,
     /// Seal the state under this passphrase instead of `DIR/root.key`.
@@ -109,14 +116,23 @@ pub async fn serve(
     let passphrase = options.passphrase.clone();
     let secret = options.peer_secret.map(Arc::new);
     let store_secret = secret.clone();
-    let store = tokio::task::spawn_blocking(move || {
-        Store::open_with(
+    let etcd = options.etcd.clone();
+    let store = tokio::task::spawn_blocking(move || match etcd {
+        None => Store::open_with(
             &data,
             &zone,
             passphrase.as_ref(),
             store_secret,
             Arc::new(SystemClock),
-        )
+        ),
+        Some(target) => Store::open_etcd(
+            &data,
+            &target,
+            &zone,
+            passphrase.as_ref(),
+            store_secret,
+            Arc::new(SystemClock),
+        ),
     })
     .await
     .map_err(|source| ServerError::Task {
@@ -166,6 +182,7 @@ pub async fn serve(
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     on_listening(&format!("{scheme}://{addr}/v2"));
+    let mut followers = store::spawn_etcd_tasks(&app.store, &format!("{scheme}://{addr}/v2"));
     let scheduler = tokio::spawn(scheduler::run(Arc::clone(&app)));
     let replicators = replication::spawn_tasks(&app);
     let router = routes::router(Arc::clone(&app));
@@ -192,7 +209,7 @@ pub async fn serve(
     if let Some((_, listener)) = metrics {
         listener.abort();
     }
-    for task in replicators {
+    for task in replicators.into_iter().chain(followers.drain(..)) {
         task.abort();
     }
     app.audit.flush();
