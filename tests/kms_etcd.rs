@@ -184,7 +184,7 @@ fn three_servers_changing_the_same_keys_at_once_lose_no_acknowledged_change() {
             (k.clone(), seq)
         })
         .collect();
-    let run_for = Duration::from_secs(4);
+    let run_for = Duration::from_secs(10);
     let workers: Vec<_> = (0..3)
         .map(|i| {
             let c = zone.client(i, &creds);

@@ -17,11 +17,17 @@ use uuid::Uuid;
 /// How often the rotation scheduler runs.
 pub const SCHEDULER_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Runs [`run_once`] every [`SCHEDULER_INTERVAL`], the first time at once, until aborted.
+/// Runs [`run_once`] every [`SCHEDULER_INTERVAL`], the first time at once, until aborted; on a
+/// server that is not the zone's leader it skips its turns, and it runs at once when the server
+/// is elected (so the work of a leader that died resumes within the election's seconds, not
+/// at the next turn).
 pub(crate) async fn run(app: Arc<App>) {
     let mut ticks = tokio::time::interval(SCHEDULER_INTERVAL);
     loop {
-        ticks.tick().await;
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = app.store.elected() => {}
+        }
         if !app.store.leads() {
             continue;
         }

@@ -75,6 +75,9 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     /// Whether this server runs the zone's once-per-zone work (always, on the file store).
     leader: AtomicBool,
+    /// Rung when this server becomes the leader, so the scheduler runs at once rather than at
+    /// its next turn.
+    elected: tokio::sync::Notify,
 }
 
 impl Store {
@@ -151,6 +154,7 @@ impl Store {
             last_scan: tokio::sync::Mutex::new(None),
             clock,
             leader: AtomicBool::new(true),
+            elected: tokio::sync::Notify::new(),
         };
         for record in records {
             store.load(record)?;
@@ -171,7 +175,16 @@ impl Store {
 
     /// Records whether this server was elected ([`super::etcd_leader`]).
     pub(crate) fn set_leader(&self, leads: bool) {
-        self.leader.store(leads, Ordering::Relaxed);
+        let led = self.leader.swap(leads, Ordering::Relaxed);
+        if leads && !led {
+            self.elected.notify_one();
+        }
+    }
+
+    /// Completes when this server has become the leader since the last call (at once when that
+    /// happened while nobody waited).
+    pub(crate) async fn elected(&self) {
+        self.elected.notified().await;
     }
 
     /// Whether the keyrings in memory may be served: on etcd, only while the watch confirmed

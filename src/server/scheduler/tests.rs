@@ -256,3 +256,40 @@ fn one_organization_that_cannot_be_written_does_not_stop_the_others() {
     let seen = healthy.keyring().get_key(key, app.now()).expect("found");
     assert_eq!(seen.material.version, 2, "rotated, so written");
 }
+
+/// Polls `done` every 10 ms for up to `limit`; whether it came true.
+async fn within(limit: std::time::Duration, done: impl Fn() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < until {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    done()
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_lead_skips_its_turns_and_runs_at_once_when_elected() {
+    let s = TestServer::new();
+    let key = s.create_rotating("k", 90);
+    s.clock.set(T0 + days(91));
+    s.app.store.set_leader(false);
+    let scheduler = tokio::spawn(run(Arc::clone(&s.app)));
+    // Its first turn comes at once, and is skipped: another server leads.
+    assert!(
+        !within(std::time::Duration::from_millis(300), || s.version(key)
+            != 1)
+        .await,
+        "a server that does not lead rotated the key"
+    );
+    // Elected long before its next turn (a minute away): the due rotation runs now.
+    s.app.store.set_leader(true);
+    let rotated = within(std::time::Duration::from_secs(10), || s.version(key) == 2).await;
+    scheduler.abort();
+    assert!(
+        rotated,
+        "the new leader did not run the scheduler when elected"
+    );
+    assert_eq!(s.rotations(key), vec![(2, T0 + days(91), true)]);
+}
