@@ -271,11 +271,22 @@ fn a_flood_over_the_total_cap_gets_503_and_the_server_answers_after() {
     ]);
     let client = srv.new_client();
     let key = client.create_key("k");
-    // Fill the cap with idle connections from many addresses.
+    // Fill the cap with kept-alive connections from many addresses, each past its first
+    // request (so none is closed to make room).
     let mut flood: Vec<TcpStream> = (0..32u8)
-        .map(|i| connect_from([127, 0, 1, i + 1], &srv.addr()).expect("connect"))
+        .map(|i| {
+            let mut s = connect_from([127, 0, 1, i + 1], &srv.addr()).expect("connect");
+            s.write_all(b"GET /v2/kms-key HTTP/1.1\r\nHost: x\r\n\r\n")
+                .expect("send");
+            s
+        })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    for stream in &mut flood {
+        assert_eq!(
+            wait_not_open(stream, Duration::from_secs(10)),
+            Seen::Answered
+        );
+    }
     // Over the cap: a request is answered 503 with Retry-After, then closed.
     for i in 0..20u8 {
         let mut over = connect_from([127, 0, 2, i + 1], &srv.addr()).expect("connect");
@@ -307,6 +318,39 @@ fn a_flood_over_the_total_cap_gets_503_and_the_server_answers_after() {
         std::thread::sleep(Duration::from_millis(100));
     }
     signed_round_trip(&client, &key);
+    let log = srv.log_text();
+    assert!(!log.contains("Too many open files"), "{log}");
+}
+
+#[test]
+fn more_idle_connections_than_the_total_cap_and_a_new_signed_client_is_still_served() {
+    let srv = server(&[
+        "--max-connections",
+        "32",
+        "--max-connections-per-client",
+        "1000",
+        "--request-timeout",
+        "30",
+    ]);
+    // 100 idle connections from 100 addresses: more than the cap, none sends a request.
+    let mut idle: Vec<TcpStream> = (0..100u8)
+        .map(|i| connect_from([127, 0, 4, i + 1], &srv.addr()).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A client that connects only now is served: idle strangers make room.
+    let client = srv.new_client();
+    let key = client.create_key("k");
+    let took = signed_round_trip(&client, &key);
+    eprintln!("signed encrypt+decrypt with the cap full of idle connections: {took:?}");
+    let open = idle
+        .iter_mut()
+        .map(look)
+        .filter(|s| *s == Seen::Open)
+        .count();
+    assert!(
+        open <= 32,
+        "{open} idle connections still open over a cap of 32"
+    );
     let log = srv.log_text();
     assert!(!log.contains("Too many open files"), "{log}");
 }

@@ -2,8 +2,10 @@
 //!
 //! - **Connection caps**: a total cap and a cap per client address, chosen from the descriptor
 //!   limit (raised to its hard limit at start, with a reserve kept for the state files, the
-//!   audit log and the peers). A connection over its client's cap is closed at accept; one over
-//!   the total cap gets a 503 problem document with `Retry-After` from a small pool of *shed*
+//!   audit log and the peers). A connection over its client's cap is closed at accept. At the
+//!   total cap, the oldest connection that has not yet sent a whole request head is closed to
+//!   make room (so idle strangers cannot keep new clients out); when there is none, the new
+//!   connection gets a 503 problem document with `Retry-After` from a small pool of *shed*
 //!   slots, and is closed at accept when even those are taken. Accept never spins on `EMFILE`:
 //!   it backs off and logs once per interval.
 //! - **Timeouts**: the request head must arrive within the request timeout, and the same timer
@@ -27,16 +29,19 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper::server::conn::http1;
+use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
 /// The default request timeout: head, body and TLS handshake each; and an idle keep-alive
@@ -149,12 +154,32 @@ struct Counts {
     total: usize,
     shed: usize,
     per_client: HashMap<IpAddr, usize>,
+    /// Served connections in the order they came, to find the oldest one that has not sent a
+    /// request head yet; entries of connections gone or past their first head are dropped as
+    /// they are met.
+    arrivals: VecDeque<Weak<Slot>>,
+}
+
+/// What the accept loop knows of a served connection.
+#[derive(Debug)]
+struct Slot {
+    /// No whole request head has arrived yet.
+    fresh: AtomicBool,
+    /// Told when the connection is closed to make room.
+    evict: Notify,
+}
+
+impl Slot {
+    /// A whole request head has arrived.
+    fn used(&self) {
+        self.fresh.store(false, Ordering::Relaxed);
+    }
 }
 
 /// What accept does with a new connection.
 enum Admission {
-    /// Serve it; the permit gives its place back on drop.
-    Serve(Permit),
+    /// Serve it; the permit gives its place back on drop; the slot says when to give up.
+    Serve(Permit, Arc<Slot>),
     /// Answer 503 and close; the permit gives the shed slot back on drop.
     Shed(Permit),
     /// Close it at once.
@@ -181,6 +206,13 @@ impl Tracker {
             return Admission::Close;
         }
         if counts.total >= self.caps.total {
+            // Room made by closing an idle newcomer; the total may pass the cap until it has
+            // gone, by at most the shed slots (which the descriptor budget keeps).
+            if counts.total + counts.shed < self.caps.total + self.caps.shed
+                && evict_oldest_fresh(&mut counts.arrivals)
+            {
+                return self.serve(&mut counts, ip);
+            }
             if counts.shed >= self.caps.shed {
                 return Admission::Close;
             }
@@ -190,18 +222,50 @@ impl Tracker {
                 ip: None,
             });
         }
+        self.serve(&mut counts, ip)
+    }
+
+    /// Counts a connection from `ip` in and remembers its arrival.
+    fn serve(self: &Arc<Self>, counts: &mut Counts, ip: IpAddr) -> Admission {
         counts.total += 1;
         *counts.per_client.entry(ip).or_insert(0) += 1;
-        Admission::Serve(Permit {
-            tracker: Arc::clone(self),
-            ip: Some(ip),
-        })
+        let slot = Arc::new(Slot {
+            fresh: AtomicBool::new(true),
+            evict: Notify::new(),
+        });
+        // Forget connections gone or used once the list holds many more than are open.
+        if counts.arrivals.len() > 2 * self.caps.total.max(64) {
+            counts
+                .arrivals
+                .retain(|w| w.upgrade().is_some_and(|s| s.fresh.load(Ordering::Relaxed)));
+        }
+        counts.arrivals.push_back(Arc::downgrade(&slot));
+        Admission::Serve(
+            Permit {
+                tracker: Arc::clone(self),
+                ip: Some(ip),
+            },
+            slot,
+        )
     }
 
     /// Connections being served.
     fn open(&self) -> usize {
         self.counts().total
     }
+}
+
+/// Closes the oldest served connection that has not sent a request head yet; false if none.
+fn evict_oldest_fresh(arrivals: &mut VecDeque<Weak<Slot>>) -> bool {
+    while let Some(oldest) = arrivals.pop_front() {
+        if let Some(slot) = oldest.upgrade()
+            && slot.fresh.swap(false, Ordering::Relaxed)
+        {
+            slot.evict.notify_one();
+            return true;
+        }
+    }
+    false
 }
 
 /// A counted connection; gives its place back on drop.
@@ -268,14 +332,16 @@ pub(crate) async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         match tracker.admit(peer.ip()) {
-            Admission::Serve(permit) => {
+            Admission::Serve(permit, slot) => {
                 let watcher = graceful.watcher();
                 let (router, tls) = (router.clone(), tls.clone());
                 tokio::spawn(async move {
                     let served = match tls {
-                        None => connection(tcp, router, timeout, watcher).await,
+                        None => connection(tcp, router, timeout, watcher, slot).await,
                         Some(tls) => match tls::handshake(&tls, tcp, peer, timeout).await {
-                            Some(stream) => connection(stream, router, timeout, watcher).await,
+                            Some(stream) => {
+                                connection(stream, router, timeout, watcher, slot).await
+                            }
                             None => Ok(()),
                         },
                     };
@@ -324,19 +390,32 @@ fn http(head_timeout: Duration) -> http1::Builder {
     builder
 }
 
-/// Serves one admitted connection until it closes or the server shuts down.
+/// Serves one admitted connection until it closes, the server shuts down, or it is closed to
+/// make room (only before its first request head).
 async fn connection<S>(
     stream: S,
     router: Router,
     timeout: Duration,
     watcher: hyper_util::server::graceful::Watcher,
+    slot: Arc<Slot>,
 ) -> Result<(), hyper::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(router);
-    let conn = http(timeout).serve_connection(TokioIo::new(stream), service);
-    watcher.watch(conn).await
+    let routes = TowerToHyperService::new(router);
+    let seen = Arc::clone(&slot);
+    let service = hyper::service::service_fn(move |request| {
+        seen.used();
+        routes.call(request)
+    });
+    let conn = watcher.watch(http(timeout).serve_connection(TokioIo::new(stream), service));
+    tokio::select! {
+        served = conn => served,
+        () = slot.evict.notified() => {
+            tracing::debug!("closed an idle connection to make room");
+            Ok(())
+        }
+    }
 }
 
 /// Answers a connection over the total cap with 503 and closes it.
@@ -523,6 +602,12 @@ mod tests {
         assert!(matches!(tracker.admit(a), Admission::Close), "over a's cap");
         let _b1 = tracker.admit(b);
         assert_eq!(tracker.open(), 3);
+        // Every connection has sent a request: nothing to close to make room.
+        for admitted in [&a1, &_a2, &_b1] {
+            if let Admission::Serve(_, slot) = admitted {
+                slot.used();
+            }
+        }
         let shed = tracker.admit(c);
         assert!(matches!(shed, Admission::Shed(_)), "over the total cap");
         assert!(matches!(tracker.admit(c), Admission::Close), "no shed slot");
@@ -530,7 +615,39 @@ mod tests {
         assert!(matches!(tracker.admit(c), Admission::Shed(_)));
         drop(a1);
         assert_eq!(tracker.open(), 2);
-        assert!(matches!(tracker.admit(c), Admission::Serve(_)));
+        assert!(matches!(tracker.admit(c), Admission::Serve(..)));
         assert_eq!(tracker.counts().per_client.len(), 2, "c's count is gone");
+    }
+
+    #[test]
+    fn at_the_total_cap_the_oldest_connection_without_a_request_makes_room() {
+        let tracker = Arc::new(Tracker {
+            caps: Caps {
+                total: 2,
+                per_client: 10,
+                shed: 1,
+            },
+            counts: Mutex::new(Counts::default()),
+        });
+        let ip: IpAddr = [127, 0, 0, 2].into();
+        let slot_of = |admitted: &Admission| match admitted {
+            Admission::Serve(_, slot) => Arc::clone(slot),
+            _ => panic!("not served"),
+        };
+        let idle = tracker.admit(ip);
+        let busy = tracker.admit(ip);
+        slot_of(&busy).used();
+        let newcomer = tracker.admit(ip);
+        assert!(matches!(newcomer, Admission::Serve(..)), "room was made");
+        assert!(
+            !slot_of(&idle).fresh.load(Ordering::Relaxed),
+            "the idle one is closed"
+        );
+        // Until the closed one has gone, the total passes the cap by at most the shed slots.
+        assert_eq!(tracker.open(), 3);
+        assert!(matches!(tracker.admit(ip), Admission::Shed(_)));
+        drop(idle);
+        assert_eq!(tracker.open(), 2);
+        drop((busy, newcomer));
     }
 }
