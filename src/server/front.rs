@@ -95,7 +95,8 @@ pub(crate) struct Caps {
     pub(crate) total: usize,
     /// Connections served per client address.
     pub(crate) per_client: usize,
-    /// Connections answered 503 at once.
+    /// Connections answered 503 at once; also the most connections closed to make room that
+    /// may not yet be gone.
     pub(crate) shed: usize,
 }
 
@@ -107,7 +108,8 @@ impl Caps {
         let reserve = FIXED_RESERVE.saturating_add(nofile / 16);
         let budget = nofile.saturating_sub(reserve);
         let shed = SHED_SLOTS.min(budget / 8);
-        let allowed = budget.saturating_sub(shed).max(1);
+        // The shed slots, and as many connections closed to make room but not yet gone.
+        let allowed = budget.saturating_sub(2 * shed).max(1);
         let total = asked
             .max_connections
             .unwrap_or(DEFAULT_MAX_CONNECTIONS)
@@ -153,6 +155,8 @@ pub(crate) fn caps(asked: &FrontLimits) -> Caps {
 struct Counts {
     total: usize,
     shed: usize,
+    /// Connections closed to make room whose task has not ended yet.
+    evicting: usize,
     per_client: HashMap<IpAddr, usize>,
     /// Served connections in the order they came, to find the oldest one that has not sent a
     /// request head yet; entries of connections gone or past their first head are dropped as
@@ -165,6 +169,8 @@ struct Counts {
 struct Slot {
     /// No whole request head has arrived yet.
     fresh: AtomicBool,
+    /// Closed to make room.
+    evicted: AtomicBool,
     /// Told when the connection is closed to make room.
     evict: Notify,
 }
@@ -207,10 +213,9 @@ impl Tracker {
         }
         if counts.total >= self.caps.total {
             // Room made by closing an idle newcomer; the total may pass the cap until it has
-            // gone, by at most the shed slots (which the descriptor budget keeps).
-            if counts.total + counts.shed < self.caps.total + self.caps.shed
-                && evict_oldest_fresh(&mut counts.arrivals)
-            {
+            // gone, by at most the shed slots (which the descriptor budget keeps twice).
+            if counts.evicting < self.caps.shed && evict_oldest_fresh(&mut counts.arrivals) {
+                counts.evicting += 1;
                 return self.serve(&mut counts, ip);
             }
             if counts.shed >= self.caps.shed {
@@ -220,6 +225,7 @@ impl Tracker {
             return Admission::Shed(Permit {
                 tracker: Arc::clone(self),
                 ip: None,
+                slot: None,
             });
         }
         self.serve(&mut counts, ip)
@@ -231,19 +237,19 @@ impl Tracker {
         *counts.per_client.entry(ip).or_insert(0) += 1;
         let slot = Arc::new(Slot {
             fresh: AtomicBool::new(true),
+            evicted: AtomicBool::new(false),
             evict: Notify::new(),
         });
         // Forget connections gone or used once the list holds many more than are open.
         if counts.arrivals.len() > 2 * self.caps.total.max(64) {
-            counts
-                .arrivals
-                .retain(|w| w.upgrade().is_some_and(|s| s.fresh.load(Ordering::Relaxed)));
+            forget_used(&mut counts.arrivals);
         }
         counts.arrivals.push_back(Arc::downgrade(&slot));
         Admission::Serve(
             Permit {
                 tracker: Arc::clone(self),
                 ip: Some(ip),
+                slot: Some(Arc::clone(&slot)),
             },
             slot,
         )
@@ -255,12 +261,20 @@ impl Tracker {
     }
 }
 
+/// Drops the arrivals of connections gone or past their first head (a `Weak` keeps its slot's
+/// memory, and scattered slots would keep the heap's pages from being given back).
+fn forget_used(arrivals: &mut VecDeque<Weak<Slot>>) {
+    arrivals.retain(|w| w.upgrade().is_some_and(|s| s.fresh.load(Ordering::Relaxed)));
+    arrivals.shrink_to_fit();
+}
+
 /// Closes the oldest served connection that has not sent a request head yet; false if none.
 fn evict_oldest_fresh(arrivals: &mut VecDeque<Weak<Slot>>) -> bool {
     while let Some(oldest) = arrivals.pop_front() {
         if let Some(slot) = oldest.upgrade()
             && slot.fresh.swap(false, Ordering::Relaxed)
         {
+            slot.evicted.store(true, Ordering::Relaxed);
             slot.evict.notify_one();
             return true;
         }
@@ -273,6 +287,8 @@ struct Permit {
     tracker: Arc<Tracker>,
     /// The client address of a served connection; `None` for a shed one.
     ip: Option<IpAddr>,
+    /// A served connection's slot.
+    slot: Option<Arc<Slot>>,
 }
 
 impl Drop for Permit {
@@ -283,6 +299,13 @@ impl Drop for Permit {
             return;
         };
         counts.total = counts.total.saturating_sub(1);
+        if self
+            .slot
+            .as_ref()
+            .is_some_and(|s| s.evicted.load(Ordering::Relaxed))
+        {
+            counts.evicting = counts.evicting.saturating_sub(1);
+        }
         if let Some(n) = counts.per_client.get_mut(&ip) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -514,15 +537,20 @@ impl Throttled {
 }
 
 /// Gives freed memory back to the system once many connections have closed since the last
-/// peak: each connection's buffers are freed when it closes, but glibc keeps the freed pages
-/// in its arenas until asked.
+/// peak and their number has stopped falling (the last tasks of closed connections are freed
+/// just after they give their place back): each connection's buffers are freed when it
+/// closes, but glibc keeps the freed pages in its arenas until asked.
 async fn give_back_memory(tracker: Arc<Tracker>) {
     let mut peak = 0usize;
+    let mut last = 0usize;
     loop {
         tokio::time::sleep(TRIM_CHECK).await;
         let open = tracker.open();
         peak = peak.max(open);
-        if peak.saturating_sub(open) >= TRIM_AFTER_DROP {
+        let falling = open < last;
+        last = open;
+        if !falling && peak.saturating_sub(open) >= TRIM_AFTER_DROP {
+            forget_used(&mut tracker.counts().arrivals);
             let started = Instant::now();
             tokio::task::spawn_blocking(trim_heap).await.ok();
             tracing::debug!(
@@ -563,16 +591,16 @@ mod tests {
 
     #[test]
     fn the_total_cap_never_exceeds_what_the_descriptors_allow() {
-        // 20,000 descriptors: 128 + 1,250 kept, 64 shed slots.
+        // 20,000 descriptors: 128 + 1,250 kept, 64 shed slots, 64 closing to make room.
         let caps = Caps::resolve(&asked(None, None), 20_000);
         assert_eq!(caps.total, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(caps.per_client, DEFAULT_MAX_PER_CLIENT);
         let caps = Caps::resolve(&asked(Some(1_000_000), None), 20_000);
-        assert_eq!(caps.total, 20_000 - 128 - 1_250 - 64);
-        assert!(caps.total + caps.shed + 128 < 20_000);
+        assert_eq!(caps.total, 20_000 - 128 - 1_250 - 2 * 64);
+        assert!(caps.total + 2 * caps.shed + 128 < 20_000);
         // 1,024 descriptors: the default is cut to what is left.
         let caps = Caps::resolve(&asked(None, None), 1024);
-        assert_eq!(caps.total, 1024 - 128 - 64 - 64);
+        assert_eq!(caps.total, 1024 - 128 - 64 - 2 * 64);
         assert!(caps.per_client <= caps.total);
     }
 
@@ -645,9 +673,11 @@ mod tests {
         );
         // Until the closed one has gone, the total passes the cap by at most the shed slots.
         assert_eq!(tracker.open(), 3);
+        slot_of(&newcomer).used();
         assert!(matches!(tracker.admit(ip), Admission::Shed(_)));
         drop(idle);
         assert_eq!(tracker.open(), 2);
+        assert_eq!(tracker.counts().evicting, 0);
         drop((busy, newcomer));
     }
 }
