@@ -433,3 +433,61 @@ fn a_second_server_on_one_data_directory_refuses_to_start() {
     first.restart();
     signed_round_trip(&client, &key);
 }
+
+#[test]
+fn over_tls_a_silent_handshake_is_cut_and_a_clients_cap_holds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (cert_arg, key_arg) = (cert.to_str().expect("utf-8"), key.to_str().expect("utf-8"));
+    let srv = server(&[
+        "--tls-cert",
+        cert_arg,
+        "--tls-key",
+        key_arg,
+        "--request-timeout",
+        "2",
+        "--max-connections-per-client",
+        "8",
+    ]);
+    // 20 connections that never start a handshake: 12 closed at once, 8 after the timeout.
+    let mut silent: Vec<TcpStream> = (0..20)
+        .map(|_| connect_from([127, 0, 0, 2], &srv.addr()).expect("connect"))
+        .collect();
+    let pem = std::fs::read(&cert).expect("cert");
+    let client = common::kms_server::KmsClient::with_root_pem(
+        &srv.url,
+        common::kms_server::create_org(&srv.data),
+        Some(&pem),
+    );
+    let key = client.create_key("k");
+    signed_round_trip(&client, &key);
+    for stream in &mut silent {
+        assert_eq!(
+            wait_not_open(stream, Duration::from_secs(15)),
+            Seen::Closed,
+            "a connection without a handshake was left open"
+        );
+    }
+    signed_round_trip(&client, &key);
+}
