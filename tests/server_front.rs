@@ -150,7 +150,13 @@ fn signed_round_trip(client: &common::kms_server::KmsClient, key: &str) -> Durat
 
 #[test]
 fn idle_connections_over_a_clients_cap_are_closed_and_other_clients_are_served() {
-    let srv = server(&["--max-connections-per-client", "16"]);
+    // A long request timeout, so that the 16 kept are not cut while the test counts.
+    let srv = server(&[
+        "--max-connections-per-client",
+        "16",
+        "--request-timeout",
+        "60",
+    ]);
     let client = srv.new_client();
     let key = client.create_key("k");
     // 200 idle connections from one stranger: 16 are kept, the others closed at accept.
