@@ -12,17 +12,31 @@ command -v setfacl >/dev/null 2>&1 || missing+=(acl)
 command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
 command -v losetup >/dev/null 2>&1 || missing+=(mount)
 command -v fstrim >/dev/null 2>&1 || missing+=(util-linux)
+# The etcd client crate compiles etcd's protobuf files (protoc); the etcd-store tests start a
+# real etcd and use etcdctl.
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+# systemd-analyze verify checks the units in contrib/systemd (tests/ops.rs).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)   # tests/tour.rs: lo up in its own network namespace
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
-  as_root apt-get install -y -qq "${missing[@]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 [ -e /dev/fuse ] || as_root modprobe fuse || true
-# The official Exoscale Python client: tests/server_setup.rs proves it works unchanged against
-# `kmsfs kms serve`.
-if ! python3 -c "import exoscale.api.v2" >/dev/null 2>&1; then
-  echo "== installing the exoscale Python client"
-  python3 -m pip install -q "exoscale==0.16.4" || echo "== (pip failed: the Python-client test will be skipped)"
+# The official Exoscale Python client (tests/server_setup.rs proves it works unchanged against
+# `kmsfs kms serve`) and the Prometheus text parser (tests/metrics.rs checks every scrape with
+# it) go into a virtual environment under target/ (never the system's Python), where those
+# tests look for them.
+venv=target/python-venv
+if ! "$venv/bin/python3" -c "import exoscale.api.v2, prometheus_client.parser" >/dev/null 2>&1; then
+  echo "== installing the exoscale Python client and prometheus-client into $venv"
+  python3 -c "import ensurepip" >/dev/null 2>&1 || { as_root apt-get update -qq && as_root apt-get install -y -qq python3-venv; }
+  { python3 -m venv "$venv" && "$venv/bin/python3" -m pip install -q --disable-pip-version-check \
+      "exoscale==0.16.4" "prometheus-client==0.26.0"; } \
+    || echo "== (the venv or pip failed: the Python-client test will be skipped, the metrics tests will fail)"
 fi
 
 start=$(date +%s)

@@ -3,6 +3,7 @@
 //! endpoints.
 
 pub mod known;
+pub mod passfiles;
 
 use crate::format::FsId;
 use crate::sys::durable::{self, Staging};
@@ -27,9 +28,49 @@ pub enum KmsConfig {
     },
     /// An Exoscale-v2-compatible KMS over HTTP.
     Remote {
-        /// API base URL, ending in `/v2`.
+        /// API base URL, ending in `/v2`: the only one, or the first of `endpoints` (what builds
+        /// that know a single endpoint use).
         endpoint: String,
+        /// Every endpoint of the zone, in order, when there are several (none written when
+        /// there is one, so a one-endpoint file is what it always was).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        endpoints: Vec<String>,
     },
+}
+
+impl KmsConfig {
+    /// A remote backend at `endpoints` (normalized URLs, at least one).
+    pub fn remote(endpoints: Vec<String>) -> Self {
+        let endpoint = endpoints.first().cloned().unwrap_or_default();
+        let endpoints = if endpoints.len() > 1 {
+            endpoints
+        } else {
+            Vec::new()
+        };
+        KmsConfig::Remote {
+            endpoint,
+            endpoints,
+        }
+    }
+
+    /// A remote backend's endpoints in the form `--kms` takes (`URL` or `URL1,URL2,...`);
+    /// `None` for the embedded one. A list whose first entry is not `endpoint` is damage.
+    pub fn remote_endpoints(&self) -> Option<Result<String, String>> {
+        let KmsConfig::Remote {
+            endpoint,
+            endpoints,
+        } = self
+        else {
+            return None;
+        };
+        Some(match endpoints.first() {
+            None => Ok(endpoint.clone()),
+            Some(first) if first == endpoint => Ok(endpoints.join(",")),
+            Some(first) => Err(format!(
+                "its endpoint {endpoint} is not the first of its endpoints ({first})"
+            )),
+        })
+    }
 }
 
 /// The filesystem key of a directory whose names are encrypted, as the KMS wrapped it.
@@ -218,6 +259,45 @@ pub fn state_home() -> PathBuf {
 }
 
 /// `$HOME`, else `/root`.
+/// Reads a record of the user's own configuration (JSON) at `path`; the default when there is
+/// none.
+fn load_record<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(source) => Err(ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Writes a record of the user's own configuration at `path` atomically and durably
+/// (temporary file, fsync, rename, fsync of the directory), making its directory if needed.
+fn save_record<T: serde::Serialize>(path: &Path, record: &T) -> Result<(), ConfigError> {
+    let io = |source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(durable::parent_dir(path)).map_err(io)?;
+    let mut text = serde_json::to_string_pretty(record).expect("BUG: records always serialize");
+    text.push('\n');
+    durable::replace(path, text.as_bytes(), Staging::Unique).map_err(io)
+}
+
+/// `$XDG_CONFIG_HOME/kmsfs`, else `~/.config/kmsfs`: the user's own records (which endpoint and
+/// which passphrase file each directory or keystore uses), never inside a cipher directory.
+pub fn user_config_dir() -> PathBuf {
+    let config_home = match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => home().join(".config"),
+    };
+    config_home.join("kmsfs")
+}
+
 fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
 }
@@ -309,9 +389,7 @@ mod tests {
     #[test]
     fn remote_configs_name_only_the_endpoint() {
         let config = CipherConfig::new(
-            KmsConfig::Remote {
-                endpoint: "http://127.0.0.1:8400/v2".into(),
-            },
+            KmsConfig::remote(vec!["http://127.0.0.1:8400/v2".into()]),
             Uuid::new_v4(),
         );
         let text = serde_json::to_string(&config).expect("serializes");
@@ -319,5 +397,38 @@ mod tests {
             text.contains(r#""kms":{"backend":"remote","endpoint":"http://127.0.0.1:8400/v2"}"#),
             "{text}"
         );
+        assert_eq!(
+            config.kms.remote_endpoints(),
+            Some(Ok("http://127.0.0.1:8400/v2".into()))
+        );
+    }
+
+    #[test]
+    fn several_endpoints_keep_the_first_where_one_endpoint_always_was() {
+        let (a, b) = ("http://127.0.0.1:1/v2", "http://127.0.0.1:2/v2");
+        let config = CipherConfig::new(KmsConfig::remote(vec![a.into(), b.into()]), Uuid::new_v4());
+        let dir = tempfile::tempdir().expect("tempdir");
+        config.save(dir.path()).expect("saves");
+        let loaded = CipherConfig::load(dir.path()).expect("loads");
+        assert_eq!(loaded, config);
+        assert_eq!(loaded.kms.remote_endpoints(), Some(Ok(format!("{a},{b}"))));
+        // What a build that knows one endpoint reads: the first.
+        let text = std::fs::read_to_string(dir.path().join(CONF_NAME)).expect("read");
+        let json: serde_json::Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(json["kms"]["endpoint"], a);
+
+        let tampered = KmsConfig::Remote {
+            endpoint: b.into(),
+            endpoints: vec![a.into(), b.into()],
+        };
+        let err = tampered
+            .remote_endpoints()
+            .expect("remote")
+            .expect_err("damage");
+        assert!(err.contains("is not the first of its endpoints"), "{err}");
+        let embedded = KmsConfig::Embedded {
+            keystore: "/k".into(),
+        };
+        assert_eq!(embedded.remote_endpoints(), None);
     }
 }

@@ -1,12 +1,14 @@
 //! The system calls that std does not wrap, each behind a safe function: the file and directory
 //! calls here, file handles in `handle`, process control in `process`, mounts in `mount` (all
-//! re-exported here), and atomic durable file writes in [`durable`]. The only module tree with
+//! re-exported here), atomic durable file writes in [`durable`], and what a service manager
+//! hands a daemon (readiness socket, credentials) in [`systemd`]. The only module tree with
 //! `unsafe`; every block states why it is sound.
 
 pub mod durable;
 mod handle;
 mod mount;
 mod process;
+pub mod systemd;
 
 pub use handle::{FileHandle, file_handle, open_by_handle};
 pub use mount::{clone_fuse_device, mount_setattr, umount_lazy};

@@ -64,7 +64,13 @@ fn start_up_errors_are_one_sentence_and_mount_nothing() {
     let err = one_sentence(&env.run(&mount_args(&env, Env::s(&env.cipher), Env::s(&env.plain))));
     assert!(err.contains("busy"), "{err}");
     mount.unmount();
-    // No passphrase at all (no terminal, no file, no environment variable).
+    // No passphrase at all (no terminal, no file, no environment variable, no passphrase file
+    // recorded by init).
+    let record = env
+        .dir
+        .path()
+        .join("config-home/kmsfs/passphrase-files.json");
+    fs::remove_file(&record).expect("init --passphrase-file recorded the file");
     let err = one_sentence(&env.run(&["mount", Env::s(&env.cipher), Env::s(&env.plain)]));
     assert!(err.contains("passphrase"), "{err}");
     // Keystore gone.
@@ -320,12 +326,12 @@ fn the_default_keystore_and_the_passphrase_variable_work() {
 #[test]
 fn exit_codes_say_what_failed() {
     let env = Env::new();
-    // Not a cipher directory: 4.
+    // Not a cipher directory: 8.
     let out = env.run(&["fsck", Env::s(&env.cipher)]);
-    let err = failure_with(&out, 4);
+    let err = failure_with(&out, 8);
     assert!(err.contains("is not a kmsfs cipher directory"), "{err}");
     env.init();
-    // Wrong passphrase: 5.
+    // Wrong passphrase: 4.
     let wrong = env.dir.path().join("wrong-passphrase");
     fs::write(&wrong, "wrong horse\n").expect("write");
     let out = env.run(&[
@@ -334,7 +340,7 @@ fn exit_codes_say_what_failed() {
         "--passphrase-file",
         Env::s(&wrong),
     ]);
-    let err = failure_with(&out, 5);
+    let err = failure_with(&out, 4);
     assert!(err.contains("wrong passphrase"), "{err}");
     // No keystore where kmsfs.conf says: 5.
     let moved = env.dir.path().join("moved-keystore");
@@ -342,7 +348,7 @@ fn exit_codes_say_what_failed() {
     let err = failure_with(&env.fsck(), 5);
     assert!(err.contains("no keystore"), "{err}");
     fs::rename(&moved, &env.keystore).expect("restore keystore");
-    // A passphrase file that cannot be read: 3.
+    // A passphrase file that cannot be read: 6.
     let absent = env.dir.path().join("absent");
     let out = env.run(&[
         "fsck",
@@ -350,7 +356,7 @@ fn exit_codes_say_what_failed() {
         "--passphrase-file",
         Env::s(&absent),
     ]);
-    let err = failure_with(&out, 3);
+    let err = failure_with(&out, 6);
     assert!(err.contains("cannot read the passphrase file"), "{err}");
     // A command line clap refuses: 2.
     let out = env.run(&["fsck"]);
@@ -370,19 +376,19 @@ fn exit_codes_of_a_remote_kms() {
         .port();
     let url = format!("http://127.0.0.1:{port}/v2");
     let cipher = Env::s(&env.cipher);
-    // No credentials: 8, before anything is sent.
-    let err = failure_with(&env.run(&["init", cipher, "--kms", &url]), 8);
+    // No credentials: 4, before anything is sent.
+    let err = failure_with(&env.run(&["init", cipher, "--kms", &url]), 4);
     assert!(err.contains("EXOSCALE_API_KEY"), "{err}");
     // Not an endpoint: 2.
     let err = failure_with(&env.run(&["init", cipher, "--kms", "ftp://x"]), 2);
     assert!(err.contains("not a KMS endpoint"), "{err}");
-    // An endpoint nothing answers at: 6.
+    // An endpoint nothing answers at: 3.
     let mut env = env;
     env.vars = vec![
         ("EXOSCALE_API_KEY".into(), "EXOtest".into()),
         ("EXOSCALE_API_SECRET".into(), "secret".into()),
     ];
-    let err = failure_with(&env.run(&["init", Env::s(&env.cipher), "--kms", &url]), 6);
+    let err = failure_with(&env.run(&["init", Env::s(&env.cipher), "--kms", &url]), 3);
     assert!(err.contains("unreachable"), "{err}");
     assert!(!env.cipher.exists(), "nothing created on failure");
 }
@@ -435,6 +441,496 @@ fn man_writes_a_page_per_command_and_subcommand() {
     // A directory that cannot be made: a regular file stands in its way.
     let blocked = env.dir.path().join("a-file");
     fs::write(&blocked, b"x").expect("write");
-    let err = failure_with(&env.run(&["man", Env::s(&blocked.join("man1"))]), 3);
+    let err = failure_with(&env.run(&["man", Env::s(&blocked.join("man1"))]), 6);
     assert!(err.contains("a-file"), "{err}");
+}
+
+/// The key id recorded in a cipher directory's `kmsfs.conf`.
+fn conf_key_id(cipher: &Path) -> String {
+    let conf: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(cipher.join("kmsfs.conf")).expect("conf"))
+            .expect("json");
+    conf["key-id"].as_str().expect("key id").to_string()
+}
+
+#[test]
+fn the_remaining_exit_codes_come_from_real_cases() {
+    let env = Env::new();
+    env.init();
+    let mount = env.mount();
+    fs::write(env.plain.join("a"), common::pattern(10_000, 1)).expect("write");
+    let cipher_file = env.cipher_map()[Path::new("a")].clone();
+    mount.unmount();
+    // 1: fsck finds damage (a flipped byte in a block).
+    let mut bytes = fs::read(&cipher_file).expect("read");
+    bytes[600] ^= 0x40;
+    fs::write(&cipher_file, &bytes).expect("damage");
+    assert_eq!(env.fsck().status.code(), Some(1));
+    bytes[600] ^= 0x40;
+    fs::write(&cipher_file, &bytes).expect("mend");
+    assert_eq!(env.fsck().status.code(), Some(0));
+    // 10: the name key in kmsfs.conf is another directory's (wrapped under another key).
+    let other = env.dir.path().join("other");
+    env.ok(&[
+        "init",
+        Env::s(&other),
+        "--keystore",
+        Env::s(&env.keystore),
+        "--passphrase-file",
+        Env::s(&env.passfile),
+    ]);
+    let conf_path = env.cipher.join("kmsfs.conf");
+    let original = fs::read_to_string(&conf_path).expect("conf");
+    let mut conf: serde_json::Value = serde_json::from_str(&original).expect("json");
+    let theirs: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(other.join("kmsfs.conf")).expect("conf"))
+            .expect("json");
+    conf["fs-key"]["wrapped"] = theirs["fs-key"]["wrapped"].clone();
+    fs::write(&conf_path, conf.to_string()).expect("swap the name key");
+    let err = failure_with(&env.fsck(), 10);
+    assert!(!err.is_empty());
+    fs::write(&conf_path, &original).expect("restore");
+    // 9: a "KMS" that answers 200 with something that is not the operation's JSON.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/v2", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 65536];
+            let _ = std::io::Read::read(&mut stream, &mut buf);
+            let body = "this is not JSON";
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    let mut remote = Env::new();
+    remote.vars = vec![
+        ("EXOSCALE_API_KEY".into(), "EXOtest".into()),
+        ("EXOSCALE_API_SECRET".into(), "secret".into()),
+    ];
+    let err = failure_with(&remote.run(&["key", "list", "--kms", &url]), 9);
+    assert!(!err.is_empty());
+    // 5: no keystore where --keystore says.
+    let absent = env.dir.path().join("no-keystore");
+    let err = failure_with(
+        &env.run(&[
+            "key",
+            "list",
+            "--keystore",
+            Env::s(&absent),
+            "--passphrase-file",
+            Env::s(&env.passfile),
+        ]),
+        5,
+    );
+    assert!(err.contains("no keystore"), "{err}");
+}
+
+#[test]
+fn a_mount_point_that_is_not_empty_is_refused_unless_nonempty() {
+    let env = Env::new();
+    env.init();
+    fs::write(env.plain.join("mine"), b"not to be hidden").expect("write");
+    // Should the refusal fail, the mount goes.
+    let _guard = common::MountGuard::adopt(&env);
+    let out = env.run(&env.mount_args());
+    let err = failure_with(&out, 1);
+    assert!(
+        err.contains("not empty") && err.contains(Env::s(&env.plain)),
+        "{err}"
+    );
+    assert!(!common::is_mounted(&env.plain));
+    // -o nonempty mounts over it; the file is back once unmounted.
+    let mount = env.mount_with(&["-o", "nonempty"]);
+    assert!(!env.plain.join("mine").exists(), "the mount hides it");
+    mount.unmount();
+    assert_eq!(
+        fs::read(env.plain.join("mine")).expect("read"),
+        b"not to be hidden"
+    );
+}
+
+#[test]
+fn one_cipher_directory_is_mounted_once_and_again_after_a_kill_9() {
+    let env = Env::new();
+    env.init();
+    let mount = env.mount();
+    let second = env.dir.path().join("second");
+    fs::create_dir(&second).expect("mkdir");
+    // Should the refusal fail, the second mount goes too.
+    let _second = LazyUnmount(second.clone());
+    let out = env.run(&mount_args(&env, Env::s(&env.cipher), Env::s(&second)));
+    let err = failure_with(&out, 1);
+    assert!(
+        err.contains("already mounted") && err.contains(Env::s(&env.plain)),
+        "{err}"
+    );
+    assert!(!common::is_mounted(&second));
+    // Killed: the kernel drops the daemon's lock; the dead mount is detached and the directory
+    // mounts again.
+    let daemon = daemon_pid(&env);
+    common::crash::kill_9(daemon);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while common::crash::alive(daemon) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon outlived kill -9"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    common::crash::lazy_unmount(&env.plain);
+    drop(mount);
+    let again = env.mount_with(&[]);
+    fs::write(env.plain.join("f"), b"after the crash").expect("write");
+    again.unmount();
+}
+
+/// Detaches whatever is mounted at the path on drop.
+struct LazyUnmount(std::path::PathBuf);
+
+impl Drop for LazyUnmount {
+    fn drop(&mut self) {
+        if common::is_mounted(&self.0) {
+            common::crash::lazy_unmount(&self.0);
+        }
+    }
+}
+
+/// The pid of the daemon serving `env`'s mount, from the pid file `kmsfs mount` keeps.
+fn daemon_pid(env: &Env) -> u32 {
+    let run = env.dir.path().join("state-home/kmsfs/run");
+    let entry = fs::read_dir(&run)
+        .expect("the pid directory")
+        .filter_map(|e| e.ok())
+        .find(|e| e.path().extension().is_some_and(|x| x == "pid"))
+        .expect("a pid file");
+    fs::read_to_string(entry.path())
+        .expect("read the pid file")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+#[test]
+fn an_unmount_logs_no_warning() {
+    let env = Env::new();
+    env.init();
+    let mount = env.mount();
+    fs::write(env.plain.join("f"), b"x").expect("write");
+    mount.unmount();
+    let log = fs::read_to_string(&env.log).expect("log");
+    assert!(log.contains("session ended"), "{log}");
+    assert!(
+        !log.contains("WARN") && !log.contains("Failed to umount"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_directory_or_mount_point_finds_its_keystore_and_recorded_passphrase_file() {
+    let env = Env::new();
+    env.init();
+    let id = conf_key_id(&env.cipher);
+    // No default keystore: the sentence says what to name instead, not `kmsfs init`.
+    let err = failure_with(&env.run(&["key", "list"]), 5);
+    assert!(
+        err.contains("no keystore") && err.contains("kmsfs key list DIR"),
+        "{err}"
+    );
+    // The directory names its keystore, init recorded its passphrase file: nothing to add.
+    let listed = env.ok(&["key", "list", Env::s(&env.cipher), "--json"]);
+    assert!(listed.contains(&id), "{listed}");
+    let mount = env.mount();
+    let err = failure_with(&env.run(&["key", "list"]), 5);
+    assert!(
+        err.contains(Env::s(&env.plain)),
+        "the mount is named: {err}"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&env.ok(&["key", "show", Env::s(&env.plain), "--json"]))
+            .expect("json");
+    assert_eq!(shown["id"], id.as_str());
+    let rotated: serde_json::Value =
+        serde_json::from_str(&env.ok(&["key", "rotate", Env::s(&env.plain), "--json"]))
+            .expect("json");
+    assert_eq!(rotated["rotation"]["manual-count"], 1);
+    fs::write(env.plain.join("f"), b"x").expect("write");
+    env.ok(&["rewrap", Env::s(&env.plain)]);
+    env.ok(&["fsck", Env::s(&env.plain)]);
+    let shown = env.ok(&["key", "show", &id, "--cipherdir", Env::s(&env.plain)]);
+    assert!(shown.contains("version 2"), "{shown}");
+    // The cipher directory names its mount to unmount too.
+    env.ok(&["unmount", Env::s(&env.cipher)]);
+    assert!(!common::is_mounted(&env.plain));
+    drop(mount);
+    // The mount point, once unmounted, is no cipher directory.
+    let err = failure_with(&env.run(&["fsck", Env::s(&env.plain)]), 8);
+    assert!(err.contains("not a kmsfs cipher directory"), "{err}");
+}
+
+#[test]
+fn every_key_command_speaks_json() {
+    let env = Env::new();
+    env.init();
+    let dir = Env::s(&env.cipher);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["key"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--cipherdir", dir, "--json"]);
+        serde_json::from_str(&env.ok(&all)).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    };
+    let made = json(&["create", "extra"]);
+    let id = made["id"].as_str().expect("id").to_string();
+    assert!(json(&["list"])["kms-keys"].is_array());
+    assert_eq!(json(&["show", &id])["name"], "extra");
+    assert!(json(&["rotate", &id])["rotation"].is_object());
+    assert!(json(&["rotations", &id])["rotations"].is_array());
+    assert_eq!(json(&["disable", &id])["status"], "success");
+    assert_eq!(json(&["enable", &id])["status"], "success");
+    assert_eq!(json(&["enable", &id])["status"], "already-applied");
+    assert!(json(&["disable-rotation", &id])["rotation"].is_object());
+    assert!(json(&["enable-rotation", &id, "--period", "120"])["rotation"].is_object());
+    assert!(json(&["schedule-deletion", &id, "--days", "7"])["delete-at"].is_string());
+    assert_eq!(json(&["cancel-deletion", &id])["status"], "success");
+    // Neither an id nor a directory: a usage error.
+    let err = failure_with(&env.run(&["key", "show", "no-such-key"]), 2);
+    assert!(err.contains("neither a key id"), "{err}");
+}
+
+#[test]
+fn passwd_reseals_the_keystore_and_a_wrong_passphrase_changes_nothing() {
+    let env = Env::new();
+    env.init();
+    let mount = env.mount();
+    fs::write(env.plain.join("f"), b"kept").expect("write");
+    // Not while a mount uses the keystore.
+    let new = env.dir.path().join("new-passphrase");
+    fs::write(&new, "a new passphrase\n").expect("write");
+    let err = failure_with(
+        &env.run(&[
+            "passwd",
+            Env::s(&env.cipher),
+            "--new-passphrase-file",
+            Env::s(&new),
+        ]),
+        1,
+    );
+    assert!(err.contains("in use by the mount"), "{err}");
+    let cipher_file = env.cipher_path("f");
+    mount.unmount();
+    let before = fs::read(&env.keystore).expect("keystore");
+    let cipher_before = fs::read(&cipher_file).expect("cipher file");
+    // A wrong current passphrase: 4, nothing changed.
+    let wrong = env.dir.path().join("wrong");
+    fs::write(&wrong, "wrong\n").expect("write");
+    let out = env.run(&[
+        "passwd",
+        Env::s(&env.cipher),
+        "--passphrase-file",
+        Env::s(&wrong),
+        "--new-passphrase-file",
+        Env::s(&new),
+    ]);
+    let err = failure_with(&out, 4);
+    assert!(err.contains("wrong passphrase"), "{err}");
+    assert_eq!(fs::read(&env.keystore).expect("keystore"), before);
+    // The right one (the file init recorded): resealed; the record follows the new file.
+    let said = env.ok(&[
+        "passwd",
+        Env::s(&env.cipher),
+        "--new-passphrase-file",
+        Env::s(&new),
+    ]);
+    assert!(said.contains("Changed the passphrase"), "{said}");
+    assert_ne!(fs::read(&env.keystore).expect("keystore"), before);
+    let old = env.run(&[
+        "key",
+        "list",
+        "--keystore",
+        Env::s(&env.keystore),
+        "--passphrase-file",
+        Env::s(&env.passfile),
+    ]);
+    failure_with(&old, 4);
+    env.ok(&["key", "list", Env::s(&env.cipher)]);
+    // Nothing was re-encrypted, and the file opens under the new passphrase.
+    assert_eq!(fs::read(&cipher_file).expect("cipher file"), cipher_before);
+    let mut args = mount_args(&env, Env::s(&env.cipher), Env::s(&env.plain));
+    args[4] = Env::s(&new);
+    let mount = common::MountGuard::adopt(&env);
+    env.ok(&args);
+    assert_eq!(fs::read(env.plain.join("f")).expect("read"), b"kept");
+    mount.unmount();
+}
+
+#[test]
+fn version_names_the_commit_and_the_formats() {
+    let env = Env::new();
+    let out = env.ok(&["--version"]);
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "unknown".to_string(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        );
+    let first = out.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        format!("kmsfs {} (commit {commit})", env!("CARGO_PKG_VERSION")),
+        "{out}"
+    );
+    for line in [
+        "cipher directory (kmsfs.conf): reads versions 1 to 2, writes 2",
+        "file header: reads versions 1 to 2, writes 2",
+        "keystore file: version 1; keyring: version 1",
+    ] {
+        assert!(out.contains(line), "{line:?} missing: {out}");
+    }
+}
+
+#[test]
+fn fsck_json_reports_each_finding_with_stable_fields() {
+    let env = Env::new();
+    env.init();
+    let mount = env.mount();
+    fs::write(env.plain.join("good"), common::pattern(5000, 2)).expect("write");
+    fs::write(env.plain.join("bad"), common::pattern(9000, 3)).expect("write");
+    let bad = env.cipher_map()[Path::new("bad")].clone();
+    mount.unmount();
+    let clean: serde_json::Value =
+        serde_json::from_str(&String::from_utf8_lossy(&env.fsck_with(&["--json"]).stdout))
+            .expect("json");
+    assert_eq!(clean["clean"], true, "{clean}");
+    assert_eq!(clean["files"], 2);
+    assert_eq!(clean["findings"], serde_json::json!([]));
+    let mut bytes = fs::read(&bad).expect("read");
+    bytes[5000] ^= 1;
+    fs::write(&bad, &bytes).expect("damage");
+    let out = env.fsck_with(&["--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value =
+        serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).expect("json");
+    assert_eq!(report["clean"], false, "{report}");
+    assert_eq!(report["damaged-files"], 1, "{report}");
+    let findings = report["findings"].as_array().expect("findings");
+    assert_eq!(findings.len(), 1, "{report}");
+    assert_eq!(findings[0]["kind"], "damaged-file");
+    assert_eq!(findings[0]["path"], Env::s(&bad));
+    assert_eq!(findings[0]["plain-path"], "/bad");
+    assert!(
+        findings[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("block")),
+        "{report}"
+    );
+}
+
+#[test]
+fn ctrl_c_at_the_passphrase_prompt_leaves_echo_on() {
+    // A real terminal: script(1) runs a shell on a pseudo-terminal; the shell runs `kmsfs key
+    // list` (which prompts), the test types Ctrl-C at the prompt, then the shell prints the
+    // terminal's settings.
+    let env = Env::new();
+    env.init();
+    let command = format!(
+        "{} key list --keystore {}; stty -a",
+        common::kmsfs_bin(),
+        Env::s(&env.keystore)
+    );
+    let mut child = KillOnDrop(env_command_in_pty(&env, &command));
+    let mut stdin = child.0.stdin.take().expect("stdin");
+    let mut stdout = child.0.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("Passphrase:") {
+        let n = std::io::Read::read(&mut stdout, &mut buf).expect("read the terminal");
+        assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    std::io::Write::write_all(&mut stdin, b"\x03").expect("type Ctrl-C");
+    std::io::Read::read_to_end(&mut stdout, &mut seen).expect("read the rest");
+    let _ = child.0.wait();
+    let text = String::from_utf8_lossy(&seen);
+    let settings = text.split("Passphrase:").nth(1).unwrap_or_default();
+    let words: Vec<&str> = settings.split_whitespace().collect();
+    assert!(words.contains(&"echo"), "echo is off after Ctrl-C: {text}");
+    assert!(
+        !words.contains(&"-echo"),
+        "echo is off after Ctrl-C: {text}"
+    );
+}
+
+/// A child process killed on drop, even when the test fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `script -q -c COMMAND /dev/null` with `env`'s variables: COMMAND on a pseudo-terminal, the
+/// terminal's input and output through the child's pipes.
+fn env_command_in_pty(env: &Env, command: &str) -> std::process::Child {
+    let mut cmd = std::process::Command::new("script");
+    let root = env.dir.path();
+    cmd.args(["-q", "-e", "-c", command, "/dev/null"])
+        .env("XDG_DATA_HOME", root.join("data-home"))
+        .env("XDG_CONFIG_HOME", root.join("config-home"))
+        .env("XDG_STATE_HOME", root.join("state-home"))
+        .env_remove("KMSFS_PASSPHRASE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    // No recorded passphrase file: the prompt must come.
+    let _ = fs::remove_file(root.join("config-home/kmsfs/passphrase-files.json"));
+    cmd.spawn().expect("script (util-linux)")
+}
+
+#[test]
+fn fsck_shows_progress_on_a_terminal_only() {
+    let env = Env::new();
+    env.init();
+    let mount = env.mount();
+    for i in 0..200 {
+        fs::write(env.plain.join(format!("f{i}")), b"x").expect("write");
+    }
+    mount.unmount();
+    let command = format!(
+        "{} fsck {} --passphrase-file {}",
+        common::kmsfs_bin(),
+        Env::s(&env.cipher),
+        Env::s(&env.passfile)
+    );
+    let mut child = KillOnDrop(env_command_in_pty(&env, &command));
+    drop(child.0.stdin.take());
+    let mut seen = Vec::new();
+    let mut stdout = child.0.stdout.take().expect("stdout");
+    std::io::Read::read_to_end(&mut stdout, &mut seen).expect("read the terminal");
+    let status = child.0.wait().expect("wait");
+    let text = String::from_utf8_lossy(&seen);
+    assert!(status.success(), "{text}");
+    assert!(
+        text.contains("/200 files"),
+        "a progress bar on the terminal: {text}"
+    );
+    // Not a terminal: no bar.
+    let out = env.fsck();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("/200 files"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

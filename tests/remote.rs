@@ -204,7 +204,7 @@ fn missing_credentials_are_one_sentence() {
     let out = world.env.run(&["key", "list", "--kms", &world.endpoint]);
     let err = one_sentence(&out);
     assert!(err.contains("refused the credentials"), "{err}");
-    assert_eq!(out.status.code(), Some(8), "{err}");
+    assert_eq!(out.status.code(), Some(4), "{err}");
     let err = one_sentence(&world.env.run(&["key", "list", "--kms", "nonsense"]));
     assert!(err.contains("not a KMS endpoint"), "{err}");
 }
@@ -403,7 +403,7 @@ fn fsck_names_a_file_whose_key_id_the_kms_refuses_and_stops_when_the_kms_is_down
     world.server.kill_9();
     let out = world.env.fsck();
     let err = one_sentence(&out);
-    assert_eq!(out.status.code(), Some(6), "the KMS is unavailable: {err}");
+    assert_eq!(out.status.code(), Some(3), "the KMS is unavailable: {err}");
     // With encrypted names the first call is the name key's unwrap; either way one sentence.
     assert!(
         (err.contains("cannot check") || err.contains("cannot unwrap the directory's name key"))

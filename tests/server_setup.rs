@@ -174,45 +174,7 @@ fn org_import_installs_the_same_credentials_elsewhere() {
 /// pointed at our server with `url=`, works unchanged. Skipped when it is not installed.
 #[test]
 fn the_official_python_client_works_unchanged() {
-    const SCRIPT: &str = r#"
-import base64, json, sys
-from exoscale.api.v2 import Client
-creds = json.loads(sys.argv[2])
-c = Client(creds["api-key"], creds["api-secret"], url=sys.argv[1])
-b64 = lambda b: base64.b64encode(b).decode()
-k = c.create_kms_key(name="py-key", description="from python")
-ct = c.encrypt(id=k["id"], plaintext=b64(b"hello"), encryption_context=b64(b"ctx"))
-pt = c.decrypt(id=k["id"], ciphertext=ct["ciphertext"], encryption_context=b64(b"ctx"))
-assert base64.b64decode(pt["plaintext"]) == b"hello", pt
-assert c.rotate_kms_key(id=k["id"])["rotation"]["manual-count"] == 1
-dk = c.generate_data_key(id=k["id"], key_spec="AES-256")
-assert len(base64.b64decode(dk["plaintext"])) == 32
-names = [x["name"] for x in c.list_kms_keys()["kms-keys"]]
-assert names == ["Default Organization Key", "py-key"], names
-try:
-    c.get_kms_key(id="00000000-0000-4000-8000-000000000000")
-    raise SystemExit("an unknown key was found")
-except Exception as e:
-    assert "Key Not Found" in str(e), e
-print("OK")
-"#;
-    let probe = Command::new("python3")
-        .args(["-c", "import exoscale.api.v2"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: python3 with the exoscale package is not installed");
-        return;
-    }
     let server = ServerGuard::start(ZONE);
     let creds = create_org_with(&server.data, "python", &[]);
-    let out = Command::new("python3")
-        .args(["-c", SCRIPT, &server.url, &creds.json])
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("OK"),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::python_client::check(&server.url, &creds.json);
 }

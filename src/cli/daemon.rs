@@ -37,13 +37,13 @@ pub(super) fn daemon(
         );
         return i32::from(report_failure(&mut Some(ready), error).exit.code());
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KMSFS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::sync::Mutex::new(log))
-        .try_init();
+    super::logging::init(super::logging::LogSetup {
+        format: args.observe.log_format,
+        default_filter: "info",
+        writer: tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(log)),
+        ansi: false,
+        mount: Some(mountpoint.display().to_string()),
+    });
     let keys = KeyPath::new(kms, cache(args), fs_id, key_id);
     match serve(
         cipherdir,
@@ -60,6 +60,23 @@ pub(super) fn daemon(
             i32::from(e.exit.code())
         }
     }
+}
+
+/// Says the mount is live: "ready" to the parent waiting on `ready`, if any, and `READY=1` to
+/// the service manager, if any (`kmsfs mount --foreground` in a `Type=notify` unit).
+pub(super) fn announce_ready(
+    ready: Option<std::io::PipeWriter>,
+    cipherdir: &Path,
+    mountpoint: &Path,
+) {
+    if let Some(mut pipe) = ready {
+        let _ = writeln!(pipe, "ready");
+    }
+    sys::systemd::notify_ready(&format!(
+        "mounted {} at {}",
+        cipherdir.display(),
+        mountpoint.display()
+    ));
 }
 
 /// Tells the parent waiting on `ready`, if any, that the start failed: `error CODE SENTENCE`

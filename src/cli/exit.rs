@@ -6,7 +6,8 @@ use crate::kms::remote::RemoteError;
 use crate::kms::{KeystoreError, KmsError};
 use crate::server::ServerError;
 
-/// What a `kmsfs` exit code says.
+/// What a `kmsfs` exit code says. The first five (0 to 4) are the ones most scripts need;
+/// the others tell the remaining kinds of failure apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// 0: done.
@@ -17,21 +18,22 @@ pub enum Exit {
     Problems,
     /// 2: the command line is wrong (clap's own code, also for values it cannot check).
     Usage,
-    /// 3: a local file or directory cannot be read or written.
-    Io,
-    /// 4: not a cipher directory, or its `kmsfs.conf` is damaged or names an endpoint not
-    /// trusted for it.
-    Config,
-    /// 5: the keystore (or the KMS server's state) does not open: wrong passphrase, none
-    /// there, damaged.
-    Keystore,
-    /// 6: the KMS cannot be reached, is in trouble, or limits requests; a later try may work.
+    /// 3: the KMS cannot be reached, is in trouble, or limits requests; a later try may work.
     KmsUnavailable,
+    /// 4: authentication failed: a wrong (or empty) passphrase for the keystore, or KMS
+    /// credentials that are refused or missing.
+    Authentication,
+    /// 5: the keystore (or the KMS server's state) does not open for another reason than the
+    /// passphrase: none there, damaged.
+    Keystore,
+    /// 6: a local file or directory cannot be read or written.
+    Io,
     /// 7: the KMS refused: the key is missing, disabled or pending deletion, or another of
     /// its rules says no.
     KmsRefused,
-    /// 8: the KMS refused the credentials, or there are none.
-    KmsCredentials,
+    /// 8: not a cipher directory, or its `kmsfs.conf` is damaged or names an endpoint not
+    /// trusted for it.
+    Config,
     /// 9: the KMS answered something kmsfs cannot use.
     KmsAnswer,
     /// 10: a wrapped key does not open under its KMS key and context: the key or the data
@@ -44,12 +46,12 @@ const ALL: [Exit; 11] = [
     Exit::Ok,
     Exit::Problems,
     Exit::Usage,
-    Exit::Io,
-    Exit::Config,
-    Exit::Keystore,
     Exit::KmsUnavailable,
+    Exit::Authentication,
+    Exit::Keystore,
+    Exit::Io,
     Exit::KmsRefused,
-    Exit::KmsCredentials,
+    Exit::Config,
     Exit::KmsAnswer,
     Exit::Damaged,
 ];
@@ -61,12 +63,12 @@ impl Exit {
             Exit::Ok => 0,
             Exit::Problems => 1,
             Exit::Usage => 2,
-            Exit::Io => 3,
-            Exit::Config => 4,
+            Exit::KmsUnavailable => 3,
+            Exit::Authentication => 4,
             Exit::Keystore => 5,
-            Exit::KmsUnavailable => 6,
+            Exit::Io => 6,
             Exit::KmsRefused => 7,
-            Exit::KmsCredentials => 8,
+            Exit::Config => 8,
             Exit::KmsAnswer => 9,
             Exit::Damaged => 10,
         }
@@ -83,7 +85,7 @@ impl Exit {
         match error {
             KmsError::Refused { .. } => Exit::KmsRefused,
             KmsError::InvalidCiphertext => Exit::Damaged,
-            KmsError::Unauthorized { .. } => Exit::KmsCredentials,
+            KmsError::Unauthorized { .. } => Exit::Authentication,
             KmsError::Limited { .. }
             | KmsError::Unreachable { .. }
             | KmsError::Unavailable { .. } => Exit::KmsUnavailable,
@@ -94,13 +96,15 @@ impl Exit {
         }
     }
 
-    /// The code of a keystore failure: I/O trouble is I/O, everything else the keystore's.
+    /// The code of a keystore failure: I/O trouble is I/O, a passphrase that does not open it
+    /// is authentication, everything else the keystore's.
     pub fn of_keystore(error: &KeystoreError) -> Self {
         match error {
             KeystoreError::Io(_) => Exit::Io,
+            KeystoreError::WrongPassphrase { .. } | KeystoreError::EmptyPassphrase { .. } => {
+                Exit::Authentication
+            }
             KeystoreError::Missing { .. }
-            | KeystoreError::WrongPassphrase { .. }
-            | KeystoreError::EmptyPassphrase { .. }
             | KeystoreError::Exists { .. }
             | KeystoreError::Costs { .. }
             | KeystoreError::Damaged { .. }
@@ -113,8 +117,12 @@ impl Exit {
     /// The code of a failure to set up the remote KMS client.
     pub fn of_remote(error: &RemoteError) -> Self {
         match error {
-            RemoteError::MissingCredentials => Exit::KmsCredentials,
-            RemoteError::BadEndpoint(_) => Exit::Usage,
+            RemoteError::MissingCredentials => Exit::Authentication,
+            RemoteError::BadEndpoint(_)
+            | RemoteError::EmptyInList(_)
+            | RemoteError::Repeated(_)
+            | RemoteError::NotApiBase(_)
+            | RemoteError::OtherApi { .. } => Exit::Usage,
         }
     }
 
@@ -130,11 +138,11 @@ impl Exit {
     pub fn of_server(error: &ServerError) -> Self {
         match error {
             ServerError::Io(_) | ServerError::Listen { .. } | ServerError::Tls { .. } => Exit::Io,
-            ServerError::Damaged { .. }
-            | ServerError::WrongPassphrase { .. }
-            | ServerError::Inconsistent(_) => Exit::Keystore,
+            ServerError::WrongPassphrase { .. } => Exit::Authentication,
+            ServerError::Damaged { .. } | ServerError::Inconsistent(_) => Exit::Keystore,
             ServerError::Keyring(e) => Exit::of_kms(e),
             ServerError::Invalid(_) => Exit::Usage,
+            ServerError::Store(_) => Exit::KmsUnavailable,
             ServerError::PeerClient(_) | ServerError::Task { .. } | ServerError::Serve(_) => {
                 Exit::Problems
             }
@@ -171,15 +179,15 @@ mod tests {
             (KmsError::refused(Refusal::KeyDisabled, "k"), 7),
             (KmsError::refused(Refusal::KeyPendingDeletion, "k"), 7),
             (KmsError::InvalidCiphertext, 10),
-            (KmsError::Unauthorized { detail: "d".into() }, 8),
-            (KmsError::Limited { detail: "d".into() }, 6),
+            (KmsError::Unauthorized { detail: "d".into() }, 4),
+            (KmsError::Limited { detail: "d".into() }, 3),
             (
                 KmsError::Unreachable {
                     what: "w".into(),
                     sent: false,
                     source: "refused".into(),
                 },
-                6,
+                3,
             ),
             (
                 KmsError::Unavailable {
@@ -187,7 +195,7 @@ mod tests {
                     title: "t".into(),
                     detail: "d".into(),
                 },
-                6,
+                3,
             ),
             (
                 KmsError::Unexpected {
@@ -207,10 +215,10 @@ mod tests {
             ),
             (
                 KeystoreError::WrongPassphrase { path: "/k".into() }.into(),
-                5,
+                4,
             ),
             (KeystoreError::Missing { path: "/k".into() }.into(), 5),
-            (KeystoreError::io("read", "/k", io()).into(), 3),
+            (KeystoreError::io("read", "/k", io()).into(), 6),
         ];
         for (error, code) in cases {
             assert_eq!(Exit::of_kms(&error).code(), code, "{error}");
@@ -219,7 +227,7 @@ mod tests {
 
     #[test]
     fn set_up_and_server_errors_get_their_codes() {
-        assert_eq!(Exit::of_remote(&RemoteError::MissingCredentials).code(), 8);
+        assert_eq!(Exit::of_remote(&RemoteError::MissingCredentials).code(), 4);
         assert_eq!(
             Exit::of_remote(&RemoteError::BadEndpoint("x".into())).code(),
             2
@@ -231,9 +239,9 @@ mod tests {
                     addr: "a".into(),
                     source: io,
                 },
-                3,
+                6,
             ),
-            (ServerError::WrongPassphrase { dir: "/d".into() }, 5),
+            (ServerError::WrongPassphrase { dir: "/d".into() }, 4),
             (
                 ServerError::Keyring(KmsError::refused(Refusal::NameConflict, "n")),
                 7,

@@ -13,7 +13,7 @@ use crate::cache::DekCache;
 use crate::config::CipherConfig;
 use crate::fs::keys::{KeyError, KeyPath};
 use crate::fs::{
-    FileCheck, Repair, SealedDamage, SealedFault, TailCut, Tree, TreeFile, check_file,
+    FileCheck, PlainPath, Repair, SealedDamage, SealedFault, TailCut, Tree, TreeFile, check_file,
     remove_orphan, repair_file, walk_tree,
 };
 use clap::Args;
@@ -24,7 +24,7 @@ use std::time::Duration;
 /// Arguments of `kmsfs fsck`.
 #[derive(Args)]
 pub struct FsckArgs {
-    /// The cipher directory.
+    /// The cipher directory (or its mount point).
     cipherdir: PathBuf,
     /// Cut each file that ends in a torn or unauthentic block back to its last authentic
     /// block (never a block before the last: damage there is reported, not cut), delete
@@ -40,9 +40,13 @@ pub struct FsckArgs {
     /// copied with its keystore).
     #[arg(long, value_name = "PATH")]
     keystore: Option<PathBuf>,
-    /// Trust this remote KMS endpoint for the directory (it must be the one kmsfs.conf names).
-    #[arg(long, value_name = "URL")]
+    /// Trust this remote KMS endpoint (or these, URL1,URL2,...) for the directory: it must be
+    /// what kmsfs.conf names.
+    #[arg(long, value_name = "URL[,URL...]")]
     kms: Option<String>,
+    /// Print one JSON report on stdout (every finding, and the counts) instead of lines.
+    #[arg(long)]
+    json: bool,
 }
 
 /// What the run found, for the summary and the exit code.
@@ -59,7 +63,8 @@ struct Tally {
 /// Checks (and with `--repair`, repairs) the directory. Exit 0 when no damage is left (none
 /// found, or all of it cut by the repair), 1 otherwise. Orphaned side files are harmless: they
 /// are reported (and deleted by a repair), not counted as damage.
-pub fn run(args: FsckArgs) -> CliResult<ExitCode> {
+pub fn run(mut args: FsckArgs) -> CliResult<ExitCode> {
+    args.cipherdir = secret::cipherdir_of(&args.cipherdir);
     super::init_stderr_logging("error");
     let config = secret::with_keystore(
         CipherConfig::load(&args.cipherdir)?,
@@ -79,60 +84,93 @@ pub fn run(args: FsckArgs) -> CliResult<ExitCode> {
     let keys = KeyPath::new(kms, DekCache::new(0, Duration::ZERO), fs_id, config.key_id);
     let tree = walk_tree(&args.cipherdir, names.as_ref())
         .map_err(|e| CliError::io("read", &args.cipherdir, &e))?;
+    let mut out = Report::new(args.json);
     let mut names_left = 0u64;
     for bad in &tree.bad_names {
-        println!("{bad}");
+        out.say(Kind::UnreadableName, &bad.cipher, None, bad);
         let repaired = if args.repair {
             bad.repair_id_link()
         } else {
             None
         };
         match repaired {
-            Some(Ok(())) => println!(
-                "{}: repaired: kmsfs.dirid made again from the copy of the id the mount reads",
-                bad.cipher.display()
+            Some(Ok(())) => out.say(
+                Kind::Repaired,
+                &bad.cipher,
+                None,
+                format_args!(
+                    "{}: repaired: kmsfs.dirid made again from the copy of the id the mount reads",
+                    bad.cipher.display()
+                ),
             ),
             Some(Err(e)) => {
                 names_left += 1;
-                println!("{}: not repaired: {e}", bad.cipher.display());
+                let line = format!("{}: not repaired: {e}", bad.cipher.display());
+                out.say(Kind::NotRepaired, &bad.cipher, None, line);
             }
             None => names_left += 1,
         }
     }
     for damage in &tree.sealed_damage {
-        println!("{damage}");
+        let plain = plain_of(&damage.plain);
+        out.say(Kind::UnreadableSealed, &damage.cipher, plain, damage);
         if args.repair {
-            report_left_alone(damage);
+            out.say(Kind::NotRepaired, &damage.cipher, plain, left_alone(damage));
         }
     }
     let mut tally = Tally::default();
     for orphan in &tree.orphans {
         let what = format!("{}: orphaned long-name side file", orphan.display());
         if !args.repair {
-            println!("{what}; safe to delete");
+            out.say(
+                Kind::Orphan,
+                orphan,
+                None,
+                format_args!("{what}; safe to delete"),
+            );
             continue;
         }
         match remove_orphan(orphan) {
             Ok(()) => {
                 tally.orphans_deleted += 1;
-                println!("{what}; deleted");
+                out.say(
+                    Kind::Repaired,
+                    orphan,
+                    None,
+                    format_args!("{what}; deleted"),
+                );
             }
-            Err(e) => println!("{what}; not deleted: {e}"),
+            Err(e) => out.say(
+                Kind::NotRepaired,
+                orphan,
+                None,
+                format_args!("{what}; not deleted: {e}"),
+            ),
         }
     }
+    out.start_progress(tree.files.len() as u64);
     for file in &tree.files {
+        out.advance();
         tally.files += 1;
         let result = if args.repair {
-            repair_file(&file.cipher, &keys).map(|repair| report_repair(file, &repair, &mut tally))
+            repair_file(&file.cipher, &keys)
+                .map(|repair| report_repair(&mut out, file, &repair, &mut tally))
         } else {
-            check_file(&file.cipher, &keys).map(|found| report_check(file, &found, &mut tally))
+            check_file(&file.cipher, &keys)
+                .map(|found| report_check(&mut out, file, &found, &mut tally))
         };
         match result {
             Ok(()) => {}
             // One unreadable file does not stop the check of the others.
             Err(KeyError::Io(e)) => {
                 tally.unreadable += 1;
-                println!("{file}: cannot be read: {e}");
+                let line = format!("{file}: cannot be read: {e}");
+                out.say(
+                    Kind::UnreadableFile,
+                    &file.cipher,
+                    plain_of(&file.plain),
+                    line,
+                );
             }
             Err(e) => {
                 let message = format!("cannot check {}: {e}", file.cipher.display());
@@ -143,19 +181,141 @@ pub fn run(args: FsckArgs) -> CliResult<ExitCode> {
             }
         }
     }
-    eprintln!("{}", summary(&tally, &tree, names.is_some(), args.repair));
     let left = if args.repair {
         tally.left_damaged
     } else {
         tally.damaged
     };
-    Ok(
-        if left == 0 && tally.unreadable == 0 && names_left == 0 && tree.sealed_damage.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(Exit::Problems.code())
-        },
-    )
+    let clean =
+        left == 0 && tally.unreadable == 0 && names_left == 0 && tree.sealed_damage.is_empty();
+    let summary = summary(&tally, &tree, names.is_some(), args.repair);
+    out.finish(&args, &tally, &tree, clean, &summary);
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(Exit::Problems.code())
+    })
+}
+
+/// What a line of the report is about; its JSON name is stable (docs/FSCK.md lists them).
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A file whose header or blocks do not authenticate.
+    DamagedFile,
+    /// A file that cannot be read at all (the operating system's error).
+    UnreadableFile,
+    /// A name that does not read back, or a directory whose names cannot be read.
+    UnreadableName,
+    /// A symlink target or extended attribute that does not read back.
+    UnreadableSealed,
+    /// A long-name side file whose name is gone.
+    Orphan,
+    /// Something `--repair` mended (a cut file end, a re-sealed block, an id link, a deleted
+    /// side file).
+    Repaired,
+    /// Damage `--repair` left as it is.
+    NotRepaired,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::DamagedFile => "damaged-file",
+            Kind::UnreadableFile => "unreadable-file",
+            Kind::UnreadableName => "unreadable-name",
+            Kind::UnreadableSealed => "unreadable-target-or-xattr",
+            Kind::Orphan => "orphaned-side-file",
+            Kind::Repaired => "repaired",
+            Kind::NotRepaired => "not-repaired",
+        }
+    }
+}
+
+/// Where the findings go: one line each on stdout as they come, or, with `--json`, into one
+/// JSON document printed at the end. A progress bar on stderr while files are checked, on a
+/// terminal only.
+struct Report {
+    findings: Option<Vec<serde_json::Value>>,
+    progress: Option<indicatif::ProgressBar>,
+}
+
+impl Report {
+    fn new(json: bool) -> Self {
+        Report {
+            findings: json.then(Vec::new),
+            progress: None,
+        }
+    }
+
+    fn start_progress(&mut self, files: u64) {
+        self.progress = super::rewrap::progress_bar(files);
+    }
+
+    fn advance(&self) {
+        if let Some(bar) = &self.progress {
+            bar.inc(1);
+        }
+    }
+
+    /// One finding: `line` is its text, about the cipher path `path` (plaintext path `plain`,
+    /// when known).
+    fn say(&mut self, kind: Kind, path: &Path, plain: Option<&Path>, line: impl std::fmt::Display) {
+        let line = line.to_string();
+        match &mut self.findings {
+            Some(findings) => findings.push(serde_json::json!({
+                "kind": kind.name(),
+                "path": path.display().to_string(),
+                "plain-path": plain.map(|p| p.display().to_string()),
+                "message": line,
+            })),
+            None => match &self.progress {
+                Some(bar) => bar.suspend(|| println!("{line}")),
+                None => println!("{line}"),
+            },
+        }
+    }
+
+    /// Ends the report: the summary line on stderr, or the JSON document on stdout.
+    fn finish(self, args: &FsckArgs, tally: &Tally, tree: &Tree, clean: bool, summary: &str) {
+        if let Some(bar) = &self.progress {
+            bar.finish_and_clear();
+        }
+        let Some(findings) = self.findings else {
+            eprintln!("{summary}");
+            return;
+        };
+        let report = serde_json::json!({
+            "cipherdir": args.cipherdir.display().to_string(),
+            "repair": args.repair,
+            "clean": clean,
+            "files": tally.files,
+            "damaged-files": tally.damaged,
+            "unreadable-files": tally.unreadable,
+            "repaired-files": tally.repaired,
+            "still-damaged-files": tally.left_damaged,
+            "names": tree.names,
+            "unreadable-names": tree.unreadable_names,
+            "symlink-targets": tree.targets,
+            "xattrs": tree.xattrs,
+            "unreadable-targets-and-xattrs": tree.sealed_damage.len(),
+            "orphaned-side-files": tree.orphans.len(),
+            "orphaned-side-files-deleted": tally.orphans_deleted,
+            "findings": findings,
+            "summary": summary,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("BUG: JSON value serializes")
+        );
+    }
+}
+
+/// The plaintext path of a node, when a mount shows it by a known path.
+fn plain_of(plain: &PlainPath) -> Option<&Path> {
+    match plain {
+        PlainPath::Known(path) => Some(path),
+        PlainPath::AsStored | PlainPath::Unreadable => None,
+    }
 }
 
 /// "fsck: 1204 files checked, 1 damaged; 1310 names checked, 2 unreadable; 3 symlink targets
@@ -201,38 +361,43 @@ fn summary(tally: &Tally, tree: &Tree, encrypted_names: bool, repair: bool) -> S
     summary
 }
 
-fn report_check(file: &TreeFile, found: &FileCheck, tally: &mut Tally) {
+fn report_check(out: &mut Report, file: &TreeFile, found: &FileCheck, tally: &mut Tally) {
     if let FileCheck::Damaged(damage) = found {
         tally.damaged += 1;
-        println!("{file}: {damage}");
+        let line = format!("{file}: {damage}");
+        out.say(Kind::DamagedFile, &file.cipher, plain_of(&file.plain), line);
     }
 }
 
-fn report_repair(file: &TreeFile, repair: &Repair, tally: &mut Tally) {
-    report_check(file, &repair.found, tally);
+fn report_repair(out: &mut Report, file: &TreeFile, repair: &Repair, tally: &mut Tally) {
+    report_check(out, file, &repair.found, tally);
+    let plain = plain_of(&file.plain);
     if let Some(cut) = &repair.cut {
-        println!("{file}: repaired: {}", describe_cut(cut));
+        let line = format!("{file}: repaired: {}", describe_cut(cut));
+        out.say(Kind::Repaired, &file.cipher, plain, line);
     }
     if let Some(block) = repair.resealed {
-        println!("{file}: repaired: block {block} re-sealed as the file's last block");
+        let line = format!("{file}: repaired: block {block} re-sealed as the file's last block");
+        out.say(Kind::Repaired, &file.cipher, plain, line);
     }
     match &repair.left {
         Some(left) => {
             tally.left_damaged += 1;
-            println!(
+            let line = format!(
                 "{file}: not repaired: {left} (a repair only cuts damage at the end of a file)"
             );
+            out.say(Kind::NotRepaired, &file.cipher, plain, line);
         }
         None if repair.found != FileCheck::Clean => tally.repaired += 1,
         None => {}
     }
 }
 
-/// Says that a repair leaves `damage` as it is, and how to be rid of it. Removing an attribute
+/// The line saying that a repair leaves `damage` as it is, and how to be rid of it. Removing an attribute
 /// or a link is no repair: it loses what it held for good, and damage there is tampering or a
 /// wrong key rather than a crash (a crash cannot tear a target or an attribute, each written in
 /// one call), so it is left for a person to judge.
-fn report_left_alone(damage: &SealedDamage) {
+fn left_alone(damage: &SealedDamage) -> String {
     let how = match &damage.fault {
         SealedFault::Target(_) => "remove or replace the link through a mount".to_string(),
         SealedFault::XattrName { stored, .. } => format!(
@@ -245,10 +410,10 @@ fn report_left_alone(damage: &SealedDamage) {
         ),
         SealedFault::Unreadable { .. } => "check the cipher directory's permissions".to_string(),
     };
-    println!(
+    format!(
         "{}: not repaired: a repair leaves symlink targets and extended attributes as they are; {how}",
         damage.location()
-    );
+    )
 }
 
 /// "cut from 200,000 to 196,288 bytes on disk; plaintext 196,608 → 192,512 bytes (4,096 lost)".

@@ -30,12 +30,10 @@ pub fn run(
                     "--keystore and --kms exclude each other: a directory uses one KMS",
                 ));
             }
-            let endpoint = secret::endpoint_of(url)?;
-            let remote = secret::open_remote(endpoint.as_str())?;
-            let described = format!("KMS {endpoint}");
-            let backend = KmsConfig::Remote {
-                endpoint: endpoint.as_str().to_string(),
-            };
+            let endpoints = secret::endpoints_of(url)?;
+            let described = format!("KMS {endpoints}");
+            let backend = KmsConfig::remote(endpoints.to_strings());
+            let remote = secret::open_remote(endpoints)?;
             (Box::new(remote), backend, described)
         }
         None => {
@@ -78,8 +76,17 @@ pub fn run(
         })?;
     }
     config.save(cipherdir)?;
-    if let KmsConfig::Remote { endpoint } = &config.kms {
-        crate::config::known::record(&config.fs_id, endpoint, cipherdir)?;
+    match (&config.kms, args.passphrase_file.as_deref()) {
+        (KmsConfig::Remote { .. }, _) => {
+            if let Some(Ok(endpoints)) = config.kms.remote_endpoints() {
+                crate::config::known::record(&config.fs_id, &endpoints, cipherdir)?;
+            }
+        }
+        // Later commands on this keystore find the passphrase the same way.
+        (KmsConfig::Embedded { keystore }, Some(file)) => {
+            crate::config::passfiles::record(keystore, Some(file))?;
+        }
+        (KmsConfig::Embedded { .. }, None) => {}
     }
     println!(
         "Created cipher directory {} (key {} \"{}\", {described}; {} names).",

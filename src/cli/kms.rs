@@ -13,6 +13,8 @@ pub enum KmsCommand {
     /// Manage the server's organizations and credentials.
     #[command(subcommand)]
     Org(kms_serve::OrgCommand),
+    /// Copy a server's file store (--data DIR) into an empty etcd prefix (--store etcd://...).
+    Migrate(kms_serve::MigrateArgs),
     /// Load a KMS with many concurrent requests and report rates and latencies.
     Bench(kms_bench::BenchArgs),
 }
@@ -22,6 +24,7 @@ pub fn run(command: KmsCommand) -> CliResult<ExitCode> {
     match command {
         KmsCommand::Serve(args) => kms_serve::serve(args),
         KmsCommand::Org(command) => kms_serve::org(command),
+        KmsCommand::Migrate(args) => kms_serve::migrate(args),
         KmsCommand::Bench(args) => kms_bench::run(args),
     }
 }

@@ -3,11 +3,14 @@
 //!
 //! Workers are tasks on a small tokio runtime sharing one async HTTP client (one connection
 //! per worker), so the client costs little and the numbers describe the server. Each request
-//! is sent once: a failure is counted, never retried.
+//! is sent once: a failure is counted, never retried. With several endpoints (servers of one
+//! zone), worker N sends to endpoint N modulo their number, so the zone's servers share the
+//! load; there is no failover during the run.
 
 use super::exit::Exit;
 use super::{CliError, CliResult, secret};
-use crate::kms::remote::http::{self, Endpoint};
+use crate::kms::remote::endpoints::EndpointList;
+use crate::kms::remote::http;
 use crate::kms::sign::Credentials;
 use crate::kms::wire::{CreateKeyRequest, KeyStatus};
 use crate::kms::{KeyService, KmsError};
@@ -26,9 +29,10 @@ pub const BENCH_KEY_NAME: &str = "kmsfs-bench";
 /// Arguments of `kmsfs kms bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// The KMS endpoint, e.g. http://127.0.0.1:8400/v2 (credentials from EXOSCALE_API_KEY and
+    /// The KMS endpoint, e.g. http://127.0.0.1:8400/v2, or several servers of one zone
+    /// (URL1,URL2,...) that share the load (credentials from EXOSCALE_API_KEY and
     /// EXOSCALE_API_SECRET).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL[,URL...]")]
     kms: String,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 32, value_name = "N")]
@@ -86,17 +90,18 @@ pub fn run(args: BenchArgs) -> CliResult<ExitCode> {
             "--concurrency and --seconds must be at least 1",
         ));
     }
-    let endpoint = secret::endpoint_of(&args.kms)?;
+    let endpoints = secret::endpoints_of(&args.kms)?;
     let credentials = http::credentials_from_env()?;
     // Set-up with the blocking client, dropped before the runtime starts.
     let (key, body) = {
-        let kms = secret::open_remote(endpoint.as_str())?;
+        let kms = secret::open_remote(endpoints.clone())?;
         let key = bench_key(&kms, args.key)?;
         (key, request_body(&kms, key, args.op)?)
     };
-    let url = endpoint.url(&format!("/kms-key/{key}/{}", args.op.name()));
-    let tallies = load(&args, &credentials, url, body)?;
-    let report = Report::new(&args, &endpoint, key, tallies);
+    let route = format!("/kms-key/{key}/{}", args.op.name());
+    let urls = endpoints.iter().map(|e| e.url(&route)).collect();
+    let tallies = load(&args, &credentials, urls, body)?;
+    let report = Report::new(&args, &endpoints, key, tallies);
     report.print(args.json);
     Ok(if report.failed == 0 {
         ExitCode::SUCCESS
@@ -160,7 +165,7 @@ fn request_body(kms: &dyn KeyService, key: Uuid, op: BenchOp) -> CliResult<Vec<u
 fn load(
     args: &BenchArgs,
     credentials: &Credentials,
-    url: reqwest::Url,
+    urls: Vec<reqwest::Url>,
     body: Vec<u8>,
 ) -> CliResult<Vec<Tally>> {
     http::install_crypto_provider();
@@ -175,11 +180,12 @@ fn load(
         .tcp_nodelay(true)
         .build()
         .map_err(|e| CliError::new(format!("cannot set up HTTP: {e}")))?;
-    let shared = Arc::new((client, credentials.clone(), url, body));
+    let servers = urls.len();
+    let shared = Arc::new((client, credentials.clone(), urls, body));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     runtime.block_on(async move {
         let workers: Vec<_> = (0..args.concurrency)
-            .map(|_| tokio::spawn(worker(shared.clone(), deadline)))
+            .map(|n| tokio::spawn(worker(shared.clone(), n % servers, deadline)))
             .collect();
         let mut tallies = Vec::with_capacity(workers.len());
         for worker in workers {
@@ -190,10 +196,12 @@ fn load(
 }
 
 async fn worker(
-    shared: Arc<(reqwest::Client, Credentials, reqwest::Url, Vec<u8>)>,
+    shared: Arc<(reqwest::Client, Credentials, Vec<reqwest::Url>, Vec<u8>)>,
+    server: usize,
     deadline: Instant,
 ) -> Tally {
-    let (client, credentials, url, body) = &*shared;
+    let (client, credentials, urls, body) = &*shared;
+    let url = &urls[server];
     let mut tally = Tally::default();
     while Instant::now() < deadline {
         let started = Instant::now();
@@ -273,7 +281,7 @@ struct Latency {
 }
 
 impl Report {
-    fn new(args: &BenchArgs, endpoint: &Endpoint, key: Uuid, tallies: Vec<Tally>) -> Self {
+    fn new(args: &BenchArgs, endpoints: &EndpointList, key: Uuid, tallies: Vec<Tally>) -> Self {
         let mut latencies = Vec::new();
         let mut errors: BTreeMap<String, u64> = BTreeMap::new();
         for tally in tallies {
@@ -293,7 +301,7 @@ impl Report {
         let ok = latencies.len() as u64;
         Report {
             op: args.op.name(),
-            endpoint: endpoint.as_str().to_string(),
+            endpoint: endpoints.to_string(),
             key,
             concurrency: args.concurrency,
             seconds: args.seconds,

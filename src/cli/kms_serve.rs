@@ -1,8 +1,9 @@
-//! `kmsfs kms serve` and `kmsfs kms org create|import`: thin calls into [`crate::server`].
+//! `kmsfs kms serve`, `kmsfs kms org create|import` and `kmsfs kms migrate`: thin calls into
+//! [`crate::server`].
 
 use super::{CliError, CliResult, secret};
 use crate::crypto::SecretBytes;
-use crate::server::{self, FrontLimits, OrgCredentials, ServeOptions, TlsFiles};
+use crate::server::{self, EtcdTarget, FrontLimits, OrgCredentials, ServeOptions, TlsFiles};
 use clap::{Args, Subcommand};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,9 +18,12 @@ pub struct ServeArgs {
     /// Address to listen on (127.0.0.1:0 picks a free port; the URL is printed).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8400")]
     listen: String,
-    /// The data directory (organizations, keys, root key, audit log).
+    /// The data directory (organizations, keys, root key, audit log; with --store etcd://...
+    /// only the audit log, and the root key without --passphrase-file).
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
     /// PEM certificate chain: serve HTTPS (with --tls-key).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -52,6 +56,44 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = server::DEFAULT_REQUEST_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     request_timeout: u64,
+    /// Serve metrics in the Prometheus text format at http://ADDR/metrics (unauthenticated;
+    /// off by default).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Log lines as text (the default) or one JSON object a line.
+    #[arg(long, value_enum, default_value_t = super::logging::LogFormat::Text, value_name = "FORMAT")]
+    log_format: super::logging::LogFormat,
+}
+
+/// Where a zone's state is: the data directory (default) or etcd.
+#[derive(Args)]
+pub struct StoreArgs {
+    /// Keep the zone's state in etcd, shared by every server of the zone:
+    /// etcd://HOST:PORT[,HOST:PORT...].
+    #[arg(long = "store", value_name = "etcd://HOST:PORT,...")]
+    store: Option<String>,
+    /// The zone's key prefix in etcd (give each zone its own when zones share a cluster).
+    #[arg(long, value_name = "PREFIX", default_value = server::DEFAULT_ETCD_PREFIX)]
+    etcd_prefix: String,
+}
+
+impl StoreArgs {
+    /// The etcd store asked for, if any.
+    fn etcd(&self) -> CliResult<Option<EtcdTarget>> {
+        Ok(match &self.store {
+            None => None,
+            Some(url) => Some(EtcdTarget::parse(url, &self.etcd_prefix)?),
+        })
+    }
+}
+
+/// A runtime for the admin commands' etcd client (entered by the caller while it works).
+fn admin_runtime() -> CliResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start the async runtime: {e}")))
 }
 
 /// Parses `ZONE=URL`.
@@ -86,9 +128,14 @@ pub enum OrgCommand {
         /// The server's data directory.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The passphrase file, if the data directory is sealed with one.
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
+        /// Print `export EXOSCALE_API_KEY=... EXOSCALE_API_SECRET=...` for `eval` instead.
+        #[arg(long)]
+        env: bool,
     },
     /// Install an organization and API key printed by `org create` (JSON on stdin), e.g. in
     /// another zone's data directory.
@@ -96,10 +143,25 @@ pub enum OrgCommand {
         /// The server's data directory.
         #[arg(long, value_name = "DIR")]
         data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The passphrase file, if the data directory is sealed with one.
         #[arg(long, value_name = "FILE")]
         passphrase_file: Option<PathBuf>,
     },
+}
+
+/// Arguments of `kmsfs kms migrate`.
+#[derive(Args)]
+pub struct MigrateArgs {
+    /// The data directory of the file store to copy.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The passphrase file, if the data directory is sealed with one.
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
 }
 
 fn passphrase(file: Option<&Path>) -> CliResult<Option<SecretBytes>> {
@@ -108,11 +170,12 @@ fn passphrase(file: Option<&Path>) -> CliResult<Option<SecretBytes>> {
 
 /// Serves the KMS until SIGTERM or SIGINT.
 pub fn serve(args: ServeArgs) -> CliResult<ExitCode> {
-    super::init_stderr_logging("info");
+    super::logging::init_stderr(args.log_format, "info", None);
     let options = ServeOptions {
         zone: args.zone.clone(),
         listen: args.listen,
         data: args.data,
+        etcd: args.store.etcd()?,
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             _ => None,
@@ -125,32 +188,51 @@ pub fn serve(args: ServeArgs) -> CliResult<ExitCode> {
             max_connections_per_client: Some(args.max_connections_per_client as usize),
             request_timeout: std::time::Duration::from_secs(args.request_timeout),
         },
+        metrics_listen: args.metrics_listen,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::new(format!("cannot start the async runtime: {e}")))?;
     let zone = args.zone;
+    // The handlers are in place before READY=1 is sent: a SIGTERM right after it stops the
+    // server gracefully instead of killing it.
+    let shutdown = {
+        let _context = runtime.enter();
+        shutdown_signal()
+    };
     runtime.block_on(server::serve(
         options,
         |url| {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "kmsfs kms: listening on {url} (zone {zone})");
             let _ = out.flush();
+            crate::sys::systemd::notify_ready(&format!("listening on {url} (zone {zone})"));
         },
-        shutdown_signal(),
+        shutdown,
     ))?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Completes at the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Completes at the first SIGTERM or SIGINT; the handlers are installed at the call (inside
+/// the runtime's context), not at the first poll.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
+    );
+    async move { wait_for_shutdown(signals).await }
+}
+
+async fn wait_for_shutdown(
+    signals: (
+        std::io::Result<tokio::signal::unix::Signal>,
+        std::io::Result<tokio::signal::unix::Signal>,
+    ),
+) {
+    match signals {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -162,6 +244,7 @@ async fn shutdown_signal() {
         }
     }
     tracing::info!("shutting down");
+    crate::sys::systemd::notify_stopping();
 }
 
 /// Runs an org command.
@@ -170,14 +253,32 @@ pub fn org(command: OrgCommand) -> CliResult<ExitCode> {
         OrgCommand::Create {
             name,
             data,
+            store,
             passphrase_file,
+            env,
         } => {
             let pass = passphrase(passphrase_file.as_deref())?;
-            let made = server::create_org(&data, &name, pass.as_ref())?;
-            println!("{}", made.to_json().as_str());
+            let etcd = store.etcd()?;
+            let runtime = admin_runtime()?;
+            let _entered = runtime.enter();
+            let made = server::create_org_at(&data, etcd.as_ref(), &name, pass.as_ref())?;
+            if env {
+                // The key is EXO + hex, the secret base64url: nothing a quote must escape.
+                let secret = zeroize::Zeroizing::new(
+                    String::from_utf8_lossy(made.credentials.secret.expose_secret()).into_owned(),
+                );
+                println!(
+                    "export EXOSCALE_API_KEY='{}' EXOSCALE_API_SECRET='{}'",
+                    made.credentials.key,
+                    secret.as_str()
+                );
+            } else {
+                println!("{}", made.to_json().as_str());
+            }
         }
         OrgCommand::Import {
             data,
+            store,
             passphrase_file,
         } => {
             let pass = passphrase(passphrase_file.as_deref())?;
@@ -187,9 +288,32 @@ pub fn org(command: OrgCommand) -> CliResult<ExitCode> {
                 .read_to_end(&mut input)
                 .map_err(|e| CliError::io("read", std::path::Path::new("stdin"), &e))?;
             let org = OrgCredentials::from_json(&input)?;
-            server::import_org(&data, &org, pass.as_ref())?;
+            let etcd = store.etcd()?;
+            let runtime = admin_runtime()?;
+            let _entered = runtime.enter();
+            server::import_org_at(&data, etcd.as_ref(), &org, pass.as_ref())?;
             eprintln!("kmsfs: organization {} ({}) installed", org.org, org.name);
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Copies a file store into an empty etcd prefix.
+pub fn migrate(args: MigrateArgs) -> CliResult<ExitCode> {
+    let Some(etcd) = args.store.etcd()? else {
+        return Err(CliError::new(
+            "say where to: --store etcd://HOST:PORT[,HOST:PORT...]".to_string(),
+        ));
+    };
+    let pass = passphrase(args.passphrase_file.as_deref())?;
+    let runtime = admin_runtime()?;
+    let _entered = runtime.enter();
+    let moved = server::migrate(&args.data, &etcd, pass.as_ref())?;
+    eprintln!(
+        "kmsfs: {moved} organizations copied from {} to {} {}",
+        args.data.display(),
+        etcd.endpoints.join(","),
+        etcd.prefix
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 //! the rooms; every failure becomes one plain sentence on stderr and an exit code of
 //! [`exit::Exit`].
 
+mod control;
 mod daemon;
 mod exit;
 mod fs_key;
@@ -9,14 +10,20 @@ mod fsck;
 mod generated;
 mod init;
 mod inspect;
+mod install;
 mod key;
 mod kms;
 mod kms_bench;
 mod kms_serve;
+mod logging;
 mod mount;
+pub mod mount_helper;
 mod mounts;
+mod observe;
+mod passwd;
 mod rewrap;
 mod secret;
+mod status;
 mod unmount;
 
 use clap::{Args, Parser, Subcommand};
@@ -45,7 +52,7 @@ impl CliError {
         }
     }
 
-    /// A damaged `kmsfs.conf` (exit code 4).
+    /// A damaged `kmsfs.conf` (exit code 8).
     pub fn config(message: impl Into<String>) -> Self {
         CliError::with(Exit::Config, message)
     }
@@ -55,7 +62,7 @@ impl CliError {
         CliError::with(Exit::Usage, message)
     }
 
-    /// An operating system error while `doing` something to `path` (exit code 3).
+    /// An operating system error while `doing` something to `path` (exit code 6).
     pub fn io(doing: &str, path: &std::path::Path, e: &std::io::Error) -> Self {
         CliError::with(Exit::Io, format!("cannot {doing} {}: {e}", path.display()))
     }
@@ -95,12 +102,30 @@ type CliResult<T = ()> = Result<T, CliError>;
 #[derive(Parser)]
 #[command(
     name = "kmsfs",
-    version,
+    version = version_text(),
     about = "An encrypted FUSE filesystem with envelope encryption backed by a KMS"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// What `kmsfs --version` prints after the name: the version, the git commit it was built from
+/// ("unknown" outside a git checkout), and the format versions it reads and writes.
+fn version_text() -> String {
+    use crate::format::HeaderVersion;
+    format!(
+        "{} (commit {})\n\
+         cipher directory (kmsfs.conf): reads versions 1 to {conf}, writes {conf}\n\
+         file header: reads versions 1 to {header}, writes {header}\n\
+         keystore file: version {keystore}; keyring: version {keyring}",
+        env!("CARGO_PKG_VERSION"),
+        env!("KMSFS_GIT_COMMIT"),
+        conf = crate::config::FORMAT_VERSION,
+        header = HeaderVersion::NEWEST.number(),
+        keystore = crate::kms::embedded::KEYSTORE_VERSION,
+        keyring = crate::kms::keyring::KEYRING_VERSION,
+    )
 }
 
 /// Where the embedded keystore is and how to open it.
@@ -125,9 +150,10 @@ enum Command {
         /// Wrap the directory's DEKs with this existing KMS key instead of a new one.
         #[arg(long, value_name = "ID")]
         key: Option<uuid::Uuid>,
-        /// Use the remote KMS at URL (e.g. http://127.0.0.1:8400/v2), with the credentials of
-        /// EXOSCALE_API_KEY and EXOSCALE_API_SECRET, instead of the embedded keystore.
-        #[arg(long, value_name = "URL")]
+        /// Use the remote KMS at URL (e.g. http://127.0.0.1:8400/v2), or at several servers of
+        /// one zone (URL1,URL2,...), with the credentials of EXOSCALE_API_KEY and
+        /// EXOSCALE_API_SECRET, instead of the embedded keystore.
+        #[arg(long, value_name = "URL[,URL...]")]
         kms: Option<String>,
         /// Keep file, directory and symlink names (and symlink targets) in the clear in the
         /// cipher directory, as format version 1 did. By default they are encrypted.
@@ -138,14 +164,18 @@ enum Command {
     Mount(mount::MountArgs),
     /// Unmount; the daemon flushes and exits.
     Unmount {
-        /// The mount point.
+        /// The mount point (or the cipher directory mounted there).
         mountpoint: PathBuf,
         /// Detach now even if files are open (the mount goes away when they close).
         #[arg(long)]
         lazy: bool,
     },
+    /// Show every live kmsfs mount (or the one at MOUNTPOINT), as its daemon tells it.
+    Status(status::StatusArgs),
     /// Manage KMS keys.
     Key(key::KeyArgs),
+    /// Change the passphrase of an embedded keystore (nothing is re-encrypted).
+    Passwd(passwd::PasswdArgs),
     /// The KMS server (Exoscale API v2 compatible), its organizations, and a load generator.
     #[command(subcommand)]
     Kms(kms::KmsCommand),
@@ -170,6 +200,9 @@ enum Command {
         /// The directory (made if absent), e.g. /usr/local/share/man/man1.
         dir: PathBuf,
     },
+    /// Install the mount helpers (mount.fuse.kmsfs and mount.kmsfs, for mount(8) and fstab),
+    /// the shell completions and the manual pages.
+    InstallHelpers(install::InstallArgs),
 }
 
 /// Runs the command line and returns the exit code.
@@ -185,12 +218,15 @@ pub fn main() -> ExitCode {
         } => init::run(&cipherdir, &keystore, key, kms.as_deref(), plaintext_names),
         Command::Mount(args) => mount::run(args),
         Command::Unmount { mountpoint, lazy } => unmount::unmount(&mountpoint, lazy),
+        Command::Status(args) => status::run(&args),
         Command::Key(args) => key::run(args),
+        Command::Passwd(args) => passwd::run(args),
         Command::Kms(command) => kms::run(command),
         Command::Rewrap(args) => rewrap::run(args),
         Command::Inspect { cipherfile } => inspect::run(&cipherfile),
         Command::Completions { shell } => generated::completions(shell),
         Command::Man { dir } => generated::man(&dir),
+        Command::InstallHelpers(args) => install::run(args),
         Command::Fsck(args) => fsck::run(args),
     };
     match result {
@@ -203,11 +239,6 @@ pub fn main() -> ExitCode {
 }
 
 /// Logging to stderr for foreground commands (`KMSFS_LOG` sets the filter, default `warn`).
-fn init_stderr_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KMSFS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+fn init_stderr_logging(default: &'static str) {
+    logging::init_stderr(logging::LogFormat::Text, default, None);
 }

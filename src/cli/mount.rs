@@ -8,7 +8,8 @@
 //! the daemon reconnects on its first request.
 
 use super::daemon::{
-    daemon, daemon_answer, default_log_path, open_log, pid_file_path, report_failure,
+    announce_ready, daemon, daemon_answer, default_log_path, open_log, pid_file_path,
+    report_failure,
 };
 use super::exit::Exit;
 use super::secret;
@@ -24,7 +25,7 @@ use crate::kms::{KeyService, wire::KeyStatus};
 use crate::sys;
 use clap::Args;
 use fuser::{Config, MountOption, SessionACL};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -68,21 +69,28 @@ pub struct MountArgs {
     /// The daemon's log file (default: $XDG_STATE_HOME/kmsfs/NAME-FSID.log).
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
-    /// Trust this remote KMS endpoint for the directory: it must be the one kmsfs.conf names,
-    /// and becomes the recorded one (needed when the record is missing or differs).
-    #[arg(long, value_name = "URL")]
+    /// Trust this remote KMS endpoint (or these, URL1,URL2,...) for the directory: it must be
+    /// what kmsfs.conf names, and becomes the recorded one (needed when the record is missing
+    /// or differs).
+    #[arg(long, value_name = "URL[,URL...]")]
     kms: Option<String>,
     /// Blocks one content key may seal before its file is re-keyed (for tests that want to see
     /// re-keys; at least 32768, at most the default 2^31).
     #[arg(long, value_name = "BLOCKS", hide = true)]
     seal_budget: Option<u64>,
+    #[command(flatten)]
+    pub(super) observe: super::observe::ObserveArgs,
 }
 
 /// Mounts as `args` say.
 pub fn run(args: MountArgs) -> CliResult<ExitCode> {
     // The daemon sets up its own logging after the fork; in the foreground it goes to stderr.
     if args.foreground {
-        super::init_stderr_logging("info");
+        let mount = std::fs::canonicalize(&args.mountpoint)
+            .unwrap_or_else(|_| args.mountpoint.clone())
+            .display()
+            .to_string();
+        super::logging::init_stderr(args.observe.log_format, "info", Some(mount));
     }
     let config = secret::with_keystore(
         CipherConfig::load(&args.cipherdir)?,
@@ -90,8 +98,10 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
     )?;
     let cipherdir = std::fs::canonicalize(&args.cipherdir)
         .map_err(|e| CliError::io("resolve", &args.cipherdir, &e))?;
-    let mountpoint = check_mountpoint(&args.mountpoint)?;
     let fuse_config = fuse_config(&args, &cipherdir)?;
+    let mountpoint = check_mountpoint(&args.mountpoint, allows_nonempty(&args.options))?;
+    // Held for as long as this process (after the fork: the daemon) lives.
+    let _lock = lock_cipherdir(&cipherdir, &args.cipherdir)?;
     let fs_id = config.fs_id().map_err(CliError::config)?;
     let kms = secret::open_kms_named(
         &args.cipherdir,
@@ -113,7 +123,7 @@ pub fn run(args: MountArgs) -> CliResult<ExitCode> {
             ),
         ));
     }
-    let tuning = Tuning::of(&args)?;
+    let tuning = Tuning::of(&args, &config)?;
     let log_path = match &args.log {
         Some(path) => path.clone(),
         None => default_log_path(&cipherdir, &config.fs_id),
@@ -181,10 +191,12 @@ pub(super) struct Tuning {
     access_time: Option<(u64, u64)>,
     /// A lowered seal budget per content key.
     seal_budget: Option<SealBudget>,
+    /// The control socket, metrics and log format.
+    observe: super::observe::Observe,
 }
 
 impl Tuning {
-    fn of(args: &MountArgs) -> CliResult<Self> {
+    fn of(args: &MountArgs, config: &CipherConfig) -> CliResult<Self> {
         let seal_budget = match args.seal_budget {
             None => None,
             Some(blocks) => Some(SealBudget::lowered(blocks).ok_or_else(|| {
@@ -198,6 +210,7 @@ impl Tuning {
             dirty_percent: args.dirty_percent,
             access_time: access_time_attr(&args.options),
             seal_budget,
+            observe: super::observe::Observe::new(&args.observe, config),
         })
     }
 }
@@ -298,14 +311,27 @@ pub(super) fn serve(
         let _ = sys::umount_lazy(mountpoint);
         return Err(report_failure(&mut ready, error));
     }
+    let adapter = Arc::new(FuseAdapter::new(fs.clone()));
+    let observer = match tuning
+        .observe
+        .start(&fs, adapter.requests(), cipherdir, mountpoint)
+    {
+        Ok(observer) => observer,
+        Err(sentence) => {
+            let _ = sys::umount_lazy(mountpoint);
+            return Err(report_failure(
+                &mut ready,
+                CliError::with(Exit::Io, sentence),
+            ));
+        }
+    };
     tracing::info!(cipherdir = %cipherdir.display(), mountpoint = %mountpoint.display(), "mounted");
-    if let Some(mut pipe) = ready {
-        let _ = writeln!(pipe, "ready");
-    }
+    announce_ready(ready, cipherdir, mountpoint);
     let unmount_at = mountpoint.to_path_buf();
     std::thread::spawn(move || {
         let sig = sys::wait_for_signal(&signals);
         tracing::info!(signal = sig, "signal received: unmounting");
+        sys::systemd::notify_stopping();
         if let Err(e) = sys::umount_lazy(&unmount_at) {
             tracing::warn!("unmount failed: {e}; trying fusermount3");
             let _ = std::process::Command::new("fusermount3")
@@ -322,13 +348,10 @@ pub(super) fn serve(
         SessionACL::All | SessionACL::Owner => Access::All,
     };
     let threads = fuse_config.n_threads.unwrap_or(1);
-    let result = crate::fuse::serve(
-        session.as_fd(),
-        threads,
-        Arc::new(FuseAdapter::new(fs.clone())),
-        access,
-    );
-    drop(session);
+    let device = mount_device(mountpoint);
+    let result = crate::fuse::serve(session.as_fd(), threads, adapter, access);
+    end_session(session, mountpoint, device.as_deref());
+    drop(observer);
     let stats = fs.keys().cache().stats();
     tracing::info!(
         hits = stats.hits,
@@ -348,6 +371,29 @@ pub(super) fn serve(
         Err(e) => Err(CliError::new(format!(
             "the FUSE session ended with an error: {e}"
         ))),
+    }
+}
+
+/// Ends the FUSE session once serving stopped. The usual end is an unmount (`kmsfs unmount`,
+/// umount(8), the signal thread): the kernel has taken the mount away already, and fuser's
+/// own unmount on drop would try again, fail with EINVAL and log a warning, or, if another
+/// filesystem was mounted there meanwhile, unmount that one. So the session is dropped (and
+/// unmounts) only while our mount, `device` at `mountpoint`, is still in the mount table;
+/// otherwise it is forgotten: the daemon is about to exit, which closes the descriptor.
+fn end_session<F: fuser::Filesystem>(
+    session: fuser::Session<F>,
+    mountpoint: &Path,
+    device: Option<&str>,
+) {
+    let still_mounted = device.is_some_and(|device| {
+        super::mounts::mounts()
+            .iter()
+            .any(|m| m.device == device && m.mountpoint == mountpoint)
+    });
+    if still_mounted {
+        drop(session);
+    } else {
+        std::mem::forget(session);
     }
 }
 
@@ -375,7 +421,55 @@ fn spawn_housekeeping(kms: Arc<dyn KeyService>) {
     });
 }
 
-fn check_mountpoint(path: &Path) -> CliResult<PathBuf> {
+/// True when the mount options say `nonempty`: mount over a directory that has entries.
+fn allows_nonempty(options: &[String]) -> bool {
+    options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .any(|o| o == "nonempty")
+}
+
+/// Takes the cipher directory's mount lock: an exclusive `flock` of the directory itself, held
+/// by the daemon for as long as it serves (the kernel drops it when the daemon exits, also when
+/// it is killed). Two daemons over one directory, each with its own caches, could corrupt it.
+///
+/// A daemon whose mount is already gone may hold the lock a moment longer: its threads end
+/// after its main thread (which `kmsfs unmount` waits for) and after the mount. So while no
+/// mount of the directory is in the mount table, the lock is waited for, up to
+/// [`LOCK_WAIT`]; with one, the refusal is immediate.
+fn lock_cipherdir(cipherdir: &Path, named: &Path) -> CliResult<std::fs::File> {
+    let dir = std::fs::File::open(cipherdir).map_err(|e| CliError::io("open", named, &e))?;
+    let started = Instant::now();
+    loop {
+        match dir.try_lock() {
+            Ok(()) => return Ok(dir),
+            Err(std::fs::TryLockError::Error(e)) => return Err(CliError::io("lock", named, &e)),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+        }
+        let mounted = super::mounts::mounts()
+            .into_iter()
+            .find(|m| m.cipherdir().as_deref() == Some(cipherdir));
+        if let Some(mount) = mounted {
+            return Err(CliError::new(format!(
+                "{} is already mounted at {}: one cipher directory is served by one daemon at a time",
+                named.display(),
+                mount.mountpoint.display()
+            )));
+        }
+        if started.elapsed() >= LOCK_WAIT {
+            return Err(CliError::new(format!(
+                "{} is still served by a daemon whose mount is gone (detached with `umount -l` while files were open?): one cipher directory is served by one daemon at a time",
+                named.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How long a mount waits for the lock of a daemon that is exiting (see [`lock_cipherdir`]).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+fn check_mountpoint(path: &Path, nonempty: bool) -> CliResult<PathBuf> {
     let canonical = std::fs::canonicalize(path).map_err(|e| {
         CliError::new(format!(
             "the mount point {} cannot be used: {e}",
@@ -393,6 +487,16 @@ fn check_mountpoint(path: &Path) -> CliResult<PathBuf> {
             "the mount point {} is busy: something is already mounted there",
             path.display()
         )));
+    }
+    if !nonempty {
+        let mut entries =
+            std::fs::read_dir(&canonical).map_err(|e| CliError::io("read", path, &e))?;
+        if entries.next().is_some() {
+            return Err(CliError::new(format!(
+                "invalid mount point {}: the directory is not empty, and the mount would hide its files; empty it, or mount with -o nonempty",
+                path.display()
+            )));
+        }
     }
     Ok(canonical)
 }
@@ -430,8 +534,10 @@ fn fuse_config(args: &MountArgs, cipherdir: &Path) -> CliResult<Config> {
     config.n_threads = Some(args.threads.max(1));
     config.clone_fd = true;
     config.mount_options = vec![
-        MountOption::FSName(format!("kmsfs:{}", cipherdir.display())),
-        MountOption::Subtype("kmsfs".into()),
+        MountOption::FSName(cipherdir.display().to_string()),
+        // A kernel option, not `MountOption::Subtype`, which fuser passes only to fusermount3:
+        // the mount table then says `fuse.kmsfs`.
+        MountOption::CUSTOM("subtype=kmsfs".into()),
     ];
     let mut permissions_checked = false;
     for option in args
@@ -468,13 +574,15 @@ fn fuse_config(args: &MountArgs, cipherdir: &Path) -> CliResult<Config> {
             // The kernel keeps a FUSE mount's times in memory and sends them with the next
             // change anyway (writeback cache): nothing to map.
             "lazytime" | "nolazytime" => continue,
+            // Checked before mounting (see `check_mountpoint`): the kernel does not mind.
+            "nonempty" => continue,
             "sync" => MountOption::Sync,
             "async" => MountOption::Async,
             "dirsync" => MountOption::DirSync,
             "auto_unmount" => MountOption::AutoUnmount,
             other => {
                 return Err(CliError::usage(format!(
-                    "unknown mount option {other:?} (known: allow_other, allow_root, default_permissions, ro, rw, dev, nodev, suid, nosuid, exec, noexec, atime, noatime, relatime, strictatime, nodiratime, diratime, lazytime, nolazytime, sync, async, dirsync, auto_unmount)"
+                    "unknown mount option {other:?} (known: allow_other, allow_root, default_permissions, ro, rw, dev, nodev, suid, nosuid, exec, noexec, atime, noatime, relatime, strictatime, nodiratime, diratime, lazytime, nolazytime, nonempty, sync, async, dirsync, auto_unmount)"
                 )));
             }
         };

@@ -1,5 +1,6 @@
 //! The mount table (`/proc/self/mountinfo`): which kmsfs mounts are live, and of which cipher
-//! directories. A kmsfs mount's source is `kmsfs:CIPHERDIR`.
+//! directories. A kmsfs mount's type is `fuse.kmsfs` and its source the cipher directory
+//! (`kmsfs:CIPHERDIR` before, still read).
 
 use std::path::PathBuf;
 
@@ -12,17 +13,20 @@ pub struct MountEntry {
     pub mountpoint: PathBuf,
     /// Its type (`fuse.kmsfs` for ours).
     pub fstype: String,
-    /// Its source (`kmsfs:CIPHERDIR` for ours).
+    /// Its source (the cipher directory for ours).
     pub source: String,
+    /// The user who mounted it (a FUSE mount's `user_id=` option), if the table says.
+    pub user_id: Option<u32>,
 }
 
 impl MountEntry {
     /// The cipher directory of a kmsfs mount.
     pub fn cipherdir(&self) -> Option<PathBuf> {
-        if !self.fstype.starts_with("fuse") {
+        if self.fstype != "fuse.kmsfs" {
             return None;
         }
-        self.source.strip_prefix("kmsfs:").map(PathBuf::from)
+        let source = self.source.strip_prefix("kmsfs:").unwrap_or(&self.source);
+        Some(PathBuf::from(source))
     }
 }
 
@@ -36,11 +40,19 @@ pub fn parse(info: &str) -> Vec<MountEntry> {
             let device = mount.nth(2)?.to_string();
             let mountpoint = PathBuf::from(unescape(mount.nth(1)?));
             let mut fs = fs.split(' ');
+            let fstype = fs.next()?.to_string();
+            let source = unescape(fs.next()?);
+            let user_id = fs.next().and_then(|options| {
+                options
+                    .split(',')
+                    .find_map(|o| o.strip_prefix("user_id=")?.parse().ok())
+            });
             Some(MountEntry {
                 device,
                 mountpoint,
-                fstype: fs.next()?.to_string(),
-                source: unescape(fs.next()?),
+                fstype,
+                source,
+                user_id,
             })
         })
         .collect()
@@ -83,19 +95,23 @@ mod tests {
 22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
 97 22 0:52 / /home/me/my\\040files rw,nosuid,nodev,relatime shared:60 - fuse.kmsfs kmsfs:/srv/cipher\\040dir rw,user_id=0,group_id=0
 98 22 0:53 / /mnt/other rw - fuse.sshfs me@host:/ rw
+99 22 0:54 / /srv/plain rw - fuse.kmsfs /srv/cipher rw
 garbage line
 ";
 
     #[test]
     fn a_kmsfs_mount_names_its_cipher_directory_with_escapes_undone() {
         let entries = parse(INFO);
-        assert_eq!(entries.len(), 3, "the garbage line is skipped");
+        assert_eq!(entries.len(), 4, "the garbage line is skipped");
         let ours = &entries[1];
         assert_eq!(ours.device, "0:52");
         assert_eq!(ours.mountpoint, PathBuf::from("/home/me/my files"));
         assert_eq!(ours.cipherdir(), Some(PathBuf::from("/srv/cipher dir")));
+        assert_eq!(ours.user_id, Some(0));
+        assert_eq!(entries[0].user_id, None);
         assert_eq!(entries[0].cipherdir(), None);
         assert_eq!(entries[2].cipherdir(), None);
+        assert_eq!(entries[3].cipherdir(), Some(PathBuf::from("/srv/cipher")));
     }
 
     #[test]

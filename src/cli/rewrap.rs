@@ -21,7 +21,7 @@ use uuid::Uuid;
 /// Arguments of `kmsfs rewrap`.
 #[derive(Args)]
 pub struct RewrapArgs {
-    /// The cipher directory (mounted or not).
+    /// The cipher directory, mounted or not (or its mount point).
     cipherdir: PathBuf,
     /// Wrap every DEK under this key instead of each file's own key.
     #[arg(long, value_name = "ID")]
@@ -35,8 +35,9 @@ pub struct RewrapArgs {
     /// Read the passphrase from FILE (else $KMSFS_PASSPHRASE, else a prompt).
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
-    /// The remote KMS endpoint, when it is not (yet) the one recorded for this directory.
-    #[arg(long, value_name = "URL")]
+    /// The remote KMS endpoint (or endpoints, URL1,URL2,...), when it is not (yet) the one
+    /// recorded for this directory.
+    #[arg(long, value_name = "URL[,URL...]")]
     kms: Option<String>,
 }
 
@@ -50,7 +51,8 @@ struct Tally {
 }
 
 /// Runs `kmsfs rewrap`.
-pub fn run(args: RewrapArgs) -> CliResult<ExitCode> {
+pub fn run(mut args: RewrapArgs) -> CliResult<ExitCode> {
+    args.cipherdir = secret::cipherdir_of(&args.cipherdir);
     super::init_stderr_logging("warn");
     let config = CipherConfig::load(&args.cipherdir)?;
     let kms = secret::open_kms_named(
@@ -210,7 +212,7 @@ fn update_conf(
     Ok(())
 }
 
-fn progress_bar(total: u64) -> Option<ProgressBar> {
+pub(super) fn progress_bar(total: u64) -> Option<ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }

@@ -8,10 +8,19 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// Unmounts `mountpoint` and waits (up to 30 s) for its daemon to exit.
+/// Unmounts `mountpoint` (or the mount of the cipher directory `mountpoint`) and waits (up to
+/// 30 s) for its daemon to exit.
 pub fn unmount(mountpoint: &Path, lazy: bool) -> CliResult<ExitCode> {
-    let canonical =
+    let mut canonical =
         std::fs::canonicalize(mountpoint).map_err(|e| CliError::io("resolve", mountpoint, &e))?;
+    // A cipher directory names its mount.
+    if !is_mounted(&canonical)
+        && let Some(mount) = super::mounts::mounts()
+            .into_iter()
+            .rfind(|m| m.cipherdir().as_deref() == Some(canonical.as_path()))
+    {
+        canonical = mount.mountpoint;
+    }
     if !is_mounted(&canonical) {
         return Err(CliError::new(format!(
             "nothing is mounted at {}",

@@ -6,7 +6,6 @@
 //! the directory's fs-id here. [`check`] runs before any request is sent.
 
 use super::ConfigError;
-use crate::sys::durable::{self, Staging};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +16,7 @@ pub const KNOWN_ENDPOINTS_NAME: &str = "known-endpoints.json";
 /// What is recorded for one cipher directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KnownDirectory {
-    /// The KMS endpoint, normalized.
+    /// The KMS endpoint, normalized; several as `--kms` takes them (`URL1,URL2`).
     pub endpoint: String,
     /// Where the directory was when recorded (informative only).
     pub path: PathBuf,
@@ -32,40 +31,19 @@ pub struct KnownEndpoints {
 
 /// `$XDG_CONFIG_HOME/kmsfs/known-endpoints.json`, else `~/.config/kmsfs/known-endpoints.json`.
 pub fn known_endpoints_path() -> PathBuf {
-    let config_home = match std::env::var_os("XDG_CONFIG_HOME") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => super::home().join(".config"),
-    };
-    config_home.join("kmsfs").join(KNOWN_ENDPOINTS_NAME)
+    super::user_config_dir().join(KNOWN_ENDPOINTS_NAME)
 }
 
 impl KnownEndpoints {
     /// Reads the record at `path` (empty when there is none).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(source) => Err(ConfigError::Io {
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
+        super::load_record(path)
     }
 
     /// Writes the record atomically and durably (temporary file, fsync, rename, fsync of the
-    /// directory), readable by the user only.
+    /// directory).
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let io = |source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        std::fs::create_dir_all(durable::parent_dir(path)).map_err(io)?;
-        let mut text = serde_json::to_string_pretty(self).expect("BUG: record always serializes");
-        text.push('\n');
-        durable::replace(path, text.as_bytes(), Staging::Unique).map_err(io)
+        super::save_record(path, self)
     }
 }
 

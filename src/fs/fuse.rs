@@ -3,11 +3,13 @@
 //! [`FuseAdapter`] serves every request after that, through the transport in [`crate::fuse`].
 
 use super::attr::{Attr, Caller, FileKind, SetAttr, SetTime};
+use super::stats::RequestCounters;
 use super::{CryptFs, FsError};
 use crate::fuse::abi::{FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, WRITE_KILL_SUIDGID};
 use crate::fuse::{
     DirEntries, Entry, Handler, MAX_WRITE, NodeAttr, Operation, Reply, Request, StatfsOut, TimeArg,
 };
+use answer::Answer;
 use fuser::{Filesystem, InitFlags, KernelConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,6 +100,8 @@ pub struct FuseAdapter {
     /// The kernel writes a file's dirty pages back at close whether or not it sends FLUSH
     /// (Linux 5.14 and later), so FLUSH can be declined.
     flush_not_needed: bool,
+    /// Requests served, by operation ([`OPERATIONS`]), and the EIO answers.
+    requests: Arc<RequestCounters>,
 }
 
 /// True when the running kernel is `major.minor` or later (from /proc/sys/kernel/osrelease).
@@ -119,7 +123,13 @@ impl FuseAdapter {
         FuseAdapter {
             fs,
             flush_not_needed: kernel_at_least(5, 14),
+            requests: Arc::new(RequestCounters::new(&OPERATIONS)),
         }
+    }
+
+    /// The requests served so far.
+    pub fn requests(&self) -> Arc<RequestCounters> {
+        self.requests.clone()
     }
 }
 
@@ -175,49 +185,49 @@ fn set_time(t: Option<TimeArg>) -> Option<SetTime> {
     })
 }
 
-fn entry(reply: Reply<'_>, result: Result<Attr, FsError>) {
+fn entry(reply: Answer<'_>, result: Result<Attr, FsError>) {
     match result {
         Ok(attr) => reply.entry(&entry_of(&attr)),
         Err(e) => reply.error(e.0),
     }
 }
 
-fn attr(reply: Reply<'_>, result: Result<Attr, FsError>) {
+fn attr(reply: Answer<'_>, result: Result<Attr, FsError>) {
     match result {
         Ok(attr) => reply.attr(&node_attr(&attr), TTL),
         Err(e) => reply.error(e.0),
     }
 }
 
-fn empty(reply: Reply<'_>, result: Result<(), FsError>) {
+fn empty(reply: Answer<'_>, result: Result<(), FsError>) {
     match result {
         Ok(()) => reply.ok(),
         Err(e) => reply.error(e.0),
     }
 }
 
-fn opened(reply: Reply<'_>, result: Result<u64, FsError>, open_flags: u32) {
+fn opened(reply: Answer<'_>, result: Result<u64, FsError>, open_flags: u32) {
     match result {
         Ok(fh) => reply.opened(fh, open_flags),
         Err(e) => reply.error(e.0),
     }
 }
 
-fn created(reply: Reply<'_>, result: Result<(Attr, u64), FsError>) {
+fn created(reply: Answer<'_>, result: Result<(Attr, u64), FsError>) {
     match result {
         Ok((attr, fh)) => reply.created(&entry_of(&attr), fh, FILE_OPEN_FLAGS),
         Err(e) => reply.error(e.0),
     }
 }
 
-fn data(reply: Reply<'_>, result: Result<Vec<u8>, FsError>) {
+fn data(reply: Answer<'_>, result: Result<Vec<u8>, FsError>) {
     match result {
         Ok(bytes) => reply.data(&bytes),
         Err(e) => reply.error(e.0),
     }
 }
 
-fn xattr(reply: Reply<'_>, size: u32, result: Result<Vec<u8>, FsError>) {
+fn xattr(reply: Answer<'_>, size: u32, result: Result<Vec<u8>, FsError>) {
     match result {
         Ok(bytes) if size == 0 => reply.xattr_size(u32::try_from(bytes.len()).unwrap_or(u32::MAX)),
         Ok(bytes) => reply.data(&bytes),
@@ -277,6 +287,7 @@ fn span_of(op: &Operation<'_>, node: u64) -> tracing::Span {
 impl Handler for FuseAdapter {
     fn forget(&self, node: u64, nlookup: u64) {
         let _span = tracing::debug_span!("forget", ino = node).entered();
+        self.requests.count(1);
         self.fs.forget(node, nlookup);
     }
 
@@ -284,6 +295,8 @@ impl Handler for FuseAdapter {
         let fs = &*self.fs;
         let ino = req.header.nodeid;
         let _span = span_of(&req.op, ino).entered();
+        self.requests.count(operation_index(&req.op));
+        let reply = Answer::new(reply, &self.requests);
         match req.op {
             Operation::Lookup { name } => entry(reply, fs.lookup(ino, name)),
             Operation::Getattr => attr(reply, fs.getattr(ino)),
@@ -470,5 +483,93 @@ impl Handler for FuseAdapter {
     }
 }
 
+/// The operations requests are counted by, in the order of [`operation_index`]: the names
+/// of their spans.
+pub const OPERATIONS: [&str; 38] = [
+    "lookup",
+    "forget",
+    "batch_forget",
+    "getattr",
+    "setattr",
+    "readlink",
+    "symlink",
+    "mknod",
+    "mkdir",
+    "unlink",
+    "rmdir",
+    "rename",
+    "link",
+    "open",
+    "read",
+    "write",
+    "statfs",
+    "release",
+    "flush",
+    "fsync",
+    "setxattr",
+    "getxattr",
+    "listxattr",
+    "removexattr",
+    "opendir",
+    "readdir",
+    "readdirplus",
+    "releasedir",
+    "fsyncdir",
+    "access",
+    "create",
+    "tmpfile",
+    "fallocate",
+    "lseek",
+    "copy_file_range",
+    "destroy",
+    "interrupt",
+    "unsupported",
+];
+
+/// The index of `op` in [`OPERATIONS`].
+fn operation_index(op: &Operation<'_>) -> usize {
+    match op {
+        Operation::Lookup { .. } => 0,
+        Operation::Forget { .. } => 1,
+        Operation::BatchForget { .. } => 2,
+        Operation::Getattr => 3,
+        Operation::Setattr(_) => 4,
+        Operation::Readlink => 5,
+        Operation::Symlink { .. } => 6,
+        Operation::Mknod { .. } => 7,
+        Operation::Mkdir { .. } => 8,
+        Operation::Unlink { .. } => 9,
+        Operation::Rmdir { .. } => 10,
+        Operation::Rename { .. } => 11,
+        Operation::Link { .. } => 12,
+        Operation::Open { .. } => 13,
+        Operation::Read { .. } => 14,
+        Operation::Write { .. } => 15,
+        Operation::Statfs => 16,
+        Operation::Release { .. } => 17,
+        Operation::Flush => 18,
+        Operation::Fsync { .. } => 19,
+        Operation::Setxattr { .. } => 20,
+        Operation::Getxattr { .. } => 21,
+        Operation::Listxattr { .. } => 22,
+        Operation::Removexattr { .. } => 23,
+        Operation::Opendir => 24,
+        Operation::Readdir { .. } => 25,
+        Operation::Readdirplus { .. } => 26,
+        Operation::Releasedir { .. } => 27,
+        Operation::Fsyncdir => 28,
+        Operation::Access { .. } => 29,
+        Operation::Create { .. } => 30,
+        Operation::Tmpfile { .. } => 31,
+        Operation::Fallocate { .. } => 32,
+        Operation::Lseek { .. } => 33,
+        Operation::CopyFileRange { .. } => 34,
+        Operation::Destroy => 35,
+        Operation::Interrupt => 36,
+        Operation::Unsupported(_) => 37,
+    }
+}
+
+mod answer;
 #[cfg(test)]
 mod tests;

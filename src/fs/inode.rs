@@ -1,7 +1,9 @@
 //! The inode table: inodes follow the backing inodes, not their paths (renames never make a
 //! node point elsewhere). Each inode holds an `O_PATH` descriptor of its backing inode: past a
 //! budget of open descriptors, those of idle inodes are closed and a file handle is kept to
-//! reopen them by, so a tree of any size fits the open-file limit.
+//! reopen them by, so a tree of any size fits the open-file limit. A node removed through the
+//! mount keeps its descriptor until the kernel forgets it, so that its backing inode, and with it
+//! its number, stays allocated while the kernel may still name it.
 //!
 //! A node's id is its backing inode number, and its FUSE generation the backing inode's
 //! generation: one file shows one inode number in `stat` and in `readdir`, the same after a
@@ -112,6 +114,9 @@ pub struct Inode {
     pub generation: u64,
     /// Used since the last sweep (second chance before its descriptor is closed).
     used: AtomicBool,
+    /// Removed from its directory through the mount (see [`InodeTable::hold_before_removal`]):
+    /// its descriptor stays open until the kernel forgets the node.
+    held: AtomicBool,
     /// What is known of its extended attributes (see [`Inode::has_no_xattrs`]).
     xattrs: Mutex<XattrsKnown>,
     descriptors: Arc<Descriptors>,
@@ -238,7 +243,10 @@ impl Inode {
 
     /// Closes the descriptor if the inode is idle and can be reopened; true if it was closed.
     fn close_if_idle(&self) -> bool {
-        if self.ino == ROOT_INO || self.used.swap(false, Ordering::Relaxed) {
+        if self.ino == ROOT_INO
+            || self.held.load(Ordering::Relaxed)
+            || self.used.swap(false, Ordering::Relaxed)
+        {
             return false;
         }
         let Some((_, root_dev)) = &self.descriptors.reopen else {
@@ -313,6 +321,7 @@ impl InodeTable {
             // The kernel made the root's inode at mount time with generation 0.
             generation: 0,
             used: AtomicBool::new(false),
+            held: AtomicBool::new(false),
             xattrs: Mutex::default(),
             descriptors: descriptors.clone(),
             kind: st.st_mode & libc::S_IFMT,
@@ -401,6 +410,37 @@ impl InodeTable {
             .or_else(|| table.spilled.get(&backing).copied())?;
         let (inode, _) = table.by_ino.get(&ino)?;
         (inode.backing == backing).then(|| inode.clone())
+    }
+
+    /// Keeps entry `name` of directory `parent`, about to be removed through the mount
+    /// (unlink, rmdir, rename over it), allocated for as long as the kernel holds its node: its
+    /// descriptor is reopened if it was closed, and stays open until the node is forgotten.
+    /// Without it, removing a node whose descriptor was closed for being idle frees the backing
+    /// inode at once, and the backing filesystem may give its number, which is our node id, to
+    /// a new file while the kernel still holds the old node or has a reply naming it in flight.
+    /// Best effort: a name that is not there, or a node that cannot be reopened (gone behind
+    /// the mount's back), is left to the removal itself.
+    pub fn hold_before_removal(&self, parent: &Inode, name: &CStr) {
+        if self.descriptors.reopen.is_none() {
+            // Descriptors are never closed early: every node the kernel holds is open.
+            return;
+        }
+        let Ok(parent_fd) = parent.fd() else {
+            return;
+        };
+        let Ok(st) = sys::fstatat(parent_fd.as_fd(), name, libc::AT_SYMLINK_NOFOLLOW) else {
+            return;
+        };
+        if let Some(inode) = self.known(&st) {
+            // Held first, so that no sweep closes the descriptor once it is open.
+            inode.held.store(true, Ordering::Relaxed);
+            if let Err(e) = inode.fd() {
+                tracing::debug!(
+                    ino = inode.ino,
+                    "cannot reopen a node before its removal: {e}"
+                );
+            }
+        }
     }
 
     fn node_id(&self, table: &mut Table, backing: (u64, u64)) -> u64 {
@@ -503,9 +543,11 @@ impl InodeTable {
                     return Ok((inode.clone(), st));
                 }
                 // The inode number was freed and reused while the kernel still holds the old
-                // node: the new inode takes the id with a new generation, so the kernel retires
-                // its old node; the references to both stay counted under the one id, and the
-                // kernel forgets them all in the end.
+                // node: only when the old file was removed behind the mount's back, since a
+                // removal through the mount holds the inode until the kernel forgets it (see
+                // `hold_before_removal`). The new inode takes the id with a new generation, so
+                // the kernel retires its old node; the references to both stay counted under
+                // the one id, and the kernel forgets them all in the end.
                 Err(opened) => {
                     fd = opened;
                     count += *known;
@@ -524,6 +566,7 @@ impl InodeTable {
             handle,
             generation,
             used: AtomicBool::new(true),
+            held: AtomicBool::new(false),
             xattrs: Mutex::default(),
             descriptors: self.descriptors.clone(),
             kind: st.st_mode & libc::S_IFMT,

@@ -52,6 +52,7 @@ pub struct KeyPath {
     fs_id: FsId,
     key_id: Uuid,
     pool: Option<Arc<pool::Pool>>,
+    meter: Arc<super::stats::KmsMeter>,
 }
 
 impl Drop for KeyPath {
@@ -82,8 +83,10 @@ fn make_fresh(kms: &dyn KeyService, fs_id: &FsId, key_id: Uuid) -> Result<pool::
 impl KeyPath {
     /// A key path for filesystem `fs_id` whose new files are wrapped by `key_id`.
     pub fn new(kms: Arc<dyn KeyService>, cache: DekCache, fs_id: FsId, key_id: Uuid) -> Self {
+        let meter = Arc::new(super::stats::KmsMeter::default());
         KeyPath {
-            kms,
+            kms: Arc::new(super::stats::MeteredKms::new(kms, meter.clone())),
+            meter,
             cache,
             fs_id,
             key_id,
@@ -105,6 +108,11 @@ impl KeyPath {
     /// The KMS behind the cache.
     pub fn kms(&self) -> Arc<dyn KeyService> {
         self.kms.clone()
+    }
+
+    /// The KMS calls made so far (every call goes through the meter).
+    pub fn kms_meter(&self) -> &super::stats::KmsMeter {
+        &self.meter
     }
 
     /// The DEK cache (for its counters).

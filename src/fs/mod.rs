@@ -19,6 +19,7 @@ pub mod keys;
 mod names;
 mod naming;
 mod rewrap;
+pub mod stats;
 mod walk;
 mod xattrs;
 
@@ -133,6 +134,15 @@ impl CryptFs {
     /// Number of inodes the kernel holds references to.
     pub fn inode_count(&self) -> usize {
         self.inodes.count()
+    }
+
+    /// Number of regular files open (handles the kernel holds).
+    pub fn open_files(&self) -> usize {
+        let handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        handles
+            .values()
+            .filter(|h| matches!(***h, io::Handle::File(_)))
+            .count()
     }
 
     /// Number of backing descriptors held open for those inodes.

@@ -238,6 +238,7 @@ impl CryptFs {
     pub fn unlink(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         let parent = self.inodes.get(parent)?;
         let disk = self.disk_name(&parent, name, libc::ENOENT)?;
+        self.inodes.hold_before_removal(&parent, &disk.name);
         sys::unlinkat(parent.fd()?.as_fd(), &disk.name, 0)?;
         self.undo_long_name(&parent, &disk);
         Ok(())
@@ -247,6 +248,7 @@ impl CryptFs {
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> FsResult<()> {
         let parent = self.inodes.get(parent)?;
         let disk = self.disk_name(&parent, name, libc::ENOENT)?;
+        self.inodes.hold_before_removal(&parent, &disk.name);
         self.remove_dir(&parent, &disk.name)?;
         self.undo_long_name(&parent, &disk);
         Ok(())
@@ -266,6 +268,10 @@ impl CryptFs {
         let new_parent = self.inodes.get(new_parent)?;
         let old = self.disk_name(&parent, name, libc::ENOENT)?;
         let new = self.disk_name(&new_parent, new_name, libc::EPERM)?;
+        if flags & (libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) == 0 {
+            // The entry renamed over, if any, is removed.
+            self.inodes.hold_before_removal(&new_parent, &new.name);
+        }
         self.making(&new_parent, &new, || {
             let cleared = if flags & libc::RENAME_EXCHANGE == 0 {
                 self.clear_replaced_dir(&new_parent, &new.name)?

@@ -333,9 +333,10 @@ fn a_reused_inode_number_gets_a_new_generation() {
         fs.release(fh);
     }
     assert!(fs.inode_descriptors() <= budget + 1);
-    // Unlinked while the kernel still holds the node (its FORGET has not come yet); ext4 then
-    // hands the freed inode number to one of the next new files.
-    fs.unlink(ROOT_INO, OsStr::new("victim")).expect("unlink");
+    // Removed behind the mount's back while the kernel still holds the node (a removal through
+    // the mount keeps the inode allocated: see the next test); ext4 then hands the freed inode
+    // number to one of the next new files.
+    std::fs::remove_file(cipher.join("victim")).expect("remove behind the mount's back");
     let mut reused = false;
     for i in 0..200 {
         let name = format!("new{i}");
@@ -360,6 +361,75 @@ fn a_reused_inode_number_gets_a_new_generation() {
         reused,
         "ext4 did not reuse the inode number within 200 files"
     );
+}
+
+/// A node removed through the mount while the kernel still holds it (no FORGET yet) keeps its
+/// backing inode, even when its descriptor had been closed for being idle: it still answers
+/// `getattr` (with no link left), and no new file takes its inode number, which is its node id.
+#[test]
+fn a_node_removed_through_the_mount_keeps_its_inode_until_forgotten() {
+    use std::os::unix::fs::MetadataExt;
+    let budget = 16;
+    let (dir, fs) =
+        setup_with(|cipher, keys| CryptFs::with_descriptor_budget(cipher, keys, budget));
+    let cipher = dir.path().join("cipher");
+    let mut victims = Vec::new();
+    for name in ["by-unlink", "by-rename", "by-rmdir"] {
+        let ino = if name == "by-rmdir" {
+            fs.mkdir(ROOT_INO, OsStr::new(name), 0o755, 0o022, ME)
+                .expect("mkdir")
+                .ino
+        } else {
+            let (ino, fh) = create(&fs, name);
+            fs.write(fh, 0, b"old").expect("write");
+            fs.release(fh);
+            ino
+        };
+        let backing = std::fs::symlink_metadata(cipher.join(name))
+            .expect("stat")
+            .ino();
+        victims.push((name, ino, backing));
+    }
+    let (_, fh) = create(&fs, "replacement");
+    fs.release(fh);
+    // Enough other inodes that the victims' descriptors are closed (they are idle).
+    for i in 0..3 * budget {
+        let (_, fh) = create(&fs, &format!("filler{i}"));
+        fs.release(fh);
+    }
+    assert!(fs.inode_descriptors() <= budget + 1);
+    fs.unlink(ROOT_INO, OsStr::new("by-unlink"))
+        .expect("unlink");
+    fs.rename(
+        ROOT_INO,
+        OsStr::new("replacement"),
+        ROOT_INO,
+        OsStr::new("by-rename"),
+        0,
+    )
+    .expect("rename over");
+    fs.rmdir(ROOT_INO, OsStr::new("by-rmdir")).expect("rmdir");
+    for (name, ino, _) in &victims {
+        let attr = fs
+            .getattr(*ino)
+            .unwrap_or_else(|e| panic!("getattr of {name}, removed but held: {e:?}"));
+        assert_eq!((attr.ino, attr.nlink), (*ino, 0), "{name}");
+    }
+    for i in 0..200 {
+        let name = format!("new{i}");
+        let (_, fh) = create(&fs, &name);
+        fs.release(fh);
+        let backing = std::fs::metadata(cipher.join(&name)).expect("stat").ino();
+        assert!(
+            victims.iter().all(|(_, _, held)| *held != backing),
+            "{name} took the inode number of a node the kernel still holds"
+        );
+    }
+    // Once forgotten, the inodes go.
+    for (_, ino, _) in &victims {
+        fs.forget(*ino, 1);
+    }
+    assert!(fs.inode_descriptors() <= budget + 1);
 }
 
 #[test]

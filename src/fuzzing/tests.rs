@@ -420,9 +420,7 @@ fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         fixture("v2-fixture/cipher/kmsfs.conf"),
     );
     let remote = crate::config::CipherConfig::new(
-        crate::config::KmsConfig::Remote {
-            endpoint: "https://kms.example:8443/v2".into(),
-        },
+        crate::config::KmsConfig::remote(vec!["https://kms.example:8443/v2".into()]),
         KEY_ID,
     );
     add(

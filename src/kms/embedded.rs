@@ -7,6 +7,8 @@
 //! call. Argon2 runs once per open (again only if the salt changes).
 
 mod keystore;
+/// The keystore file's format version (`kmsfs --version` shows it).
+pub use keystore::VERSION as KEYSTORE_VERSION;
 #[cfg(test)]
 mod tests;
 
@@ -170,6 +172,31 @@ impl EmbeddedKms {
             let changed = !report.is_empty();
             Ok((report, changed))
         })
+    }
+
+    /// Seals the keystore under `new` instead of its passphrase (a fresh salt, the default
+    /// Argon2id costs), atomically; the keys inside stay as they are, so nothing they wrap is
+    /// touched. Returns the KMS opened with the new passphrase.
+    ///
+    /// # Errors
+    /// [`KmsError::Keystore`] for an empty passphrase, or when the keystore cannot be read or
+    /// written (then it is unchanged).
+    pub fn change_passphrase(mut self, new: &SecretBytes) -> Result<Self, KmsError> {
+        if new.is_empty() {
+            return Err(KeystoreError::EmptyPassphrase { path: self.path }.into());
+        }
+        let keys = SealingKeys::generate(new, KdfParams::default()).ok_or_else(|| {
+            KeystoreError::Costs {
+                path: self.path.clone(),
+            }
+        })?;
+        let _lock = WriteLock::acquire(&self.path)?;
+        self.refresh()?;
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        state.stamp = keystore::write(&self.path, &keys, &state.keyring)?;
+        state.keys = Arc::new(keys);
+        self.passphrase = new.clone();
+        Ok(self)
     }
 
     fn state(&self) -> RwLockReadGuard<'_, Loaded> {

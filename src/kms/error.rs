@@ -227,6 +227,45 @@ impl KmsError {
         }
     }
 
+    /// Whether another server of the same zone may answer where this one failed: true for
+    /// trouble on the way or at the server (no connection, no answer in time, 5xx), false for
+    /// every answer that judged the request or limits its sender (4xx: the zone's answer).
+    /// A remote client with several endpoints moves on only when this and [`KmsError::retry`]
+    /// both allow it.
+    pub fn is_server_trouble(&self) -> bool {
+        matches!(
+            self,
+            KmsError::Unreachable { .. } | KmsError::Unavailable { .. }
+        )
+    }
+
+    /// This failure, the last of a call's tries, saying what the tries were (`tries`, e.g. "2
+    /// endpoints tried, 3 attempts in 0.4 s, 1 request sent") and where the last went
+    /// (`last`). Its kind, and so its retry rule and exit code, stay; answers that judged the
+    /// request are returned as they are.
+    pub fn after_tries(self, tries: &str, last: &str) -> Self {
+        match self {
+            KmsError::Unreachable { what, sent, source } => KmsError::Unreachable {
+                what: format!("{tries}; the last, {what}"),
+                sent,
+                source,
+            },
+            KmsError::Unavailable {
+                status,
+                title,
+                detail,
+            } => KmsError::Unavailable {
+                status,
+                title,
+                detail: format!("{detail} ({tries}; the last to {last})"),
+            },
+            KmsError::Limited { detail } => KmsError::Limited {
+                detail: format!("{detail} ({tries}; the last to {last})"),
+            },
+            judged => judged,
+        }
+    }
+
     /// True when a retry may succeed (for a request that is harmless to repeat).
     pub fn is_retryable(&self) -> bool {
         self.retry() != Retry::No

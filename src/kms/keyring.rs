@@ -9,6 +9,8 @@
 mod crypto;
 mod derived;
 mod persist;
+/// The format version of a keyring as stored (`kmsfs --version` shows it).
+pub use persist::VERSION as KEYRING_VERSION;
 mod replication;
 mod rotation;
 #[cfg(test)]

@@ -104,6 +104,15 @@ impl AuditLog {
             .push(record);
     }
 
+    /// Records queued and not written yet.
+    pub(crate) fn queued(&self) -> usize {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// Writes every queued record to the file and syncs it (at shutdown).
     pub(crate) fn flush(&self) {
         self.shared.drain();

@@ -32,6 +32,9 @@ pub enum ServerError {
     /// A keyring in the state breaks a rule or cannot be written.
     #[error(transparent)]
     Keyring(#[from] KmsError),
+    /// The etcd store cannot be reached or used; the sentence says why.
+    #[error("{0}")]
+    Store(String),
     /// A setting or input is wrong; the sentence names it.
     #[error("{0}")]
     Invalid(String),

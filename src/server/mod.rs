@@ -24,8 +24,12 @@ mod audit;
 mod auth;
 pub(crate) mod body;
 mod error;
+mod etcd;
+mod etcd_leader;
+mod etcd_watch;
 mod front;
 mod lock;
+pub(crate) mod metrics;
 mod org;
 pub(crate) mod peer;
 mod problem;
@@ -39,10 +43,11 @@ mod store;
 mod testing;
 mod tls;
 
+pub use etcd::{DEFAULT_PREFIX as DEFAULT_ETCD_PREFIX, EtcdTarget, STALE_AFTER};
 pub use org::OrgCredentials;
 pub use peer::PeerSecret;
 pub use problem::{ApiError, PROBLEM_JSON};
-pub use store::{Store, create_org, import_org};
+pub use store::{Store, create_org, create_org_at, import_org, import_org_at, migrate};
 
 use crate::crypto::SecretBytes;
 use crate::kms::clock::SystemClock;
@@ -76,6 +81,9 @@ pub struct ServeOptions {
     pub listen: String,
     /// The data directory.
     pub data: PathBuf,
+    /// Keep the zone's state in etcd instead of the data directory (which then keeps the audit
+    /// log, and `root.key` without a passphrase).
+    pub etcd: Option<EtcdTarget>,
     /// HTTPS instead of HTTP.
     pub tls: Option<TlsFiles>,
     /// Seal the state under this passphrase instead of `DIR/root.key`.
@@ -86,6 +94,8 @@ pub struct ServeOptions {
     pub peer_secret: Option<PeerSecret>,
     /// Connection caps and timeouts.
     pub front: FrontLimits,
+    /// Serve metrics at `http://ADDR/metrics` (unauthenticated; none by default).
+    pub metrics_listen: Option<String>,
 }
 
 /// The directory holding `path`.
@@ -131,14 +141,23 @@ pub async fn serve(
     let passphrase = options.passphrase.clone();
     let secret = options.peer_secret.map(Arc::new);
     let store_secret = secret.clone();
-    let store = tokio::task::spawn_blocking(move || {
-        Store::open_with(
+    let etcd = options.etcd.clone();
+    let store = tokio::task::spawn_blocking(move || match etcd {
+        None => Store::open_with(
             &data,
             &zone,
             passphrase.as_ref(),
             store_secret,
             Arc::new(SystemClock),
-        )
+        ),
+        Some(target) => Store::open_etcd(
+            &data,
+            &target,
+            &zone,
+            passphrase.as_ref(),
+            store_secret,
+            Arc::new(SystemClock),
+        ),
     })
     .await
     .map_err(|source| ServerError::Task {
@@ -152,12 +171,38 @@ pub async fn serve(
         audit,
         replication: replication_of(&options.zone, options.peers, secret)?,
     });
+    // Metrics (`--metrics-listen`): a listener of their own, unauthenticated, off by default;
+    // every route is counted by a middleware.
+    let metrics = match &options.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            let metrics = metrics::ServerMetrics::new(&app);
+            if let Ok(bound) = listener.local_addr() {
+                tracing::info!("serving metrics at http://{bound}/metrics");
+            }
+            Some((metrics.clone(), metrics::spawn_listener(listener, metrics)))
+        }
+    };
     let caps = front::caps(&options.front);
     let scheme = if tls.is_some() { "https" } else { "http" };
     on_listening(&format!("{scheme}://{addr}/v2"));
+    let mut followers = store::spawn_etcd_tasks(&app.store, &format!("{scheme}://{addr}/v2"));
     let scheduler = tokio::spawn(scheduler::run(Arc::clone(&app)));
     let replicators = replication::spawn_tasks(&app);
     let router = routes::router(Arc::clone(&app));
+    let router = match &metrics {
+        Some((metrics, _)) => router.layer(axum::middleware::from_fn_with_state(
+            metrics.clone(),
+            metrics::track,
+        )),
+        None => router,
+    };
     front::serve(
         listener,
         tls,
@@ -168,7 +213,10 @@ pub async fn serve(
     )
     .await;
     scheduler.abort();
-    for task in replicators {
+    if let Some((_, listener)) = metrics {
+        listener.abort();
+    }
+    for task in replicators.into_iter().chain(followers.drain(..)) {
         task.abort();
     }
     app.audit.flush();

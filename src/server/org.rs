@@ -244,20 +244,19 @@ pub(crate) fn seal_org_file(
 }
 
 impl OrgState {
-    /// Reads and opens the org file at `path`. All or nothing; never panics.
-    pub(crate) fn read(path: &Path, root: &RootKey) -> Result<Self, ServerError> {
+    /// Opens the bytes of an org file (or of an org record in etcd: the same bytes), read from
+    /// `path` (named in errors). All or nothing; never panics.
+    pub(crate) fn open(text: &[u8], root: &RootKey, path: &Path) -> Result<Self, ServerError> {
         let damaged = |why: &str| ServerError::Damaged {
             what: "the org file",
             path: path.to_path_buf(),
             why: why.into(),
         };
-        let meta = std::fs::metadata(path).map_err(|e| ServerError::io("read", path, e))?;
-        if !meta.is_file() || meta.len() > MAX_FILE_LEN {
+        if text.len() as u64 > MAX_FILE_LEN {
             return Err(damaged("not an org file"));
         }
-        let text = std::fs::read(path).map_err(|e| ServerError::io("read", path, e))?;
         let file: OrgFile =
-            serde_json::from_slice(&text).map_err(|_| damaged("not JSON of this shape"))?;
+            serde_json::from_slice(text).map_err(|_| damaged("not JSON of this shape"))?;
         if file.format != FORMAT || file.version != 1 {
             return Err(damaged("unknown format or version"));
         }

@@ -29,6 +29,8 @@ pub enum ApiError {
     TooLarge,
     /// The server failed (500); the detail is logged, not sent.
     Internal(String),
+    /// The server cannot confirm or store its state now (503); a later try may pass.
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -46,6 +48,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "this path does not take this method".into(),
             ApiError::TooLarge => "the request body is too large".into(),
             ApiError::Internal(_) => "the server failed; see its log".into(),
+            ApiError::Unavailable(detail) => detail.clone(),
         }
     }
 
@@ -89,6 +93,11 @@ impl From<KmsError> for ApiError {
         match e {
             KmsError::Refused { refusal, detail } => ApiError::Refused(refusal, detail),
             KmsError::InvalidCiphertext => ApiError::InvalidCiphertext,
+            KmsError::Unavailable {
+                status: 503,
+                detail,
+                ..
+            } => ApiError::Unavailable(detail),
             // The keyring behind the server has no other answers: anything else is the
             // server's own failure (its state file, a peer), told in the log only.
             other @ (KmsError::Unauthorized { .. }

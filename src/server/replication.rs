@@ -8,7 +8,8 @@
 //! the replica's `last-applied-watermark`, or records the failure as `last-failure` and retries
 //! that replica after a pause that doubles from 250 ms to 2 s ([`PUSH_BACKOFF`]). The
 //! watermarks are part of the persisted keyring, so after a restart the tasks carry on where they
-//! were; a replica zone that was down catches up as soon as it answers again.
+//! were; a replica zone that was down catches up as soon as it answers again. On etcd only the
+//! zone's elected server pushes (see [`super::etcd_leader`]).
 
 use super::App;
 use super::peer::{PushRequest, PushResponse, REPLICA_PATH, RecordRoute};
@@ -67,6 +68,9 @@ async fn run_peer(app: Arc<App>, zone: String) {
         tokio::select! {
             () = tokio::time::sleep(TICK) => {}
             () = replication.wake.notified() => {}
+        }
+        if !app.store.leads() {
+            continue;
         }
         let now = app.now();
         let work: Vec<(Arc<Org>, ReplicaLag)> = app
@@ -129,14 +133,14 @@ pub(crate) async fn push(
     let outcome = result.clone();
     let recorded = tokio::task::spawn_blocking(move || {
         store.mutate(&org2, |ring, now| {
-            let changed = match outcome {
-                Ok(applied) => ring.record_replica_applied(key, &zone2, applied),
+            let changed = match &outcome {
+                Ok(applied) => ring.record_replica_applied(key, &zone2, *applied),
                 Err(error) => ring.record_replica_failure(
                     key,
                     &zone2,
                     ReplicaFailure {
                         attempted_watermark: watermark,
-                        error,
+                        error: error.clone(),
                         failed_at: now,
                     },
                 ),

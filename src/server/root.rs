@@ -86,14 +86,64 @@ impl RootKey {
                 kdf_file(&kdf_path, passphrase)?
             }
         };
+        Ok(Self::from_root(&root))
+    }
+
+    /// The root key of a zone whose state is in etcd: from `--passphrase-file` with the KDF
+    /// record `kdf` read from etcd (the same passphrase gives every server of the zone the same
+    /// root), or else from `DIR/root.key` (the same file copied to every server), which is
+    /// created only when `may_create` (the zone holds nothing yet): a server never makes a root
+    /// of its own for a zone with state. `place` names the record in errors.
+    ///
+    /// # Errors
+    /// As [`RootKey::open_or_create`]; [`ServerError::Inconsistent`] when the zone is sealed
+    /// the other way or `DIR/root.key` is missing.
+    pub(crate) fn for_etcd(
+        dir: &Path,
+        passphrase: Option<&SecretBytes>,
+        kdf: Option<&[u8]>,
+        place: &Path,
+        may_create: bool,
+    ) -> Result<Self, ServerError> {
+        let root = match (passphrase, kdf) {
+            (Some(passphrase), Some(kdf)) => open_kdf_record(kdf, passphrase, place)?,
+            (Some(_), None) => {
+                return Err(ServerError::Inconsistent(format!(
+                    "{} holds no root key record",
+                    place.display()
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(ServerError::Inconsistent(format!(
+                    "the zone at {} is sealed with a passphrase; give --passphrase-file",
+                    place.display()
+                )));
+            }
+            (None, None) => {
+                let path = dir.join(KEY_FILE);
+                if !may_create && !path.exists() {
+                    return Err(ServerError::Inconsistent(format!(
+                        "{} is missing: with the etcd store, copy the zone's root key there \
+                         (the same file on every server), or use --passphrase-file",
+                        path.display()
+                    )));
+                }
+                key_file(&path)?
+            }
+        };
+        Ok(Self::from_root(&root))
+    }
+
+    /// The sealing key derived from `root`.
+    pub(crate) fn from_root(root: &Key256) -> Self {
         let seal = hkdf_sha256(
             root.expose_secret(),
             b"kmsfs-server",
             b"kmsfs-server-seal-v1",
         );
-        Ok(RootKey {
+        RootKey {
             seal: AeadKey::new(&seal),
-        })
+        }
     }
 
     /// Seals `plaintext`, bound to `aad` (what the value is and whose).
@@ -132,6 +182,53 @@ fn check_value(root: &Key256, salt: &[u8]) -> [u8; 32] {
 
 /// Derives the root from the passphrase with `root.kdf`, creating the file when absent.
 fn kdf_file(path: &Path, passphrase: &SecretBytes) -> Result<Key256, ServerError> {
+    if !path.exists() {
+        let (root, text) = new_kdf_record(passphrase)?;
+        if seal::write_new(path, &text).map_err(|e| ServerError::io("create", path, e))? {
+            return Ok(root);
+        }
+    }
+    let text = std::fs::read(path).map_err(|e| ServerError::io("read", path, e))?;
+    open_kdf_record(&text, passphrase, path)
+}
+
+/// A new KDF record (`root.kdf`'s bytes) for `passphrase` with a fresh salt, and the root it
+/// derives.
+///
+/// # Errors
+/// [`ServerError::Invalid`] for an empty passphrase.
+pub(crate) fn new_kdf_record(passphrase: &SecretBytes) -> Result<(Key256, Vec<u8>), ServerError> {
+    if passphrase.is_empty() {
+        return Err(ServerError::Invalid("the passphrase is empty".into()));
+    }
+    let params = KdfParams::default();
+    let salt: [u8; SALT_LEN] = random_array();
+    let root = seal::argon2id(passphrase, params, &salt)
+        .ok_or_else(|| ServerError::Inconsistent("the key derivation failed".into()))?;
+    let file = KdfFile {
+        format: KDF_FORMAT.into(),
+        version: 1,
+        m_cost_kib: params.m_cost_kib,
+        t_cost: params.t_cost,
+        p_cost: params.p_cost,
+        salt: BASE64.encode(salt),
+        check: BASE64.encode(check_value(&root, &salt)),
+    };
+    let text = serde_json::to_vec(&file).expect("BUG: the root key file always serializes");
+    Ok((root, text))
+}
+
+/// Derives the root from `passphrase` and a KDF record (`root.kdf`'s bytes, read from `path`:
+/// a file, or the record's place in etcd), checking the passphrase against its check value.
+///
+/// # Errors
+/// [`ServerError::WrongPassphrase`], [`ServerError::Damaged`], [`ServerError::Invalid`] for an
+/// empty passphrase.
+pub(crate) fn open_kdf_record(
+    text: &[u8],
+    passphrase: &SecretBytes,
+    path: &Path,
+) -> Result<Key256, ServerError> {
     if passphrase.is_empty() {
         return Err(ServerError::Invalid("the passphrase is empty".into()));
     }
@@ -140,28 +237,8 @@ fn kdf_file(path: &Path, passphrase: &SecretBytes) -> Result<Key256, ServerError
         path: path.to_path_buf(),
         why: why.into(),
     };
-    if !path.exists() {
-        let params = KdfParams::default();
-        let salt: [u8; SALT_LEN] = random_array();
-        let root = seal::argon2id(passphrase, params, &salt)
-            .ok_or_else(|| ServerError::Inconsistent("the key derivation failed".into()))?;
-        let file = KdfFile {
-            format: KDF_FORMAT.into(),
-            version: 1,
-            m_cost_kib: params.m_cost_kib,
-            t_cost: params.t_cost,
-            p_cost: params.p_cost,
-            salt: BASE64.encode(salt),
-            check: BASE64.encode(check_value(&root, &salt)),
-        };
-        let text = serde_json::to_vec(&file).expect("BUG: the root key file always serializes");
-        if seal::write_new(path, &text).map_err(|e| ServerError::io("create", path, e))? {
-            return Ok(root);
-        }
-    }
-    let text = std::fs::read(path).map_err(|e| ServerError::io("read", path, e))?;
     let file: KdfFile =
-        serde_json::from_slice(&text).map_err(|_| damaged("not JSON of this shape"))?;
+        serde_json::from_slice(text).map_err(|_| damaged("not JSON of this shape"))?;
     if file.format != KDF_FORMAT || file.version != 1 {
         return Err(damaged("unknown format or version"));
     }

@@ -117,6 +117,7 @@ impl Call {
         &self,
         op: impl FnOnce(&Keyring, OffsetDateTime) -> Result<T, KmsError>,
     ) -> Result<T, ApiError> {
+        self.app.store.confirm_current()?;
         let keyring = self.signed.caller.org.keyring();
         op(&keyring, self.app.now()).map_err(ApiError::from)
     }
@@ -125,9 +126,7 @@ impl Call {
     /// `change` says whether it changed anything (nothing to write otherwise).
     async fn change<T: Send + 'static>(
         &self,
-        change: impl FnOnce(&mut Keyring, OffsetDateTime) -> Result<(T, bool), KmsError>
-        + Send
-        + 'static,
+        change: impl FnMut(&mut Keyring, OffsetDateTime) -> Result<(T, bool), KmsError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let store = Arc::clone(&self.app.store);
         let org = Arc::clone(&self.signed.caller.org);

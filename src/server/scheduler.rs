@@ -1,7 +1,8 @@
 //! The server's scheduler: every [`SCHEDULER_INTERVAL`], each organization's keyring runs its
 //! due automatic rotations and destroys the keys whose `delete-at` has passed, at the time of
 //! the store's clock. A run that changed a keyring writes it before the next run, and wakes the
-//! replication tasks.
+//! replication tasks. On etcd only the zone's elected server runs it (see
+//! [`super::etcd_leader`]); the others skip their turns.
 
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,9 @@ pub(crate) async fn run(app: Arc<App>) {
     let mut ticks = tokio::time::interval(SCHEDULER_INTERVAL);
     loop {
         ticks.tick().await;
+        if !app.store.leads() {
+            continue;
+        }
         let app = Arc::clone(&app);
         if let Err(e) = tokio::task::spawn_blocking(move || run_once(&app)).await {
             tracing::error!("the scheduler failed: {e}");

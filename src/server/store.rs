@@ -1,28 +1,43 @@
 //! The server's state: every organization with its credentials and keyring, in memory, each
-//! organization persisted in its own sealed file (see [`super::org`]).
+//! organization persisted as one sealed record (see [`super::org`]) in a [`Backend`]: a file
+//! per organization in the data directory, or a key per organization in etcd.
 //!
 //! Concurrency: cryptography reads an organization's keyring under a read lock and never waits
-//! for a disk write. A change takes the organization's writer mutex, applies the operation to a
+//! for the store. A change takes the organization's writer mutex, applies the operation to a
 //! copy of the keyring, writes the copy durably, and only then swaps it in (a short write lock)
-//! and answers; so concurrent changes of one organization never lose an update, and an
-//! acknowledged change is on disk.
+//! and answers; so an acknowledged change is stored. On etcd the write compares the revision
+//! the copy was made from: when another server changed the organization meanwhile, the change
+//! is applied again to the newer state ([`MAX_TRIES`] times at most), so no update is lost.
+//! Servers on etcd follow the other servers' changes through a watch ([`super::etcd_watch`]).
+
+mod admin;
+mod backend;
+
+pub use admin::{create_org, create_org_at, import_org, import_org_at, migrate};
+pub(crate) use backend::Backend;
+pub(crate) use backend::Record;
+use backend::{PutError, unavailable};
 
 use super::ServerError;
-use super::org::{self, OrgCredentials, OrgState};
+use super::etcd::{EtcdTarget, STALE_AFTER};
+use super::org::{self, OrgState};
 use super::peer::{PeerSecret, ensure_default_key};
 use super::root::RootKey;
 use crate::crypto::SecretBytes;
+use crate::kms::KmsError;
 use crate::kms::clock::{Clock, SystemClock};
 use crate::kms::keyring::Keyring;
-use crate::kms::seal;
 use crate::kms::sign::Credentials;
-use crate::kms::{KeystoreError, KmsError};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+/// How often a change is applied again after other servers changed the organization first.
+pub const MAX_TRIES: usize = 16;
 
 /// The least time between two rescans of the org directory for an unknown credential.
 const RESCAN_INTERVAL: Duration = Duration::from_millis(100);
@@ -35,6 +50,8 @@ pub(crate) struct Org {
     credentials: Vec<Credentials>,
     created_at: Option<OffsetDateTime>,
     keyring: RwLock<Keyring>,
+    /// The revision of the stored record the keyring is at (etcd; 0 in the file store).
+    revision: AtomicI64,
     writer: Mutex<()>,
 }
 
@@ -45,9 +62,9 @@ impl Org {
     }
 }
 
-/// The organizations of a data directory and their keys.
+/// The organizations of a zone and their keys.
 pub struct Store {
-    dir: PathBuf,
+    backend: Backend,
     zone: String,
     root: RootKey,
     peer_secret: Option<Arc<PeerSecret>>,
@@ -56,109 +73,8 @@ pub struct Store {
     /// Monotonic, for the rescan rate limit only; key lifecycles take `clock`.
     last_scan: tokio::sync::Mutex<Option<Instant>>,
     clock: Arc<dyn Clock>,
-}
-
-/// Creates the data directory (0700) and its `orgs/` directory.
-fn create_dirs(dir: &Path) -> Result<(), ServerError> {
-    use std::os::unix::fs::DirBuilderExt;
-    let orgs = org::orgs_dir(dir);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&orgs)
-        .map_err(|e| ServerError::io("create", &orgs, e))
-}
-
-/// Every org file in `dir`, by id.
-fn org_files(dir: &Path) -> Result<Vec<(Uuid, PathBuf)>, ServerError> {
-    let orgs = org::orgs_dir(dir);
-    let entries = std::fs::read_dir(&orgs).map_err(|e| ServerError::io("list", &orgs, e))?;
-    Ok(entries
-        .filter_map(Result::ok)
-        .filter_map(|e| {
-            let id = org::org_of_file_name(&e.file_name().to_string_lossy())?;
-            Some((id, e.path()))
-        })
-        .collect())
-}
-
-/// Creates a new organization with one credential in data directory `dir` (safe while a
-/// server runs there: it only adds a file). Returns what to hand to the organization.
-///
-/// # Errors
-/// [`ServerError`] when the directory or its root key cannot be used.
-pub fn create_org(
-    dir: &Path,
-    name: &str,
-    passphrase: Option<&SecretBytes>,
-) -> Result<OrgCredentials, ServerError> {
-    if name.trim().is_empty() {
-        return Err(ServerError::Invalid(
-            "the organization name is empty".into(),
-        ));
-    }
-    // An offline command (no server, no store): the system's clock.
-    let made = OrgCredentials::generate(name, SystemClock.now());
-    import_org(dir, &made, passphrase)?;
-    Ok(made)
-}
-
-/// Installs an organization and credential made by [`create_org`] (in another zone's data
-/// directory, say). Installing the same one twice is fine.
-///
-/// # Errors
-/// [`ServerError::Invalid`] when the organization exists with other credentials or the API key
-/// belongs to another organization; [`ServerError::Io`] for disk trouble.
-pub fn import_org(
-    dir: &Path,
-    org: &OrgCredentials,
-    passphrase: Option<&SecretBytes>,
-) -> Result<(), ServerError> {
-    create_dirs(dir)?;
-    let root = RootKey::open_or_create(dir, passphrase)?;
-    for (id, path) in org_files(dir)? {
-        let existing = OrgState::read(&path, &root)?;
-        let same_key = existing
-            .credentials
-            .iter()
-            .find(|c| c.key == org.credentials.key);
-        match (id == org.org, same_key) {
-            (true, Some(c))
-                if c.secret.expose_secret() == org.credentials.secret.expose_secret() =>
-            {
-                return Ok(());
-            }
-            (true, _) => {
-                return Err(ServerError::Invalid(format!(
-                    "organization {id} exists already with other credentials"
-                )));
-            }
-            (false, Some(_)) => {
-                return Err(ServerError::Invalid(format!(
-                    "API key {} belongs to organization {id}",
-                    org.credentials.key
-                )));
-            }
-            (false, None) => {}
-        }
-    }
-    let path = org::org_path(dir, org.org);
-    let bytes = org::seal_org_file(
-        &root,
-        org.org,
-        &org.name,
-        std::slice::from_ref(&org.credentials),
-        org.created_at,
-        None,
-    )?;
-    match seal::write_new(&path, &bytes) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(ServerError::Invalid(format!(
-            "organization {} was created at the same moment",
-            org.org
-        ))),
-        Err(e) => Err(ServerError::io("write", &path, e)),
-    }
+    /// Whether this server runs the zone's once-per-zone work (always, on the file store).
+    leader: AtomicBool,
 }
 
 impl Store {
@@ -189,10 +105,44 @@ impl Store {
         peer_secret: Option<Arc<PeerSecret>>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ServerError> {
-        create_dirs(dir)?;
-        let root = RootKey::open_or_create(dir, passphrase)?;
+        let (backend, root) = Backend::open_dir(dir, passphrase)?;
+        Self::open_backend(backend, root, zone, peer_secret, clock)
+    }
+
+    /// [`Store::open_with`] on the etcd store `target` (the data directory `dir` keeps the
+    /// audit log, and `root.key` when there is no passphrase). Blocking; needs the server's
+    /// tokio runtime. The store is confirmed current as of its load; the watch
+    /// ([`super::etcd_watch::follow`]) keeps it so.
+    ///
+    /// # Errors
+    /// As [`Store::open`]; [`ServerError::Store`] when etcd cannot be reached.
+    pub fn open_etcd(
+        dir: &Path,
+        target: &EtcdTarget,
+        zone: &str,
+        passphrase: Option<&SecretBytes>,
+        peer_secret: Option<Arc<PeerSecret>>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServerError> {
+        let (backend, root) = Backend::open_etcd(dir, target, passphrase)?;
+        let store = Self::open_backend(backend, root, zone, peer_secret, clock)?;
+        store.leader.store(false, Ordering::Relaxed);
+        Ok(store)
+    }
+
+    fn open_backend(
+        backend: Backend,
+        root: RootKey,
+        zone: &str,
+        peer_secret: Option<Arc<PeerSecret>>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServerError> {
+        let records = backend.list()?;
+        if let Some(etcd) = backend.etcd() {
+            etcd.confirm();
+        }
         let store = Store {
-            dir: dir.to_path_buf(),
+            backend,
             zone: zone.to_string(),
             root,
             peer_secret,
@@ -200,11 +150,44 @@ impl Store {
             by_api_key: RwLock::new(HashMap::new()),
             last_scan: tokio::sync::Mutex::new(None),
             clock,
+            leader: AtomicBool::new(true),
         };
-        for (id, path) in org_files(dir)? {
-            store.load(id, &path)?;
+        for record in records {
+            store.load(record)?;
         }
         Ok(store)
+    }
+
+    /// The persistence behind the store.
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Whether this server runs the zone's once-per-zone work now (the scheduler and the
+    /// replication push): always on the file store, the elected server's on etcd.
+    pub(crate) fn leads(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
+    /// Records whether this server was elected ([`super::etcd_leader`]).
+    pub(crate) fn set_leader(&self, leads: bool) {
+        self.leader.store(leads, Ordering::Relaxed);
+    }
+
+    /// Whether the keyrings in memory may be served: on etcd, only while the watch confirmed
+    /// them current within [`STALE_AFTER`].
+    ///
+    /// # Errors
+    /// A 503 [`KmsError::Unavailable`] when they are not confirmed.
+    pub(crate) fn confirm_current(&self) -> Result<(), KmsError> {
+        match self.backend.etcd() {
+            Some(etcd) if etcd.unconfirmed_for() > STALE_AFTER => Err(unavailable(format!(
+                "this server cannot confirm its keys are current: no word from its store for \
+                 {} s",
+                etcd.unconfirmed_for().as_secs()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// The zone this server serves.
@@ -224,19 +207,24 @@ impl Store {
         orgs.values().cloned().collect()
     }
 
-    fn load(&self, id: Uuid, path: &Path) -> Result<(), ServerError> {
-        let state = OrgState::read(path, &self.root)?;
-        if state.id != id {
+    /// Opens a record and checks that it belongs here: its organization and keyring (a new
+    /// keyring for an organization this zone has not served yet), before the Default
+    /// Organization Key is ensured.
+    fn open_record(&self, record: &Record) -> Result<(OrgState, Keyring), ServerError> {
+        let place = self.backend.place(record.id);
+        let mut state = OrgState::open(&record.bytes, &self.root, &place)?;
+        if state.id != record.id {
             return Err(ServerError::Inconsistent(format!(
-                "the org file {} holds organization {}",
-                path.display(),
+                "the org record {} holds organization {}",
+                place.display(),
                 state.id
             )));
         }
-        let mut keyring = match state.keyring {
+        let keyring = match state.keyring.take() {
             Some(k) if k.zone() != self.zone => {
                 return Err(ServerError::Inconsistent(format!(
-                    "organization {id} belongs to zone {}, not {}",
+                    "organization {} belongs to zone {}, not {}",
+                    record.id,
                     k.zone(),
                     self.zone
                 )));
@@ -244,24 +232,69 @@ impl Store {
             Some(k) => k,
             None => Keyring::new(&self.zone),
         };
-        let created = ensure_default_key(
-            &mut keyring,
-            id,
-            state.created_at,
-            self.peer_secret.as_deref(),
-            self.now(),
-        );
-        let org = Arc::new(Org {
-            id,
-            name: state.name,
-            credentials: state.credentials,
-            created_at: state.created_at,
-            keyring: RwLock::new(keyring),
-            writer: Mutex::new(()),
-        });
-        if created {
-            let ring = org.keyring();
-            self.persist(&org, &ring)?;
+        Ok((state, keyring))
+    }
+
+    /// Loads an organization not in memory yet, giving it its Default Organization Key (stored
+    /// before it is served; on etcd another server may store it first: then its record is
+    /// loaded instead).
+    fn load(&self, mut record: Record) -> Result<(), ServerError> {
+        let id = record.id;
+        for _ in 0..MAX_TRIES {
+            let (state, mut keyring) = self.open_record(&record)?;
+            let created = ensure_default_key(
+                &mut keyring,
+                id,
+                state.created_at,
+                self.peer_secret.as_deref(),
+                self.now(),
+            );
+            let org = Org {
+                id,
+                name: state.name,
+                credentials: state.credentials,
+                created_at: state.created_at,
+                keyring: RwLock::new(keyring),
+                revision: AtomicI64::new(record.revision),
+                writer: Mutex::new(()),
+            };
+            if created {
+                let bytes = self.seal(&org, &org.keyring())?;
+                match self.backend.put(id, &bytes, record.revision) {
+                    Ok(revision) => org.revision.store(revision, Ordering::Relaxed),
+                    Err(PutError::Lost(Some(now))) => {
+                        record = now;
+                        continue;
+                    }
+                    Err(PutError::Lost(None)) => {
+                        return Err(ServerError::Inconsistent(format!(
+                            "organization {id} disappeared while loading"
+                        )));
+                    }
+                    Err(PutError::Failed(e)) => return Err(e.into()),
+                }
+            }
+            self.insert(Arc::new(org));
+            return Ok(());
+        }
+        Err(ServerError::Store(format!(
+            "organization {id} changed {MAX_TRIES} times while loading"
+        )))
+    }
+
+    /// Puts a loaded organization in memory, unless a concurrent load (the watch and a rescan)
+    /// put it there first: then the one in memory stays, its credentials untouched, and gets
+    /// this record's keyring if it is newer.
+    fn insert(&self, org: Arc<Org>) {
+        let mut orgs = self.orgs.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(existing) = orgs.get(&org.id).cloned() {
+            drop(orgs);
+            let revision = org.revision.load(Ordering::Relaxed);
+            if revision > existing.revision.load(Ordering::Relaxed) {
+                let keyring = org.keyring().clone();
+                install(&existing, keyring, revision);
+            }
+            return;
         }
         let mut by_key = self
             .by_api_key
@@ -270,11 +303,25 @@ impl Store {
         for c in &org.credentials {
             by_key.insert(c.key.clone(), (Arc::clone(&org), c.secret.clone()));
         }
-        drop(by_key);
-        self.orgs
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, org);
+        orgs.insert(org.id, org);
+    }
+
+    /// Takes a record another server stored (from the watch, or a lost compare-and-swap): a new
+    /// organization is loaded; a known one gets the record's keyring if it is newer than the
+    /// one in memory.
+    ///
+    /// # Errors
+    /// When the record does not open or belongs elsewhere (the keyring in memory stays).
+    pub(crate) fn apply(&self, record: Record) -> Result<(), ServerError> {
+        let Some(org) = self.org(record.id) else {
+            return self.load(record);
+        };
+        if record.revision <= org.revision.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let revision = record.revision;
+        let (_, keyring) = self.open_record(&record)?;
+        install(&org, keyring, revision);
         Ok(())
     }
 
@@ -328,23 +375,24 @@ impl Store {
         find(self)
     }
 
-    /// Loads org files that appeared since startup; a bad file is logged and skipped.
+    /// Loads organizations that appeared since startup; a bad record is logged and skipped.
     fn rescan(&self) {
-        let files = match org_files(&self.dir) {
-            Ok(files) => files,
+        let records = match self.backend.list() {
+            Ok(records) => records,
             Err(e) => {
                 tracing::error!("{e}");
                 return;
             }
         };
-        for (id, path) in files {
+        for record in records {
+            let id = record.id;
             let known = self
                 .orgs
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .contains_key(&id);
             if !known {
-                match self.load(id, &path) {
+                match self.load(record) {
                     Ok(()) => tracing::info!(org = %id, "loaded a new organization"),
                     Err(e) => tracing::error!("{e}"),
                 }
@@ -352,37 +400,105 @@ impl Store {
         }
     }
 
-    fn persist(&self, org: &Org, keyring: &Keyring) -> Result<(), KmsError> {
-        let path = org::org_path(&self.dir, org.id);
-        let bytes = org::seal_org_file(
+    /// `org`'s record with `keyring`, sealed under the root key.
+    fn seal(&self, org: &Org, keyring: &Keyring) -> Result<Vec<u8>, KmsError> {
+        org::seal_org_file(
             &self.root,
             org.id,
             &org.name,
             &org.credentials,
             org.created_at,
             Some(keyring),
-        )?;
-        seal::write_atomic(&path, &bytes).map_err(|e| KeystoreError::io("write", path, e).into())
+        )
     }
 
     /// Applies a change to `org`'s keyring: `change` gets a copy and says whether it changed
-    /// anything; a changed copy is written durably, then installed. Blocking (disk I/O).
+    /// anything; a changed copy is stored durably, then installed. When another server stored
+    /// a newer state first (etcd), that state is installed and `change` runs again on it; a
+    /// refusal or a no-op is confirmed against the stored revision the same way (one etcd read),
+    /// so no answer rests on a stale copy.
+    /// Blocking (disk or etcd).
     ///
     /// # Errors
-    /// The operation's own error, or [`KmsError::Keystore`] when the write failed (then
-    /// nothing changed).
+    /// The operation's own error; [`KmsError::Keystore`] when the disk write failed, a 503
+    /// [`KmsError::Unavailable`] when etcd did not take it (then nothing changed).
     pub(crate) fn mutate<T>(
         &self,
         org: &Org,
-        change: impl FnOnce(&mut Keyring, OffsetDateTime) -> Result<(T, bool), KmsError>,
+        mut change: impl FnMut(&mut Keyring, OffsetDateTime) -> Result<(T, bool), KmsError>,
     ) -> Result<T, KmsError> {
         let _writer = org.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut next = org.keyring().clone();
-        let (value, changed) = change(&mut next, self.now())?;
-        if changed {
-            self.persist(org, &next)?;
-            *org.keyring.write().unwrap_or_else(PoisonError::into_inner) = next;
+        for _ in 0..MAX_TRIES {
+            let (mut next, revision) = {
+                let ring = org.keyring();
+                (ring.clone(), org.revision.load(Ordering::Relaxed))
+            };
+            let outcome = change(&mut next, self.now());
+            let Ok((value, true)) = outcome else {
+                // Nothing to write: a refusal or a no-op, judged on the state in memory. On
+                // etcd, judge again when another server changed the organization meanwhile.
+                if let Some(newer) = self.backend.newer(org.id, revision)? {
+                    self.apply(newer)
+                        .map_err(|e| unavailable(format!("the stored organization: {e}")))?;
+                    continue;
+                }
+                return outcome.map(|(value, _)| value);
+            };
+            let bytes = self.seal(org, &next)?;
+            match self.backend.put(org.id, &bytes, revision) {
+                Ok(revision) => {
+                    install(org, next, revision);
+                    return Ok(value);
+                }
+                Err(PutError::Lost(Some(now))) => {
+                    tracing::debug!(org = %org.id, "another server changed the organization first");
+                    self.apply(now)
+                        .map_err(|e| unavailable(format!("the stored organization: {e}")))?;
+                }
+                Err(PutError::Lost(None)) => {
+                    return Err(unavailable(format!(
+                        "organization {} is no longer stored",
+                        org.id
+                    )));
+                }
+                Err(PutError::Failed(e)) => return Err(e),
+            }
         }
-        Ok(value)
+        Err(unavailable(format!(
+            "organization {} changed {MAX_TRIES} times during this change; try again",
+            org.id
+        )))
+    }
+}
+
+/// Starts what a server on etcd runs beside its routes: the watch that follows the other
+/// servers' changes and the election of the zone's leader (`me` names this server). None on
+/// the file store.
+pub(crate) fn spawn_etcd_tasks(store: &Arc<Store>, me: &str) -> Vec<tokio::task::JoinHandle<()>> {
+    let Some(etcd) = store.backend().etcd() else {
+        return Vec::new();
+    };
+    vec![
+        tokio::spawn(super::etcd_watch::follow(
+            Arc::clone(store),
+            Arc::clone(etcd),
+        )),
+        tokio::spawn(super::etcd_leader::run(
+            Arc::clone(store),
+            Arc::clone(etcd),
+            me.to_string(),
+        )),
+    ]
+}
+
+/// Installs `keyring` at `revision` in `org`, unless a newer one is there already (the watch
+/// may bring a server's own change before the change returns). The file store's revision is
+/// always 0: every keyring it gets is installed.
+fn install(org: &Org, keyring: Keyring, revision: i64) {
+    let mut ring = org.keyring.write().unwrap_or_else(PoisonError::into_inner);
+    let current = org.revision.load(Ordering::Relaxed);
+    if revision == 0 || revision > current {
+        *ring = keyring;
+        org.revision.store(revision, Ordering::Relaxed);
     }
 }

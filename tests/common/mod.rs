@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 pub mod crash;
+pub mod etcd;
 pub mod kms_server;
+pub mod python_client;
 pub mod volume;
 
 use std::path::{Path, PathBuf};

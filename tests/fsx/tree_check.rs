@@ -126,6 +126,18 @@ pub fn check_tree(name: &str, root: &Path, epoch: u64) -> (Summary, Vec<String>)
             } else {
                 let bytes = fs::read(entry.path())
                     .unwrap_or_else(|e| panic!("{name}: read {}: {e}", rel.display()));
+                if meta.len() != bytes.len() as u64 {
+                    // The size the kernel shows and what it reads disagree.
+                    problems.push(format!(
+                        "{} {} nlink {}: stat says {} bytes, a read gives {}",
+                        rel.display(),
+                        ino_tag(epoch, meta.ino()),
+                        meta.nlink(),
+                        meta.len(),
+                        bytes.len()
+                    ));
+                    continue;
+                }
                 match stamp::verify(&bytes) {
                     Ok(stamp) => format!("file {mode:o} nlink {} {stamp:?}", meta.nlink()),
                     Err(e) => {

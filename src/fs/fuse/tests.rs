@@ -266,6 +266,23 @@ fn every_operation<'a>(
     ]
 }
 
+/// Has `adapter` serve every one of `operations` on node 7, replying on `channel`, then a
+/// FORGET of node 7.
+fn serve_every(
+    adapter: &FuseAdapter,
+    channel: &Channel,
+    operations: &[(Operation<'_>, &'static str, &'static [&'static str])],
+) {
+    for (op, _, _) in operations {
+        let request = Request {
+            header: header(7),
+            op: op.clone(),
+        };
+        adapter.handle(&request, Reply::new(channel, 1));
+    }
+    adapter.forget(7, 1);
+}
+
 #[test]
 fn every_request_is_served_inside_a_span_of_its_operation_with_ids_only() {
     let (dir, fs) = setup_with(CryptFs::new);
@@ -278,14 +295,7 @@ fn every_request_is_served_inside_a_span_of_its_operation_with_ids_only() {
     let name = OsStr::new(SECRET);
     let operations = every_operation(name);
     tracing::subscriber::with_default(subscriber, || {
-        for (op, _, _) in &operations {
-            let request = Request {
-                header: header(7),
-                op: op.clone(),
-            };
-            adapter.handle(&request, Reply::new(&channel, 1));
-        }
-        adapter.forget(7, 1);
+        serve_every(&adapter, &channel, &operations);
     });
 
     let opened = spans.opened.lock().expect("lock").clone();
@@ -318,4 +328,23 @@ fn every_request_is_served_inside_a_span_of_its_operation_with_ids_only() {
             assert!(!value.contains(SECRET), "{name} logs a name: {span:?}");
         }
     }
+}
+
+#[test]
+fn requests_are_counted_under_the_name_of_their_span() {
+    let name = OsStr::new(SECRET);
+    let operations = every_operation(name);
+    for (op, span, _) in &operations {
+        assert_eq!(OPERATIONS[operation_index(op)], *span);
+    }
+    let (dir, fs) = setup_with(CryptFs::new);
+    let adapter = FuseAdapter::new(Arc::new(fs));
+    let device = std::fs::File::create(dir.path().join("replies")).expect("replies");
+    let channel = Channel::new(device);
+    serve_every(&adapter, &channel, &operations);
+    let counted = adapter.requests().snapshot();
+    assert_eq!(counted.total, operations.len() as u64 + 1);
+    let forgets = operations.iter().filter(|(_, s, _)| *s == "forget").count() as u64 + 1;
+    assert_eq!(counted.by_operation.get("forget"), Some(&forgets));
+    assert_eq!(counted.by_operation.get("getattr"), Some(&1));
 }

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use zeroize::{Zeroize, Zeroizing};
 
 const FORMAT: &str = "kmsfs-keystore";
-const VERSION: u32 = 1;
+pub const VERSION: u32 = 1;
 const ALGORITHM: &str = "argon2id";
 const SALT_LEN: usize = 16;
 const CHECK_MESSAGE: &[u8] = b"kmsfs-keystore-check";

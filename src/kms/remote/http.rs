@@ -44,18 +44,64 @@ pub enum RemoteError {
     /// The endpoint is not an http(s) URL.
     #[error("{0:?} is not a KMS endpoint; give a URL such as http://127.0.0.1:8400/v2")]
     BadEndpoint(String),
+    /// A list of endpoints with nothing between two commas, or after the last.
+    #[error(
+        "the KMS endpoints {0:?} have an empty entry; separate URLs by single commas, such as http://10.0.0.1:8400/v2,http://10.0.0.2:8400/v2"
+    )]
+    EmptyInList(String),
+    /// The same endpoint twice in one list.
+    #[error("{0} is listed twice in the KMS endpoints; name each server once")]
+    Repeated(String),
+    /// An endpoint of a list of several that is not a zone's `/v2` API base.
+    #[error(
+        "{0} is not a zone's API base: with several KMS endpoints, each must end in /v2 (e.g. http://10.0.0.1:8400/v2)"
+    )]
+    NotApiBase(String),
+    /// Endpoints of one list with different paths, so not one zone's API.
+    #[error(
+        "{other} does not serve the same API as {first}: every KMS endpoint of a list must be a server of the same zone, with the same path"
+    )]
+    OtherApi {
+        /// The first endpoint of the list.
+        first: String,
+        /// The endpoint whose path differs.
+        other: String,
+    },
 }
 
-/// Reads the API key and secret from `EXOSCALE_API_KEY` and `EXOSCALE_API_SECRET`.
+/// The systemd credentials (`LoadCredential=NAME:FILE`) the API key and secret are read from
+/// when the environment has none.
+pub const API_KEY_CREDENTIAL: &str = "exoscale-api-key";
+/// See [`API_KEY_CREDENTIAL`].
+pub const API_SECRET_CREDENTIAL: &str = "exoscale-api-secret";
+
+/// Reads the API key and secret from `EXOSCALE_API_KEY` and `EXOSCALE_API_SECRET`, else from
+/// the systemd credentials [`API_KEY_CREDENTIAL`] and [`API_SECRET_CREDENTIAL`].
 pub fn credentials_from_env() -> Result<Credentials, RemoteError> {
-    let key = std::env::var(API_KEY_ENV).unwrap_or_default();
-    let secret = std::env::var_os(API_SECRET_ENV).unwrap_or_default();
+    let credential = |name| {
+        let file = crate::sys::systemd::credential(name)?;
+        let mut bytes = std::fs::read(file).ok()?;
+        while bytes.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+            bytes.pop();
+        }
+        Some(bytes)
+    };
+    let key = std::env::var(API_KEY_ENV)
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+        .or_else(|| String::from_utf8(credential(API_KEY_CREDENTIAL)?).ok())
+        .unwrap_or_default();
+    let secret = std::env::var_os(API_SECRET_ENV)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.into_encoded_bytes())
+        .or_else(|| credential(API_SECRET_CREDENTIAL))
+        .unwrap_or_default();
     if key.trim().is_empty() || secret.is_empty() {
         return Err(RemoteError::MissingCredentials);
     }
     Ok(Credentials {
         key: key.trim().to_string(),
-        secret: SecretBytes::new(secret.into_encoded_bytes()),
+        secret: SecretBytes::new(secret),
     })
 }
 
@@ -87,6 +133,25 @@ impl Endpoint {
     /// The normalized URL, as recorded and compared.
     pub fn as_str(&self) -> &str {
         &self.base
+    }
+
+    fn parsed(&self) -> Url {
+        Url::parse(&self.base).expect("BUG: a checked endpoint is a URL")
+    }
+
+    /// The URL's path, e.g. `/v2`.
+    pub fn path(&self) -> String {
+        self.parsed().path().to_string()
+    }
+
+    /// The host when it is a name (not an IP address), e.g. `kms.example`.
+    pub fn host_name(&self) -> Option<String> {
+        self.parsed().domain().map(str::to_string)
+    }
+
+    /// The port, given or the scheme's.
+    pub fn port(&self) -> u16 {
+        self.parsed().port_or_known_default().unwrap_or(80)
     }
 
     /// The URL of `route` (which starts with `/kms-key` and holds only ids and action names).

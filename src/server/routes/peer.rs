@@ -162,7 +162,7 @@ async fn install(
     let key = request.key;
     tokio::task::spawn_blocking(move || {
         store.mutate(&org, |ring, now| {
-            let status = ring.install_replica(record, now)?;
+            let status = ring.install_replica(record.clone(), now)?;
             let applied = ring.replica_watermark(key);
             Ok::<_, KmsError>((
                 PushResponse {

@@ -58,7 +58,7 @@ impl TestServer {
     /// A change of the organization's keyring at the clock's time, as a route makes it.
     pub(crate) fn change<T>(
         &self,
-        op: impl FnOnce(&mut Keyring, OffsetDateTime) -> Result<T, KmsError>,
+        mut op: impl FnMut(&mut Keyring, OffsetDateTime) -> Result<T, KmsError>,
     ) -> Result<T, KmsError> {
         self.app.store.mutate(&self.org, |ring, now| {
             op(ring, now).map(|value| (value, true))
