@@ -3,7 +3,7 @@
 
 use super::{CliError, CliResult, secret};
 use crate::crypto::SecretBytes;
-use crate::server::{self, EtcdTarget, OrgCredentials, ServeOptions, TlsFiles};
+use crate::server::{self, EtcdTarget, FrontLimits, OrgCredentials, ServeOptions, TlsFiles};
 use clap::{Args, Subcommand};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -42,6 +42,20 @@ pub struct ServeArgs {
     /// Organization Key.
     #[arg(long, value_name = "FILE")]
     peer_secret_file: Option<PathBuf>,
+    /// The most client connections open at once; over it a connection gets 503. Default:
+    /// 16384, or less when the open-file limit (raised to its hard limit) allows less.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+    /// The most connections open at once from one client address; over it a new connection
+    /// is closed at once.
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_PER_CLIENT as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_client: u32,
+    /// The longest a request head, a request body, a TLS handshake or an idle keep-alive
+    /// connection may take, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = server::DEFAULT_REQUEST_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    request_timeout: u64,
     /// Serve metrics in the Prometheus text format at http://ADDR/metrics (unauthenticated;
     /// off by default).
     #[arg(long, value_name = "ADDR")]
@@ -169,6 +183,11 @@ pub fn serve(args: ServeArgs) -> CliResult<ExitCode> {
         passphrase: passphrase(args.passphrase_file.as_deref())?,
         peers: args.peers,
         peer_secret: peer_secret(args.peer_secret_file.as_deref())?,
+        front: FrontLimits {
+            max_connections: args.max_connections.map(|n| n as usize),
+            max_connections_per_client: Some(args.max_connections_per_client as usize),
+            request_timeout: std::time::Duration::from_secs(args.request_timeout),
+        },
         metrics_listen: args.metrics_listen,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

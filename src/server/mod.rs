@@ -6,6 +6,8 @@
 //! - [`auth`]: signature checks; [`body`]: strict request parsing; [`problem`]: error answers;
 //! - [`store`]: organizations in memory and on disk; [`org`]: the org file and credentials;
 //!   [`root`]: the root key that seals them; [`audit`]: the audit log; [`tls`]: HTTPS;
+//! - [`front`]: the accept loop, connection caps, timeouts and load shedding; [`lock`]: one
+//!   server per data directory;
 //! - [`peer`]: the other zones and the keys derived from their shared secret;
 //!   [`replication`]: the tasks that push multi-zone keys to their replicas;
 //! - [`scheduler`]: automatic rotations and due deletions, every minute;
@@ -25,6 +27,8 @@ mod error;
 mod etcd;
 mod etcd_leader;
 mod etcd_watch;
+mod front;
+mod lock;
 pub(crate) mod metrics;
 mod org;
 pub(crate) mod peer;
@@ -57,6 +61,7 @@ use std::sync::Arc;
 pub(crate) use app::App;
 use app::replication_of;
 pub use error::ServerError;
+pub use front::{DEFAULT_MAX_PER_CLIENT, DEFAULT_REQUEST_TIMEOUT, FrontLimits};
 pub use scheduler::SCHEDULER_INTERVAL;
 
 /// The certificate chain and private key files of HTTPS.
@@ -87,6 +92,8 @@ pub struct ServeOptions {
     pub peers: Vec<(String, String)>,
     /// The secret every zone server shares (needed with `peers`).
     pub peer_secret: Option<PeerSecret>,
+    /// Connection caps and timeouts.
+    pub front: FrontLimits,
     /// Serve metrics at `http://ADDR/metrics` (unauthenticated; none by default).
     pub metrics_listen: Option<String>,
 }
@@ -111,6 +118,24 @@ pub async fn serve(
     if options.zone.trim().is_empty() {
         return Err(ServerError::Invalid("the zone is empty".into()));
     }
+    // What can fail without touching the data directory fails first: TLS files, the address.
+    let tls = match &options.tls {
+        Some(files) => Some(tls::acceptor(files)?),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(&options.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: options.listen.clone(),
+            source,
+        })?;
+    let addr: SocketAddr = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            addr: options.listen.clone(),
+            source,
+        })?;
+    let _lock = lock::DataLock::acquire(&options.data)?;
     let data = options.data.clone();
     let zone = options.zone.clone();
     let passphrase = options.passphrase.clone();
@@ -146,22 +171,6 @@ pub async fn serve(
         audit,
         replication: replication_of(&options.zone, options.peers, secret)?,
     });
-    let tls = match &options.tls {
-        Some(files) => Some(tls::acceptor(files)?),
-        None => None,
-    };
-    let listener = tokio::net::TcpListener::bind(&options.listen)
-        .await
-        .map_err(|source| ServerError::Listen {
-            addr: options.listen.clone(),
-            source,
-        })?;
-    let addr: SocketAddr = listener
-        .local_addr()
-        .map_err(|source| ServerError::Listen {
-            addr: options.listen.clone(),
-            source,
-        })?;
     // Metrics (`--metrics-listen`): a listener of their own, unauthenticated, off by default;
     // every route is counted by a middleware.
     let metrics = match &options.metrics_listen {
@@ -180,6 +189,7 @@ pub async fn serve(
             Some((metrics.clone(), metrics::spawn_listener(listener, metrics)))
         }
     };
+    let caps = front::caps(&options.front);
     let scheme = if tls.is_some() { "https" } else { "http" };
     on_listening(&format!("{scheme}://{addr}/v2"));
     let mut followers = store::spawn_etcd_tasks(&app.store, &format!("{scheme}://{addr}/v2"));
@@ -193,18 +203,15 @@ pub async fn serve(
         )),
         None => router,
     };
-    let served = match tls {
-        None => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        Some(acceptor) => {
-            axum::serve(tls::TlsListener::new(listener, acceptor), router)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-    };
+    front::serve(
+        listener,
+        tls,
+        router,
+        caps,
+        options.front.request_timeout,
+        shutdown,
+    )
+    .await;
     scheduler.abort();
     if let Some((_, listener)) = metrics {
         listener.abort();
@@ -213,5 +220,5 @@ pub async fn serve(
         task.abort();
     }
     app.audit.flush();
-    served.map_err(ServerError::Serve)
+    Ok(())
 }

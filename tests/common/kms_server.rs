@@ -111,6 +111,18 @@ impl ServerGuard {
         self._stdout = Some(stdout);
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the server process still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// The server log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -185,6 +197,17 @@ fn spawn(
         .to_string();
     assert!(rest.ends_with(&format!("(zone {zone})")), "line: {line:?}");
     (child, stdout, url)
+}
+
+/// A TCP connection to `addr` (`host:port`) from the loopback address `source` (any of
+/// 127.0.0.0/8), so that a test can be several clients at once.
+pub fn connect_from(source: [u8; 4], addr: &str) -> std::io::Result<std::net::TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let target: std::net::SocketAddr = addr.parse().expect("a host:port address");
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&std::net::SocketAddr::from((source, 0)).into())?;
+    socket.connect_timeout(&target.into(), Duration::from_secs(5))?;
+    Ok(socket.into())
 }
 
 /// Credentials printed by `kmsfs kms org create`.
