@@ -142,6 +142,8 @@ impl Exit {
             ServerError::Damaged { .. } | ServerError::Inconsistent(_) => Exit::Keystore,
             ServerError::Keyring(e) => Exit::of_kms(e),
             ServerError::Invalid(_) => Exit::Usage,
+            // As a cipher directory mounted already.
+            ServerError::InUse(_) => Exit::Problems,
             ServerError::Store(_) => Exit::KmsUnavailable,
             ServerError::PeerClient(_) | ServerError::Task { .. } | ServerError::Serve(_) => {
                 Exit::Problems

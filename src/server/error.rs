@@ -38,6 +38,9 @@ pub enum ServerError {
     /// A setting or input is wrong; the sentence names it.
     #[error("{0}")]
     Invalid(String),
+    /// Another server holds the data directory; the sentence names it and that server.
+    #[error("{0}")]
+    InUse(String),
     /// The address cannot be listened on.
     #[error("cannot listen on {addr}: {source}")]
     Listen {

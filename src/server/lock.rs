@@ -27,7 +27,7 @@ impl DataLock {
     /// Takes the lock of `dir` (created, mode 0700, if absent), or says which server holds it.
     ///
     /// # Errors
-    /// [`ServerError::Invalid`] with one sentence naming the directory (and the other server's
+    /// [`ServerError::InUse`] with one sentence naming the directory (and the other server's
     /// pid when the lock file tells it) when another server holds the lock; [`ServerError::Io`]
     /// when the directory or the lock file cannot be made.
     pub(crate) fn acquire(dir: &Path) -> Result<Self, ServerError> {
@@ -67,7 +67,7 @@ fn in_use(dir: &Path, file: &mut File) -> ServerError {
         Err(_) => None,
     };
     let dir = display_dir(dir);
-    ServerError::Invalid(match holder {
+    ServerError::InUse(match holder {
         Some(pid) => format!(
             "the data directory {dir} is in use by another kmsfs kms serve (pid {pid}); \
              stop it or choose another --data"
