@@ -125,14 +125,8 @@ pub enum OrgCommand {
     Create {
         /// The organization's name.
         name: String,
-        /// The server's data directory.
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         #[command(flatten)]
-        store: StoreArgs,
-        /// The passphrase file, if the data directory is sealed with one.
-        #[arg(long, value_name = "FILE")]
-        passphrase_file: Option<PathBuf>,
+        state: OrgStateArgs,
         /// Print `export EXOSCALE_API_KEY=... EXOSCALE_API_SECRET=...` for `eval` instead.
         #[arg(long)]
         env: bool,
@@ -140,15 +134,22 @@ pub enum OrgCommand {
     /// Install an organization and API key printed by `org create` (JSON on stdin), e.g. in
     /// another zone's data directory.
     Import {
-        /// The server's data directory.
-        #[arg(long, value_name = "DIR")]
-        data: PathBuf,
         #[command(flatten)]
-        store: StoreArgs,
-        /// The passphrase file, if the data directory is sealed with one.
-        #[arg(long, value_name = "FILE")]
-        passphrase_file: Option<PathBuf>,
+        state: OrgStateArgs,
     },
+}
+
+/// Where the organizations of `kms org` commands are kept, and how they are sealed.
+#[derive(Args)]
+pub struct OrgStateArgs {
+    /// The server's data directory.
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The passphrase file, if the data directory is sealed with one.
+    #[arg(long, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
 }
 
 /// Arguments of `kmsfs kms migrate`.
@@ -250,18 +251,12 @@ async fn wait_for_shutdown(
 /// Runs an org command.
 pub fn org(command: OrgCommand) -> CliResult<ExitCode> {
     match command {
-        OrgCommand::Create {
-            name,
-            data,
-            store,
-            passphrase_file,
-            env,
-        } => {
-            let pass = passphrase(passphrase_file.as_deref())?;
-            let etcd = store.etcd()?;
+        OrgCommand::Create { name, state, env } => {
+            let pass = passphrase(state.passphrase_file.as_deref())?;
+            let etcd = state.store.etcd()?;
             let runtime = admin_runtime()?;
             let _entered = runtime.enter();
-            let made = server::create_org_at(&data, etcd.as_ref(), &name, pass.as_ref())?;
+            let made = server::create_org_at(&state.data, etcd.as_ref(), &name, pass.as_ref())?;
             if env {
                 // The key is EXO + hex, the secret base64url: nothing a quote must escape.
                 let secret = zeroize::Zeroizing::new(
@@ -276,22 +271,18 @@ pub fn org(command: OrgCommand) -> CliResult<ExitCode> {
                 println!("{}", made.to_json().as_str());
             }
         }
-        OrgCommand::Import {
-            data,
-            store,
-            passphrase_file,
-        } => {
-            let pass = passphrase(passphrase_file.as_deref())?;
+        OrgCommand::Import { state } => {
+            let pass = passphrase(state.passphrase_file.as_deref())?;
             let mut input = zeroize::Zeroizing::new(Vec::new());
             std::io::stdin()
                 .take(1 << 20)
                 .read_to_end(&mut input)
                 .map_err(|e| CliError::io("read", std::path::Path::new("stdin"), &e))?;
             let org = OrgCredentials::from_json(&input)?;
-            let etcd = store.etcd()?;
+            let etcd = state.store.etcd()?;
             let runtime = admin_runtime()?;
             let _entered = runtime.enter();
-            server::import_org_at(&data, etcd.as_ref(), &org, pass.as_ref())?;
+            server::import_org_at(&state.data, etcd.as_ref(), &org, pass.as_ref())?;
             eprintln!("kmsfs: organization {} ({}) installed", org.org, org.name);
         }
     }

@@ -417,3 +417,28 @@ pub fn default_key(c: &KmsClient) -> String {
         .expect("the Default Organization Key is listed");
     default["id"].as_str().expect("id").to_string()
 }
+
+/// A self-signed P-256 certificate for 127.0.0.1 (and its key), made by `openssl` in `dir`:
+/// `(cert.pem, key.pem)`, for servers started with `--tls-cert`/`--tls-key`.
+#[allow(dead_code)]
+pub fn self_signed_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    (cert, key)
+}
