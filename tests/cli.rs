@@ -839,11 +839,12 @@ fn fsck_json_reports_each_finding_with_stable_fields() {
 fn ctrl_c_at_the_passphrase_prompt_leaves_echo_on() {
     // A real terminal: script(1) runs a shell on a pseudo-terminal; the shell runs `kmsfs key
     // list` (which prompts), the test types Ctrl-C at the prompt, then the shell prints the
-    // terminal's settings.
+    // terminal's settings. The shell traps SIGINT (a handler, not an ignore: kmsfs gets the
+    // default again at exec), so it goes on to `stty -a` after kmsfs died of it.
     let env = Env::new();
     env.init();
     let command = format!(
-        "{} key list --keystore {}; stty -a",
+        "trap true INT; {} key list --keystore {}; stty -a",
         common::kmsfs_bin(),
         Env::s(&env.keystore)
     );
@@ -857,6 +858,8 @@ fn ctrl_c_at_the_passphrase_prompt_leaves_echo_on() {
         assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&seen));
         seen.extend_from_slice(&buf[..n]);
     }
+    // The prompt is printed before echo is turned off: give it a moment, as a person would.
+    std::thread::sleep(std::time::Duration::from_millis(300));
     std::io::Write::write_all(&mut stdin, b"\x03").expect("type Ctrl-C");
     std::io::Read::read_to_end(&mut stdout, &mut seen).expect("read the rest");
     let _ = child.0.wait();

@@ -133,7 +133,14 @@ fn status_shows_the_mount_and_its_counters_moving_with_reads() {
     );
     assert!(u(&first["requests"]["total"]) > u(&before["requests"]["total"]));
 
-    // Opened again: the DEKs come from the cache; a file held open is counted.
+    // Opened again: the DEKs come from the cache; a file held open is counted. (The kernel
+    // releases a closed file after close(2) returns; until then a new open shares the
+    // handle's key and never asks the cache: wait for every release first.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while u(&own_status(&env)["open-files"]) != 0 {
+        assert!(std::time::Instant::now() < deadline, "files stay open");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let held = std::fs::File::open(env.plain.join("a")).expect("open");
     for name in files {
         std::fs::read(env.plain.join(name)).expect("read");
