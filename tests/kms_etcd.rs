@@ -454,17 +454,7 @@ fn migrate_moves_a_file_store_into_etcd_and_refuses_a_used_prefix() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A server on etcd needs the zone's root key: without it, it refuses to start.
-    let refused = Command::new(kmsfs_bin())
-        .args([
-            "kms",
-            "serve",
-            "--zone",
-            ZONE,
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-        ])
-        .arg(dir.path().join("no-root"))
+    let refused = common::kms_server::serve_command(ZONE, &dir.path().join("no-root"))
         .args(&store)
         .output()
         .expect("run kmsfs kms serve");

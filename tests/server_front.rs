@@ -9,11 +9,10 @@
 mod common;
 
 use common::kms_server::{ServerGuard, connect_from, ok, post};
-use common::kmsfs_bin;
 use serde_json::{Value, json};
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const ZONE: &str = "ch-gva-2";
@@ -385,17 +384,7 @@ fn a_second_server_on_one_data_directory_refuses_to_start() {
     let client = first.new_client();
     let key = client.create_key("k");
     let pid = first.pid().expect("the first server runs");
-    let second = Command::new(kmsfs_bin())
-        .args([
-            "kms",
-            "serve",
-            "--zone",
-            ZONE,
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-        ])
-        .arg(&first.data)
+    let second = common::kms_server::serve_command(ZONE, &first.data)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -70,33 +70,13 @@ fn passphrase_sealed_data_directory() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("passphrase"));
     server.kill_9();
-    let out = Command::new(kmsfs_bin())
-        .args([
-            "kms",
-            "serve",
-            "--zone",
-            ZONE,
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-        ])
-        .arg(&data)
+    let out = common::kms_server::serve_command(ZONE, &data)
         .output()
         .expect("run");
     assert!(!out.status.success());
     let wrong = dir.path().join("wrong");
     std::fs::write(&wrong, "not it\n").expect("write");
-    let out = Command::new(kmsfs_bin())
-        .args([
-            "kms",
-            "serve",
-            "--zone",
-            ZONE,
-            "--listen",
-            "127.0.0.1:0",
-            "--data",
-        ])
-        .arg(&data)
+    let out = common::kms_server::serve_command(ZONE, &data)
         .arg("--passphrase-file")
         .arg(&wrong)
         .output()

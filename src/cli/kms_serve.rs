@@ -139,7 +139,8 @@ pub enum OrgCommand {
     },
 }
 
-/// Where the organizations of `kms org` commands are kept, and how they are sealed.
+/// Where the organizations of the `kms org` and `kms migrate` commands are kept, and how they
+/// are sealed.
 #[derive(Args)]
 pub struct OrgStateArgs {
     /// The server's data directory.
@@ -152,17 +153,12 @@ pub struct OrgStateArgs {
     passphrase_file: Option<PathBuf>,
 }
 
-/// Arguments of `kmsfs kms migrate`.
+/// Arguments of `kmsfs kms migrate`: the file store to copy (`--data`) and where to
+/// (`--store etcd://...`).
 #[derive(Args)]
 pub struct MigrateArgs {
-    /// The data directory of the file store to copy.
-    #[arg(long, value_name = "DIR")]
-    data: PathBuf,
     #[command(flatten)]
-    store: StoreArgs,
-    /// The passphrase file, if the data directory is sealed with one.
-    #[arg(long, value_name = "FILE")]
-    passphrase_file: Option<PathBuf>,
+    state: OrgStateArgs,
 }
 
 fn passphrase(file: Option<&Path>) -> CliResult<Option<SecretBytes>> {
@@ -291,18 +287,18 @@ pub fn org(command: OrgCommand) -> CliResult<ExitCode> {
 
 /// Copies a file store into an empty etcd prefix.
 pub fn migrate(args: MigrateArgs) -> CliResult<ExitCode> {
-    let Some(etcd) = args.store.etcd()? else {
+    let Some(etcd) = args.state.store.etcd()? else {
         return Err(CliError::new(
             "say where to: --store etcd://HOST:PORT[,HOST:PORT...]".to_string(),
         ));
     };
-    let pass = passphrase(args.passphrase_file.as_deref())?;
+    let pass = passphrase(args.state.passphrase_file.as_deref())?;
     let runtime = admin_runtime()?;
     let _entered = runtime.enter();
-    let moved = server::migrate(&args.data, &etcd, pass.as_ref())?;
+    let moved = server::migrate(&args.state.data, &etcd, pass.as_ref())?;
     eprintln!(
         "kmsfs: {moved} organizations copied from {} to {} {}",
-        args.data.display(),
+        args.state.data.display(),
         etcd.endpoints.join(","),
         etcd.prefix
     );

@@ -442,3 +442,22 @@ pub fn self_signed_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path
     );
     (cert, key)
 }
+
+/// `kmsfs kms serve --zone ZONE --listen 127.0.0.1:0 --data DATA`, not started: for the tests
+/// that watch a server refuse to start.
+#[allow(dead_code)]
+pub fn serve_command(zone: &str, data: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(super::kmsfs_bin());
+    command
+        .args([
+            "kms",
+            "serve",
+            "--zone",
+            zone,
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+        ])
+        .arg(data);
+    command
+}
