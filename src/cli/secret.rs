@@ -74,13 +74,7 @@ pub fn secret_from(
 
 /// The passphrase in `file`, without its trailing line ends.
 pub fn passphrase_from_file(file: &Path) -> CliResult<SecretBytes> {
-    let bytes =
-        std::fs::read(file).map_err(|e| CliError::io("read the passphrase file", file, &e))?;
-    let mut bytes = SecretBytes::new(bytes).expose_secret().to_vec();
-    while bytes.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
-        bytes.pop();
-    }
-    Ok(SecretBytes::new(bytes))
+    SecretBytes::read_file(file).map_err(|e| CliError::io("read the passphrase file", file, &e))
 }
 
 /// A passphrase typed twice on the terminal (`first`, then `again`); they must agree.

@@ -71,6 +71,19 @@ impl SecretBytes {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The secret kept in the file at `path` (a passphrase file, a systemd credential), without
+    /// the line ends an editor or `echo` leaves at its end.
+    ///
+    /// # Errors
+    /// The file cannot be read.
+    pub fn read_file(path: &std::path::Path) -> std::io::Result<Self> {
+        let mut secret = SecretBytes::new(std::fs::read(path)?);
+        while secret.0.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+            secret.0.pop();
+        }
+        Ok(secret)
+    }
 }
 
 impl From<Vec<u8>> for SecretBytes {

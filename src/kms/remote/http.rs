@@ -78,22 +78,18 @@ pub const API_SECRET_CREDENTIAL: &str = "exoscale-api-secret";
 /// Reads the API key and secret from `EXOSCALE_API_KEY` and `EXOSCALE_API_SECRET`, else from
 /// the systemd credentials [`API_KEY_CREDENTIAL`] and [`API_SECRET_CREDENTIAL`].
 pub fn credentials_from_env() -> Result<Credentials, RemoteError> {
-    let credential = |name| {
-        let file = crate::sys::systemd::credential(name)?;
-        let mut bytes = std::fs::read(file).ok()?;
-        while bytes.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
-            bytes.pop();
-        }
-        Some(bytes)
-    };
+    let credential = |name| SecretBytes::read_file(&crate::sys::systemd::credential(name)?).ok();
     let key = std::env::var(API_KEY_ENV)
         .ok()
         .filter(|k| !k.trim().is_empty())
-        .or_else(|| String::from_utf8(credential(API_KEY_CREDENTIAL)?).ok())
+        .or_else(|| {
+            let key = credential(API_KEY_CREDENTIAL)?;
+            String::from_utf8(key.expose_secret().to_vec()).ok()
+        })
         .unwrap_or_default();
     let secret = std::env::var_os(API_SECRET_ENV)
         .filter(|s| !s.is_empty())
-        .map(|s| s.into_encoded_bytes())
+        .map(|s| SecretBytes::new(s.into_encoded_bytes()))
         .or_else(|| credential(API_SECRET_CREDENTIAL))
         .unwrap_or_default();
     if key.trim().is_empty() || secret.is_empty() {
@@ -101,7 +97,7 @@ pub fn credentials_from_env() -> Result<Credentials, RemoteError> {
     }
     Ok(Credentials {
         key: key.trim().to_string(),
-        secret: SecretBytes::new(secret),
+        secret,
     })
 }
 
