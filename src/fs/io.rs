@@ -6,7 +6,9 @@ use super::content::{self, ContentError, FileState};
 use super::inode::Inode;
 use super::keys::KeyError;
 use super::{CryptFs, FsError, FsResult};
-use crate::format::{BLOCK_PLAIN_LEN, FileCipher, FormatError, block_cipher_offset, cipher_size};
+use crate::format::{
+    BLOCK_PLAIN_LEN, CipherExtent, FileCipher, FormatError, block_cipher_offset, cipher_size,
+};
 use crate::sys;
 use std::ffi::OsStr;
 use std::fs::File;
@@ -171,18 +173,16 @@ impl CryptFs {
     }
 
     /// The file's cipher, loading its header when the file has one and it is not loaded yet.
-    /// Called with the state's write lock held or before the handle is shared.
+    /// `len` is the backing file's length, as the caller just read it. Called with the state's
+    /// write lock held or before the handle is shared.
     fn load_cipher(
         &self,
         inode: &Inode,
         file: &File,
         slot: &mut Option<Arc<FileCipher>>,
+        len: u64,
     ) -> FsResult<()> {
-        if slot.is_some() {
-            return Ok(());
-        }
-        let len = file.metadata()?.len();
-        if len == 0 {
+        if slot.is_some() || len == 0 {
             return Ok(());
         }
         let cipher = self
@@ -196,18 +196,21 @@ impl CryptFs {
 
     fn open_inode(&self, inode: Arc<Inode>, file: File, flags: i32) -> FsResult<Opened> {
         let state = inode.file_state();
+        let len;
         {
             let mut cipher = state.cipher.write().unwrap_or_else(PoisonError::into_inner);
             if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
                 content::make_empty(&file)?;
                 *cipher = None;
-            } else if cipher.is_some() && file.metadata()?.len() == 0 {
-                // Emptied behind our back (e.g. truncated in the cipher directory).
+            }
+            len = file.metadata()?.len();
+            if len == 0 {
+                // Empty, or emptied behind our back (e.g. truncated in the cipher directory).
                 *cipher = None;
             }
-            self.load_cipher(&inode, &file, &mut cipher)?;
+            self.load_cipher(&inode, &file, &mut cipher, len)?;
         }
-        let torn = content::extent(&file).is_ok_and(|extent| extent.torn_len > 0);
+        let torn = CipherExtent::of(len).is_ok_and(|extent| extent.torn_len > 0);
         let quiet = flags & libc::O_NOATIME == 0;
         if quiet && flags & libc::O_ACCMODE != libc::O_WRONLY && flags & libc::O_TRUNC == 0 {
             // Opening to read counts as reading, for the access time: reads the kernel serves
@@ -322,7 +325,8 @@ impl CryptFs {
             }
             drop(guard);
             let mut slot = state.cipher.write().unwrap_or_else(PoisonError::into_inner);
-            self.load_cipher(inode, file, &mut slot)?;
+            let len = file.metadata()?.len();
+            self.load_cipher(inode, file, &mut slot, len)?;
             if slot.is_none() {
                 return Ok(f(&[]));
             }
@@ -380,10 +384,11 @@ impl CryptFs {
         state: &FileState,
         slot: &mut Option<Arc<FileCipher>>,
     ) -> FsResult<Arc<FileCipher>> {
-        if slot.is_some() && file.metadata()?.len() == 0 {
+        let len = file.metadata()?.len();
+        if len == 0 {
             *slot = None;
         }
-        self.load_cipher(inode, file, slot)?;
+        self.load_cipher(inode, file, slot, len)?;
         if let Some(cipher) = slot.clone() {
             self.mend_end(inode, file, state, &cipher)?;
             if cipher.is_rekeying() {
@@ -620,7 +625,8 @@ impl CryptFs {
             }
             drop(guard);
             let mut slot = state.cipher.write().unwrap_or_else(PoisonError::into_inner);
-            self.load_cipher(inode, file, &mut slot)?;
+            let len = file.metadata()?.len();
+            self.load_cipher(inode, file, &mut slot, len)?;
         };
         let plain = content::extent(file)
             .map_err(|e| self.content_error(inode, state, e))?

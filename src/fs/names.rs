@@ -120,10 +120,18 @@ impl CryptFs {
     }
 
     /// Gives a node the mount's caller just made to that caller, as the kernel would: owner =
-    /// caller, group = caller's, or the parent's when the parent is setgid.
-    fn give_to_caller(&self, parent: &Inode, inode: &Inode, caller: Caller) -> FsResult<()> {
+    /// caller, group = caller's, or the parent's when the parent is setgid. `made` is the
+    /// node's stat as made. Returns the node's attributes afterwards.
+    fn give_to_caller(
+        &self,
+        parent: &Inode,
+        inode: &Inode,
+        made: &libc::stat,
+        caller: Caller,
+    ) -> FsResult<Attr> {
         if !self.run_as_root || (caller.uid == 0 && caller.gid == 0) {
-            return Ok(());
+            // Made by root as root: already the caller's.
+            return Ok(self.attr(inode, made));
         }
         let parent_st = sys::fstat(parent.fd()?.as_fd())?;
         let gid = if parent_st.st_mode & libc::S_ISGID != 0 {
@@ -132,21 +140,19 @@ impl CryptFs {
             caller.gid
         };
         let fd = inode.fd()?;
-        let made = sys::fstat(fd.as_fd())?;
         sys::chown_fd(fd.as_fd(), caller.uid, gid)?;
         // A chown clears set-user-id (and group-executable set-group-id): give back the mode
         // the node was made with, which the kernel already checked for the caller.
         if made.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 && inode.kind != libc::S_IFLNK {
             sys::chmod_path(&inode.proc_path()?, made.st_mode & 0o7777)?;
         }
-        Ok(())
+        self.attr_of(inode)
     }
 
     /// The node just made as `name` in `parent`, given to `caller`.
     pub(super) fn made(&self, parent: &Inode, name: &CString, caller: Caller) -> FsResult<Attr> {
-        let (inode, _) = self.inodes.lookup(parent, name)?;
-        self.give_to_caller(parent, &inode, caller)?;
-        self.attr_of(&inode)
+        let (inode, st) = self.inodes.lookup(parent, name)?;
+        self.give_to_caller(parent, &inode, &st, caller)
     }
 
     /// The node just made with no name (`O_TMPFILE`) in `parent`, open as `file`, given to
@@ -157,9 +163,8 @@ impl CryptFs {
         file: BorrowedFd<'_>,
         caller: Caller,
     ) -> FsResult<(Arc<Inode>, Attr)> {
-        let (inode, _) = self.inodes.lookup_open(file)?;
-        self.give_to_caller(parent, &inode, caller)?;
-        let attr = self.attr_of(&inode)?;
+        let (inode, st) = self.inodes.lookup_open(file)?;
+        let attr = self.give_to_caller(parent, &inode, &st, caller)?;
         Ok((inode, attr))
     }
 
@@ -207,10 +212,11 @@ impl CryptFs {
         let (inode, _) = self.inodes.lookup(&parent, &disk.name)?;
         // Its id, before any name is made in it and before it is given to the caller; a crash
         // before this leaves an empty directory without one, which gets one when first used.
+        // (The id's link changed the directory: stat it again.)
         let made = self
             .give_dir_id(&inode)
-            .and_then(|()| self.give_to_caller(&parent, &inode, caller))
-            .and_then(|()| self.attr_of(&inode));
+            .and_then(|()| Ok(sys::fstat(inode.fd()?.as_fd())?))
+            .and_then(|st| self.give_to_caller(&parent, &inode, &st, caller));
         if made.is_err() {
             self.inodes.forget(inode.ino, 1);
         }
@@ -346,37 +352,55 @@ pub(super) fn attr(inode: &Inode, st: &libc::stat) -> Attr {
     }
 }
 
+/// A request thread's umask, as [`with_umask`] left it.
+#[derive(Clone, Copy)]
+enum ThreadUmask {
+    /// Not tried yet: the thread shares the process's umask.
+    Untried,
+    /// `unshare(CLONE_FS)` failed: the umask is the process's, never changed here.
+    Shared,
+    /// The thread has its own umask, set to this.
+    Own(u32),
+}
+
 thread_local! {
-    /// Whether this thread has a umask of its own (see [`with_umask`]); `None` until tried.
-    static OWN_UMASK: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+    /// This thread's umask (see [`with_umask`]).
+    static THREAD_UMASK: std::cell::Cell<ThreadUmask> =
+        const { std::cell::Cell::new(ThreadUmask::Untried) };
 }
 
 /// Runs `make`, which creates one node with the mode it is given, under the caller's `umask`,
 /// as the kernel would for a local filesystem: the backing filesystem applies the umask, or, in
 /// a directory with a default ACL, the ACL instead. Each request thread gets a umask of its own
-/// (`unshare(CLONE_FS)`); where that fails, the umask is cleared from `mode` by hand, without
-/// the default-ACL exception.
+/// (`unshare(CLONE_FS)`, once), set only when a caller's differs from the last one (callers
+/// mostly share one umask: no system call then); where that fails, the umask is cleared from
+/// `mode` by hand, without the default-ACL exception. Nodes a request thread makes for itself
+/// go through here too, with the umask they need.
 pub(super) fn with_umask<R>(
     umask: u32,
     mode: u32,
     make: impl FnOnce(u32) -> std::io::Result<R>,
 ) -> FsResult<R> {
-    let own = OWN_UMASK.with(|own| {
-        *own.get().get_or_insert_with(|| match sys::unshare_fs() {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!("cannot give a request thread its own umask: {e}");
-                false
-            }
-        })
-    });
-    if !own {
-        return Ok(make(mode & !umask)?);
-    }
-    let before = sys::set_umask(umask);
-    let result = make(mode);
-    sys::set_umask(before);
-    Ok(result?)
+    let umask = umask & 0o777;
+    THREAD_UMASK.with(|state| {
+        let current = match state.get() {
+            ThreadUmask::Untried => match sys::unshare_fs() {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::warn!("cannot give a request thread its own umask: {e}");
+                    state.set(ThreadUmask::Shared);
+                    return Ok(make(mode & !umask)?);
+                }
+            },
+            ThreadUmask::Shared => return Ok(make(mode & !umask)?),
+            ThreadUmask::Own(current) => Some(current),
+        };
+        if current != Some(umask) {
+            sys::set_umask(umask);
+            state.set(ThreadUmask::Own(umask));
+        }
+        Ok(make(mode)?)
+    })
 }
 
 fn time_spec(t: Option<SetTime>) -> TimeSpec {

@@ -410,16 +410,20 @@ impl CryptFs {
         let Some((side, full)) = &name.long else {
             return Ok(());
         };
-        let fd = match sys::openat(
-            parent.fd()?.as_fd(),
-            side,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-            0o444,
-        ) {
+        let parent_fd = parent.fd()?;
+        let made = super::names::with_umask(0o022, 0o444, |mode| {
+            sys::openat(
+                parent_fd.as_fd(),
+                side,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                mode,
+            )
+        });
+        let fd = match made {
             Ok(fd) => fd,
             // The name exists (or existed): its side file holds the same bytes.
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(()),
-            Err(e) => return Err(e.into()),
+            Err(FsError(libc::EEXIST)) => return Ok(()),
+            Err(e) => return Err(e),
         };
         std::io::Write::write_all(&mut std::fs::File::from(fd), full.as_bytes())?;
         Ok(())

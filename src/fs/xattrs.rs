@@ -20,26 +20,30 @@ impl CryptFs {
         }
         let version = inode.xattrs_version();
         let cname = self.disk_xattr_name(name)?;
+        // The list first: one system call answers the usual question about a name the node
+        // does not have (`ls -l` asks two per file, the kernel one before a new file's first
+        // write), and an empty list answers every later one from memory. A list longer than
+        // the probe (ERANGE) leaves it to the read below.
+        let mut probe = [0u8; 256];
+        let listed = on_xattrs(&inode, &mut probe[..], |path, link, buf| {
+            sys::listxattr(path, buf, link)
+        });
+        if let Ok(len) = listed {
+            let stored = &probe[..len];
+            if self.shows_no_xattr(stored) {
+                inode.record_no_xattrs(version);
+                return Err(FsError(libc::ENODATA));
+            }
+            if !stored.split(|&b| b == 0).any(|n| n == cname.to_bytes()) {
+                return Err(FsError(libc::ENODATA));
+            }
+        }
         let sealed = self.xattr_cipher(name.as_bytes()).is_some();
         // A sealed value is read whole, to be opened; its plaintext is then held to `size`.
         let mut buf = vec![0u8; if sealed { XATTR_MAX } else { size as usize }];
-        let n = match on_xattrs(&inode, &mut buf[..], |path, link, buf| {
+        let n = on_xattrs(&inode, &mut buf[..], |path, link, buf| {
             sys::getxattr(path, &cname, buf, link)
-        }) {
-            Err(FsError(libc::ENODATA)) => {
-                // Is that because it shows none at all? Then later questions need no system
-                // call. (A list longer than the probe fails with ERANGE: it shows some.)
-                let mut probe = [0u8; 64];
-                let listed = on_xattrs(&inode, &mut probe[..], |path, link, buf| {
-                    sys::listxattr(path, buf, link)
-                });
-                if listed.is_ok_and(|len| self.shows_no_xattr(&probe[..len])) {
-                    inode.record_no_xattrs(version);
-                }
-                return Err(FsError(libc::ENODATA));
-            }
-            result => result?,
-        };
+        })?;
         if !sealed {
             return Ok(held_by_backing(buf, n, size));
         }
