@@ -748,7 +748,7 @@ round_label=""
 cpu_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit }' /proc/stat; }
 steal_pct() { # "STEAL TOTAL" "STEAL TOTAL"
   awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2]
-    printf "%.1f", d > 0 ? 100 * (y[1] - x[1]) / d : 0 }'
+    printf "%.1f", (d > 0 ? 100 * (y[1] - x[1]) / d : 0) }'
 }
 
 main() {
