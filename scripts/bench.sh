@@ -4,6 +4,7 @@
 # workloads, same disk, same run. What each workload does exactly: docs/BENCHMARKS.md.
 #
 #   scripts/bench.sh [--quick] [--backing DIR] [--json FILE] [--only TARGETS] [--tree DIRS]
+#                    [--rows all|tree] [--rounds N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$PWD"
@@ -11,7 +12,7 @@ repo="$PWD"
 usage() {
   cat <<TXT
 usage: scripts/bench.sh [--quick] [--backing DIR] [--json FILE] [--only TARGETS] [--tree DIRS]
-                       [--plaintext-names]
+                       [--plaintext-names] [--rows all|tree] [--rounds N]
   --quick        small sizes (256 MiB sequential, 10 s random, a 2,000-file tree, 200 hot opens);
                  finishes in under 3 minutes once built
   --backing DIR  put every target's files under DIR (default: target/bench/run)
@@ -26,6 +27,12 @@ usage: scripts/bench.sh [--quick] [--backing DIR] [--json FILE] [--only TARGETS]
                  files are kept as they are)
   --plaintext-names  make the kmsfs directory with plaintext names (default: encrypted, as
                  kmsfs init does), to measure what encrypting names costs
+  --rows ROWS    all (default) or tree: only the untar, ls -lR and rm -rf rows, each target on
+                 one fresh mount per round (no sequential, random or hot-open rows)
+  --rounds N     run the selected rows N times (default 1), every target on fresh mounts each
+                 round, the order of the targets reversed every other round; with N > 1 the
+                 report gives min / median / max, every value, and the ratios of the medians
+                 and of the worst values
 TXT
 }
 
@@ -36,6 +43,8 @@ only="plain,kmsfs,gocryptfs,limit"
 tree_dirs=""
 init_args=()
 names_mode=encrypted
+rows=all
+rounds=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
@@ -44,11 +53,19 @@ while [ $# -gt 0 ]; do
     --only) only="${2:?--only needs targets}"; shift ;;
     --tree) tree_dirs="${2:?--tree needs directories}"; shift ;;
     --plaintext-names) init_args+=(--plaintext-names); names_mode=plaintext ;;
+    --rows) rows="${2:?--rows needs all or tree}"; shift ;;
+    --rounds) rounds="${2:?--rounds needs a number}"; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
   shift
 done
+
+case "$rows" in
+  all | tree) ;;
+  *) echo "--rows takes all or tree, not $rows" >&2; exit 2 ;;
+esac
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "--rounds takes a whole number of 1 or more, not $rounds" >&2; exit 2; }
 
 shopt -s inherit_errexit
 
@@ -131,7 +148,9 @@ build_limit() {
   tar -C "$dir" -xf "$dir/$tarball"
   local example
   example=$(find "$dir" -path '*/example/passthrough_hp.cc' | head -1)
-  # What libfuse's meson build defines for the examples on Linux with glibc.
+  # What libfuse's meson build defines for the examples on Linux with glibc. pkg-config's
+  # flags are split into words on purpose.
+  # shellcheck disable=SC2046
   g++ -std=c++17 -O2 -Wall -DHAVE_UTIMENSAT -DHAVE_POSIX_FALLOCATE -DHAVE_SETXATTR \
     -I"$(dirname "$example")" "$example" \
     $(pkg-config fuse3 --cflags --libs) -lpthread -o "$limit_bin.tmp"
@@ -280,7 +299,10 @@ make_given_tree() {
   local d rel=()
   IFS=',' read -r -a dirs <<<"$tree_dirs"
   for d in "${dirs[@]}"; do
-    [ -d "$d" ] && [[ "$d" == /* ]] || { echo "--tree: $d is not an absolute directory" >&2; exit 2; }
+    if [ ! -d "$d" ] || [[ "$d" != /* ]]; then
+      echo "--tree: $d is not an absolute directory" >&2
+      exit 2
+    fi
     rel+=("${d#/}")
   done
   tarball="$repo/target/bench/tree-given.tar"
@@ -393,8 +415,10 @@ PY
 #      untar; ls -lR; rm -rf (caches dropped before each)            (mount 2), then RSS
 #   3. hot loop on a fresh mount; unmount; count KMS calls           (mount 3)
 
+# Keyed TARGET.METRIC.ROUND: with --rounds every round keeps its own value.
 declare -A result=()
-record() { result["$1.$2"]="$3"; printf '   %-10s %-12s %s\n' "$1" "$2" "$3"; }
+round=1
+record() { result["$1.$2.$round"]="$3"; printf '   %-10s %-12s %s\n' "$1" "$2" "$3"; }
 # A failing workload is recorded as "failed" (FAILED in the table, null in the JSON) and the run
 # goes on. Workloads run in a command substitution, where set -e does not apply: each one checks
 # its own commands.
@@ -410,7 +434,7 @@ measure() { # TARGET METRIC WORKLOAD DIR
 run_target() { # NAME DIR MOUNT-FN UNMOUNT-FN
   local name="$1" dir="$2" mount_fn="$3" unmount_fn="$4" t
   t=$(now)
-  say "$name"
+  say "$name$round_label"
   $mount_fn 1
   measure "$name" seq_write seq_write "$dir"
   rand_layout "$dir"
@@ -430,7 +454,7 @@ run_target() { # NAME DIR MOUNT-FN UNMOUNT-FN
   measure "$name" ls_lR list_tree "$dir"
   drop_caches
   measure "$name" rm_rf remove_tree "$dir"
-  rm -f "$dir/seq.bin" "$dir/rand.bin"
+  rm -rf "$dir/seq.bin" "$dir/rand.bin" "$dir/tree"  # the tree only if rm -rf failed
   local rss
   rss=$($mount_fn rss)
   [ -z "$rss" ] || { record "$name" rss_mib "${rss% *}"; record "$name" hwm_mib "${rss#* }"; }
@@ -444,20 +468,41 @@ run_target() { # NAME DIR MOUNT-FN UNMOUNT-FN
   echo "   ($name took $(since "$t") s)"
 }
 
+# --rows tree: the tree rows alone, on one fresh mount, caches dropped before each as above;
+# then the daemon's memory.
+run_tree_target() { # NAME DIR MOUNT-FN UNMOUNT-FN
+  local name="$1" dir="$2" mount_fn="$3" unmount_fn="$4" t
+  t=$(now)
+  say "$name$round_label"
+  $mount_fn 2
+  drop_caches
+  measure "$name" untar untar "$dir"
+  drop_caches
+  measure "$name" ls_lR list_tree "$dir"
+  drop_caches
+  measure "$name" rm_rf remove_tree "$dir"
+  rm -rf "$dir/tree"  # only if rm -rf failed: the next round starts empty
+  local rss
+  rss=$($mount_fn rss)
+  [ -z "$rss" ] || { record "$name" rss_mib "${rss% *}"; record "$name" hwm_mib "${rss#* }"; }
+  $unmount_fn 2
+  echo "   ($name took $(since "$t") s)"
+}
+
 # Hooks: "$1" is the phase (1, 2, 3) or "rss".
-plain_mount() { :; }
-plain_unmount() { :; }
+plain_phase_mount() { :; }
+plain_phase_unmount() { :; }
 
 kmsfs_phase_mount() {
   case "$1" in
     rss) rss_of "$kmsfs_pid" ;;
-    *) kmsfs_mount "$work/kmsfs/log-$1" ;;
+    *) kmsfs_mount "$work/kmsfs/log-r$round-$1" ;;
   esac
 }
 kmsfs_phase_unmount() {
   kmsfs_unmount
   if [ "$1" = 3 ]; then
-    read -r hits misses < <(python3 - "$work/kmsfs/log-3" <<'PY'
+    read -r hits misses < <(python3 - "$work/kmsfs/log-r$round-3" <<'PY'
 import re, sys
 lines = [l for l in open(sys.argv[1]) if "DEK cache counters" in l]
 if not lines:
@@ -520,7 +565,7 @@ report() {
   local tsv="$work/results.tsv" key
   for key in "${!result[@]}"; do printf '%s\t%s\n' "$key" "${result[$key]}"; done >"$tsv"
   machine
-  python3 - "$tsv" "$json_out" <<PY
+  python3 - "$tsv" "$json_out" "$work/rounds.tsv" <<PY
 import json, sys
 tsv, json_out = sys.argv[1:3]
 mode = "$mode"
@@ -530,16 +575,35 @@ host = {"cpu": "$cpu", "cores": $cores, "mem_gib": $mem_gib, "kernel": "$kernel"
 machine = (f"{host['cpu']}, {host['cores']} cores, {host['mem_gib']} GiB RAM, kernel {host['kernel']}, "
            f"backing {host['backing_fs']} ({host['backing_dir']}, journal: {host['backing_journal']}), load average at start {host['load_at_start']}; "
            f"kmsfs {host['kmsfs_commit']} ({host['kmsfs_names']} names), {host['gocryptfs']}, {host['fio']}")
-values = {}
-failed = []
+import statistics
+rounds, rows_mode, rounds_tsv = $rounds, "$rows", sys.argv[3]
+# Every value in round order, None where a round has none; a failed one is also in failed_at.
+series = {}
+failed_at = set()
 for line in open(tsv):
     key, value = line.rstrip("\n").split("\t")
-    target, metric = key.split(".", 1)
+    target, rest = key.split(".", 1)
+    metric, rnd = rest.rsplit(".", 1)
+    cells = series.setdefault((target, metric), [None] * rounds)
     try:
-        values[(target, metric)] = float(value)
+        cells[int(rnd) - 1] = float(value)
     except ValueError:
-        values[(target, metric)] = None
-        failed.append(f"{target}.{metric}")
+        failed_at.add((target, metric, int(rnd)))
+failed_keys = {f"{t}.{m}" for t, m, _ in failed_at}
+if rounds == 1:
+    failed = sorted(failed_keys)
+else:
+    failed = [f"{t}.{m} (round {r})" for t, m, r in sorted(failed_at)]
+def spread(cells):
+    ok = [v for v in cells or [] if v is not None]
+    return (min(ok), statistics.median(ok), max(ok)) if ok else (None, None, None)
+# One number per target and metric: the value of the only round, or the median of several.
+values = {k: spread(cells)[1] for k, cells in series.items()}
+round_info = []
+for line in open(rounds_tsv):
+    rnd, order, load, steal, secs = line.rstrip("\n").split("\t")
+    round_info.append({"round": int(rnd), "order": order.split(), "load_average": load,
+                       "steal_pct": float(steal), "seconds": float(secs)})
 rows = [
     ("seq_write", "sequential write $seq_mib MiB, bs 1 MiB + fsync", "MB/s", "higher"),
     ("seq_read", "sequential read $seq_mib MiB, bs 1 MiB, cold", "MB/s", "higher"),
@@ -555,46 +619,109 @@ rows = [
 ]
 targets = ["plain", "kmsfs", "gocryptfs", "limit"]
 def fmt(v, target, key):
-    if f"{target}.{key}" in failed:
+    if f"{target}.{key}" in failed_keys and v is None:
         return "FAILED"
     if v is None:
         return "-"
     if abs(v) >= 100:
         return f"{v:,.0f}"
     return f"{v:.0f}" if v == int(v) else f"{v:.2f}"
+# The tables of several rounds: two decimals for every value under 100 in a row that has a
+# fraction anywhere, so the values of one row line up.
+def fmt_in_row(v, row_values):
+    if v is None:
+        return "-"
+    if abs(v) < 100 and any(x is not None and abs(x) < 100 and x != int(x) for x in row_values):
+        return f"{v:.2f}"
+    return fmt(v, "", "")
+def ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+def show_ratio(r):
+    return "-" if r is None else f"{r:.2f}x"
 table = []
-out = {"mode": mode, "machine": host,
+spread_table = []
+every_table = []
+ran = [t for t in targets if any(tt == t for tt, _ in series)]
+others = [o for o in ("gocryptfs", "limit") if o in ran and "kmsfs" in ran]
+out = {"mode": mode, "rows": rows_mode, "rounds": rounds, "machine": host,
        "params": {"seq_mib": $seq_mib, "rand_mib": $rand_mib, "rand_secs": $rand_secs,
                   "tree_files": $tree_count, "tree_bytes": $tree_bytes, "hot_opens": $hot_opens},
        "kmsfs_dek_cache_hot_loop": {"hits": values.get(("kmsfs", "dek_hits")),
                                     "misses": values.get(("kmsfs", "kms_calls"))},
-       "failed": sorted(failed), "results": {}}
+       "failed": failed, "round_info": round_info, "results": {}}
 for key, label, unit, better in rows:
     cells = {t: values.get((t, key)) for t in targets}
-    k = cells["kmsfs"]
-    ratios = [k / cells[o] if k is not None and cells[o] not in (None, 0) else None
-              for o in ("gocryptfs", "limit")]
-    if all(v is None for v in cells.values()) and not any(f"{t}.{key}" in failed for t in targets):
+    if all(v is None for v in cells.values()) and not any(f"{t}.{key}" in failed_keys for t in targets):
         continue
+    spreads = {t: spread(series.get((t, key))) for t in targets}
+    row_values = [v for t in targets for v in series.get((t, key)) or []]
+    # The worst round of each target: the slowest one.
+    worst = {t: spreads[t][2 if better == "lower" else 0] for t in targets}
+    k = cells["kmsfs"]
+    ratios = [ratio(k, cells[o]) for o in ("gocryptfs", "limit")]
+    worst_ratios = [ratio(worst["kmsfs"], worst[o]) for o in ("gocryptfs", "limit")]
     out["results"][key] = {"label": label, "unit": unit, "better": better, **cells,
-                           "kmsfs_over_gocryptfs": ratios[0], "kmsfs_over_limit": ratios[1]}
-    table.append((f"{label} [{unit}, {better} is better]", *(fmt(cells[t], t, key) for t in targets),
-                  *("-" if r is None else f"{r:.2f}x" for r in ratios)))
-header = ("workload", "plain", "kmsfs", "gocryptfs", "limit", "kmsfs/gocryptfs", "kmsfs/limit")
-widths = [max(len(r[i]) for r in [header] + table) for i in range(len(header))]
-def line(r):
-    return "| " + " | ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)) + " |"
+                           "kmsfs_over_gocryptfs": ratios[0], "kmsfs_over_limit": ratios[1],
+                           "kmsfs_over_gocryptfs_worst": worst_ratios[0],
+                           "kmsfs_over_limit_worst": worst_ratios[1],
+                           "every_round": {t: series.get((t, key)) for t in targets},
+                           "min": {t: spreads[t][0] for t in targets},
+                           "median": {t: spreads[t][1] for t in targets},
+                           "max": {t: spreads[t][2] for t in targets}}
+    title = f"{label} [{unit}, {better} is better]"
+    table.append((title, *(fmt(cells[t], t, key) for t in targets), *(show_ratio(r) for r in ratios)))
+    def spread_cell(t):
+        lo, med, hi = spreads[t]
+        missing = sum(1 for r in range(1, rounds + 1) if (t, key, r) in failed_at)
+        text = "-" if med is None else " / ".join(fmt_in_row(v, row_values) for v in (lo, med, hi))
+        return text if not missing else f"{text} ({missing} FAILED)"
+    spread_table.append((title, *(spread_cell(t) for t in ran),
+                         *(c for o in others for c in (show_ratio(ratios[("gocryptfs", "limit").index(o)]),
+                                                       show_ratio(worst_ratios[("gocryptfs", "limit").index(o)])))))
+    first = True
+    for t in ran:
+        cells_t = series.get((t, key))
+        if cells_t is None and f"{t}.{key}" not in failed_keys:
+            continue
+        every_table.append((title if first else "", t,
+                            *("FAILED" if (t, key, r + 1) in failed_at else fmt_in_row(v, row_values)
+                              for r, v in enumerate(cells_t or [None] * rounds))))
+        first = False
+def print_table(header, table, left=1):
+    widths = [max(len(r[i]) for r in [header] + table) for i in range(len(header))]
+    def line(r):
+        return "| " + " | ".join(c.ljust(widths[i]) if i < left else c.rjust(widths[i]) for i, c in enumerate(r)) + " |"
+    print(line(header))
+    print("|" + "|".join(("-" * (w + 1) + ":" if i >= left else "-" * (w + 2)) for i, w in enumerate(widths)) + "|")
+    for r in table:
+        print(line(r))
 print()
-print(f"kmsfs benchmark ({mode}{' run: small sizes, not the reference numbers' if mode == 'quick' else ''})")
+if rounds == 1:
+    print(f"kmsfs benchmark ({mode}{' run: small sizes, not the reference numbers' if mode == 'quick' else ''})")
+else:
+    print(f"kmsfs benchmark ({mode}, {rounds} rounds{', tree rows only' if rows_mode == 'tree' else ''}"
+          f"{': small sizes, not the reference numbers' if mode == 'quick' else ''})")
 print(f"machine: {machine}")
 print("limit: libfuse's passthrough_hp example (no crypto, data through the daemon, its default caches)")
 print()
-print(line(header))
-print("|" + "|".join(("-" * (w + 1) + ":" if i else "-" * (w + 2)) for i, w in enumerate(widths)) + "|")
-for r in table:
-    print(line(r))
+if rounds == 1:
+    print_table(("workload", "plain", "kmsfs", "gocryptfs", "limit", "kmsfs/gocryptfs", "kmsfs/limit"), table)
+else:
+    print(f"min / median / max of {rounds} rounds, each on fresh mounts; ratios of the medians, and of")
+    print("the worst rounds (each target's slowest: its max time, its min MB/s or IOPS)")
+    print()
+    print_table(("workload", *ran, *(f"kmsfs/{o} {w}" for o in others for w in ("median", "worst"))),
+                spread_table)
+    print()
+    print("every value, in run order")
+    print()
+    print_table(("workload", "target", *(f"round {r}" for r in range(1, rounds + 1))), every_table, 2)
+    print()
+    print_table(("round", "order", "load average at start", "CPU steal, %", "seconds"),
+                [(str(i["round"]), " ".join(i["order"]), i["load_average"], f"{i['steal_pct']:.1f}",
+                  f"{i['seconds']:.0f}") for i in round_info], 2)
 if failed:
-    print(f"\nFAILED workloads: {', '.join(sorted(failed))} (their errors are above; later rows of that target may be on a partial tree)")
+    print(f"\nFAILED workloads: {', '.join(failed)} (their errors are above; later rows of that target may be on a partial tree)")
 if json_out:
     with open(json_out, "w") as f:
         json.dump(out, f, indent=2)
@@ -606,6 +733,23 @@ PY
 # ---------------------------------------------------------------------------------------------
 
 wanted() { [[ ",$only," == *",$1,"* ]]; }
+
+target_dir() {
+  case "$1" in
+    plain) echo "$work/plain" ;;
+    *) echo "$work/$1/mnt" ;;
+  esac
+}
+
+round_label=""
+
+# "steal total" CPU ticks of the whole machine from /proc/stat, and the share of steal time
+# between two such readings, in percent: what the hypervisor took from this VM.
+cpu_ticks() { awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit }' /proc/stat; }
+steal_pct() { # "STEAL TOTAL" "STEAL TOTAL"
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[2] - x[2]
+    printf "%.1f", (d > 0 ? 100 * (y[1] - x[1]) / d : 0) }'
+}
 
 main() {
   local started
@@ -622,18 +766,43 @@ main() {
   local bench_started
   bench_started=$(now)
   say "$mode run in $work"
-  wanted plain && run_target plain "$work/plain" plain_mount plain_unmount
-  wanted kmsfs && run_target kmsfs "$work/kmsfs/mnt" kmsfs_phase_mount kmsfs_phase_unmount
+  local targets=() order=() i name
+  wanted plain && targets+=(plain)
+  wanted kmsfs && targets+=(kmsfs)
   if ! wanted gocryptfs; then
     :
   elif [ "$have_gocryptfs" -eq 1 ]; then
-    run_target gocryptfs "$work/gocryptfs/mnt" gocryptfs_phase_mount gocryptfs_phase_unmount
+    targets+=(gocryptfs)
   else
     say "gocryptfs is not installed and apt has no package: its column stays empty"
   fi
-  if wanted limit && [ -n "$limit_bin" ]; then
-    run_target limit "$work/limit/mnt" limit_phase_mount limit_phase_unmount
-  fi
+  if wanted limit && [ -n "$limit_bin" ]; then targets+=(limit); fi
+  local runner=run_target
+  [ "$rows" = all ] || runner=run_tree_target
+  : >"$work/rounds.tsv"
+  for ((round = 1; round <= rounds; round++)); do
+    # Odd rounds in the order above, even rounds reversed: no target always goes first.
+    order=()
+    for i in "${!targets[@]}"; do
+      if ((round % 2)); then order+=("${targets[i]}"); else order=("${targets[i]}" "${order[@]}"); fi
+    done
+    local load round_started steal_before
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    round_started=$(now)
+    steal_before=$(cpu_ticks)
+    if [ "$rounds" -gt 1 ]; then
+      round_label=" (round $round of $rounds)"
+      say "round $round of $rounds: ${order[*]}; load average $load"
+    fi
+    for name in "${order[@]}"; do
+      "$runner" "$name" "$(target_dir "$name")" "${name}_phase_mount" "${name}_phase_unmount"
+    done
+    local secs steal
+    secs=$(since "$round_started")
+    steal=$(steal_pct "$steal_before" "$(cpu_ticks)")
+    [ "$rounds" -eq 1 ] || say "round $round took $secs s; CPU steal time ${steal}%"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$round" "${order[*]}" "$load" "$steal" "$secs" >>"$work/rounds.tsv"
+  done
   report
   echo
   say "benchmark took $(since "$bench_started") s ($(since "$started") s with install, build and tarball)"
