@@ -5,9 +5,10 @@
 //! filesystem.
 //!
 //! [`abi`] holds the byte layouts, [`request`] decodes, [`reply`] encodes and writes,
-//! [`session`] runs the threads.
+//! [`session`] runs the threads, [`relay`] decides which of them reads next.
 
 pub mod abi;
+pub mod relay;
 pub mod reply;
 pub mod request;
 pub mod session;

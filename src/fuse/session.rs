@@ -2,6 +2,7 @@
 //! decode them and hand them to a [`Handler`], until the kernel ends the connection (unmount).
 
 use super::abi::InHeader;
+use super::relay::{self, Relay, Turn};
 use super::reply::{Channel, Reply};
 use super::request::{Operation, Request};
 use crate::sys;
@@ -24,6 +25,12 @@ pub trait Handler: Send + Sync + 'static {
 
     /// The kernel drops `nlookup` references to `node` (no reply).
     fn forget(&self, node: u64, nlookup: u64);
+
+    /// Whether serving `op` may take long or wait for other requests: the thread then lets
+    /// another read the device first (see [`relay`]).
+    fn may_block(&self, op: &Operation<'_>) -> bool {
+        relay::may_block(op)
+    }
 }
 
 /// Who may use the mount beyond what the kernel already checks.
@@ -67,8 +74,15 @@ impl Access {
     }
 }
 
-/// Decodes and dispatches one request read into `bytes`.
-fn dispatch<H: Handler>(handler: &H, channel: &Channel, access: Access, bytes: &[u8]) {
+/// Decodes and dispatches one request read into `bytes`; passes `turn` on first when the
+/// request may block.
+fn dispatch<H: Handler>(
+    handler: &H,
+    channel: &Channel,
+    access: Access,
+    bytes: &[u8],
+    turn: &mut Option<Turn<'_>>,
+) {
     let request = match Request::parse(bytes) {
         Ok(request) => request,
         Err(_) => {
@@ -111,16 +125,36 @@ fn dispatch<H: Handler>(handler: &H, channel: &Channel, access: Access, bytes: &
             tracing::debug!(opcode, "not served");
             Reply::new(channel, header.unique).error(libc::ENOSYS);
         }
-        _ => handler.handle(&request, Reply::new(channel, header.unique)),
+        op => {
+            if handler.may_block(op)
+                && let Some(turn) = turn.take()
+            {
+                turn.pass();
+            }
+            handler.handle(&request, Reply::new(channel, header.unique));
+        }
     }
 }
 
-/// One thread's loop: read, dispatch, until the connection ends.
-fn serve_channel<H: Handler>(handler: &H, channel: &Channel, access: Access) -> io::Result<()> {
+/// One thread's loop: take the turn to read, read and dispatch while the requests are quick,
+/// until the connection ends.
+fn serve_channel<H: Handler>(
+    handler: &H,
+    channel: &Channel,
+    access: Access,
+    relay: &Relay,
+) -> io::Result<()> {
     let mut buf = vec![0u8; BUFFER_LEN];
+    let mut turn = None;
     loop {
+        if turn.is_none() {
+            turn = relay.take();
+            if turn.is_none() {
+                return Ok(());
+            }
+        }
         match channel.receive(&mut buf) {
-            Ok(n) => dispatch(handler, channel, access, &buf[..n]),
+            Ok(n) => dispatch(handler, channel, access, &buf[..n], &mut turn),
             // ENOENT: a request was interrupted before it was read; EINTR/EAGAIN: try again.
             Err(e)
                 if matches!(
@@ -128,7 +162,10 @@ fn serve_channel<H: Handler>(handler: &H, channel: &Channel, access: Access) -> 
                     Some(libc::ENOENT | libc::EINTR | libc::EAGAIN)
                 ) => {}
             // ENODEV: unmounted, or the connection was aborted.
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
+                relay.close();
+                return Ok(());
+            }
             Err(e) => return Err(e),
         }
     }
@@ -146,13 +183,15 @@ pub fn serve<H: Handler>(
     for _ in 1..threads.max(1) {
         channels.push(Channel::new(File::from(sys::clone_fuse_device(device)?)));
     }
+    let relay = Arc::new(Relay::default());
     let mut workers = Vec::with_capacity(channels.len());
     for (i, channel) in channels.into_iter().enumerate() {
         let handler = handler.clone();
+        let relay = relay.clone();
         workers.push(
             std::thread::Builder::new()
                 .name(format!("kmsfs-fuse-{i}"))
-                .spawn(move || serve_channel(&*handler, &channel, access))?,
+                .spawn(move || serve_channel(&*handler, &channel, access, &relay))?,
         );
     }
     let mut result = Ok(());
