@@ -5,11 +5,12 @@
 //! filesystem.
 //!
 //! [`abi`] holds the byte layouts, [`request`] decodes, [`reply`] encodes and writes,
-//! [`session`] runs the threads.
+//! [`session`] runs the threads, [`ring`] the FUSE-over-io_uring queues.
 
 pub mod abi;
 pub mod reply;
 pub mod request;
+pub mod ring;
 pub mod session;
 
 pub use reply::{Channel, DirEntries, Entry, NodeAttr, Reply, StatfsOut};
