@@ -290,6 +290,10 @@ fn run<H: Handler>(
         },
     ];
     let result = serve_ring(&mut queue, &iovecs, channel, handler, access, refused);
+    if let Err(e) = &result {
+        // Its queue's callers now depend on the queue's other rings, if it has any.
+        tracing::error!(qid = queue.qid, "a ring thread stops: {e}");
+    }
     // The ring goes first (its commands are cancelled with it), then the buffers it named;
     // `iovecs` lives until the end of this function.
     drop(queue);
