@@ -12,7 +12,7 @@ repo="$PWD"
 usage() {
   cat <<TXT
 usage: scripts/bench.sh [--quick] [--backing DIR] [--json FILE] [--only TARGETS] [--tree DIRS]
-                       [--plaintext-names] [--rows all|tree] [--rounds N]
+                       [--plaintext-names] [--kmsfs-args ARGS] [--rows all|tree] [--rounds N]
   --quick        small sizes (256 MiB sequential, 10 s random, a 2,000-file tree, 200 hot opens);
                  finishes in under 3 minutes once built
   --backing DIR  put every target's files under DIR (default: target/bench/run)
@@ -27,6 +27,8 @@ usage: scripts/bench.sh [--quick] [--backing DIR] [--json FILE] [--only TARGETS]
                  files are kept as they are)
   --plaintext-names  make the kmsfs directory with plaintext names (default: encrypted, as
                  kmsfs init does), to measure what encrypting names costs
+  --kmsfs-args ARGS  more options for every kmsfs mount (one word each, space-separated), for
+                 example "--io-uring" or "--threads 1"
   --rows ROWS    all (default) or tree: only the untar, ls -lR and rm -rf rows, each target on
                  one fresh mount per round (no sequential, random or hot-open rows)
   --rounds N     run the selected rows N times (default 1), every target on fresh mounts each
@@ -42,6 +44,7 @@ json_out=""
 only="plain,kmsfs,gocryptfs,limit"
 tree_dirs=""
 init_args=()
+mount_args=()
 names_mode=encrypted
 rows=all
 rounds=1
@@ -53,6 +56,7 @@ while [ $# -gt 0 ]; do
     --only) only="${2:?--only needs targets}"; shift ;;
     --tree) tree_dirs="${2:?--tree needs directories}"; shift ;;
     --plaintext-names) init_args+=(--plaintext-names); names_mode=plaintext ;;
+    --kmsfs-args) read -r -a more <<<"${2:?--kmsfs-args needs options}"; mount_args+=("${more[@]}"); shift ;;
     --rows) rows="${2:?--rows needs all or tree}"; shift ;;
     --rounds) rounds="${2:?--rounds needs a number}"; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -201,7 +205,7 @@ kmsfs_pid=""
 kmsfs_mount() { # LOG
   local out
   out=$("$kmsfs" mount "$work/kmsfs/cipher" "$work/kmsfs/mnt" \
-    --passphrase-file "$work/passphrase" --log "$1")
+    --passphrase-file "$work/passphrase" --log "$1" "${mount_args[@]}")
   kmsfs_pid=$(sed -n 's/.*daemon pid \([0-9]*\).*/\1/p' <<<"$out")
   [ -n "$kmsfs_pid" ] || kmsfs_pid=$(pgrep -n -f "kmsfs mount $work/kmsfs/cipher" || true)
 }
@@ -571,10 +575,10 @@ tsv, json_out = sys.argv[1:3]
 mode = "$mode"
 host = {"cpu": "$cpu", "cores": $cores, "mem_gib": $mem_gib, "kernel": "$kernel",
         "backing_fs": "$backing_fs", "backing_journal": "$backing_journal", "backing_dir": "$work", "load_at_start": $load_start,
-        "kmsfs_commit": "$commit", "kmsfs_names": "$names_mode", "gocryptfs": "$gocryptfs_version", "fio": "$(fio --version)"}
+        "kmsfs_commit": "$commit", "kmsfs_names": "$names_mode", "kmsfs_mount_args": "${mount_args[*]}", "gocryptfs": "$gocryptfs_version", "fio": "$(fio --version)"}
 machine = (f"{host['cpu']}, {host['cores']} cores, {host['mem_gib']} GiB RAM, kernel {host['kernel']}, "
            f"backing {host['backing_fs']} ({host['backing_dir']}, journal: {host['backing_journal']}), load average at start {host['load_at_start']}; "
-           f"kmsfs {host['kmsfs_commit']} ({host['kmsfs_names']} names), {host['gocryptfs']}, {host['fio']}")
+           f"kmsfs {host['kmsfs_commit']} ({host['kmsfs_names']} names{', ' + host['kmsfs_mount_args'] if host['kmsfs_mount_args'] else ''}), {host['gocryptfs']}, {host['fio']}")
 import statistics
 rounds, rows_mode, rounds_tsv = $rounds, "$rows", sys.argv[3]
 # Every value in round order, None where a round has none; a failed one is also in failed_at.

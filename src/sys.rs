@@ -14,8 +14,8 @@ pub use handle::{FileHandle, file_handle, open_by_handle};
 pub use mount::{clone_fuse_device, mount_setattr, umount_lazy};
 pub use process::{
     Forked, block_termination_signals, disable_core_dumps, effective_uid, fork, open_file_limit,
-    process_alive, raise_open_file_limit, redirect_stdio, set_umask, setsid, thread_count,
-    unshare_fs, wait_for_signal,
+    pin_thread_to_cpu, process_alive, raise_open_file_limit, redirect_stdio, set_umask, setsid,
+    thread_count, unshare_fs, wait_for_signal,
 };
 
 use std::ffi::{CStr, CString, OsStr};

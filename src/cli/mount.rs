@@ -21,6 +21,7 @@ use crate::fs::fuse::{FuseAdapter, Negotiation};
 use crate::fs::keys::KeyPath;
 use crate::fs::{CryptFs, MIN_SEAL_BUDGET, SealBudget};
 use crate::fuse::Access;
+use crate::fuse::ring::{self, Rings};
 use crate::kms::{KeyService, wire::KeyStatus};
 use crate::sys;
 use clap::Args;
@@ -30,6 +31,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Arguments of `kmsfs mount`.
@@ -62,6 +64,10 @@ pub struct MountArgs {
     /// others serve large reads and writes, syncs and remote KMS calls beside it.
     #[arg(long, default_value_t = 4, value_name = "N")]
     threads: usize,
+    /// Serve requests through FUSE over io_uring (Linux 6.14+, enabled by root in
+    /// /sys/module/fuse/parameters/enable_uring); falls back to /dev/fuse with a warning.
+    #[arg(long)]
+    io_uring: bool,
     /// Share of the system's dirty-page allowance the mount may use, in percent (needs root;
     /// the kernel's default for FUSE is 1, which throttles small random writes).
     #[arg(long, default_value_t = 20, value_name = "PERCENT",
@@ -194,6 +200,8 @@ pub(super) struct Tuning {
     seal_budget: Option<SealBudget>,
     /// The control socket, metrics and log format.
     observe: super::observe::Observe,
+    /// Serve through FUSE over io_uring when the kernel allows it.
+    io_uring: bool,
 }
 
 impl Tuning {
@@ -212,6 +220,7 @@ impl Tuning {
             access_time: access_time_attr(&args.options),
             seal_budget,
             observe: super::observe::Observe::new(&args.observe, config),
+            io_uring: args.io_uring,
         })
     }
 }
@@ -272,10 +281,15 @@ pub(super) fn serve(
         }
     };
     let started = Instant::now();
+    // The rings are made before INIT: FUSE over io_uring is asked only when they exist.
+    let threads = fuse_config.n_threads.unwrap_or(1);
+    let rings = tuning.io_uring.then(|| Rings::prepare(threads));
+    let offered = Arc::new(AtomicBool::new(false));
     let negotiation = Negotiation {
         permissions_checked: fuse_config
             .mount_options
             .contains(&MountOption::DefaultPermissions),
+        io_uring: matches!(rings, Some(Ok(_))).then(|| offered.clone()),
     };
     spawn_housekeeping(kms);
     // fuser mounts and runs the INIT handshake; the requests after it are served by our own
@@ -348,9 +362,9 @@ pub(super) fn serve(
         },
         SessionACL::All | SessionACL::Owner => Access::All,
     };
-    let threads = fuse_config.n_threads.unwrap_or(1);
+    let rings = rings.and_then(|r| ring::choose(r, offered.load(Ordering::Relaxed)));
     let device = mount_device(mountpoint);
-    let result = crate::fuse::serve(session.as_fd(), threads, adapter, access);
+    let result = crate::fuse::serve(session.as_fd(), threads, adapter, access, rings);
     end_session(session, mountpoint, device.as_deref());
     drop(observer);
     let stats = fs.keys().cache().stats();

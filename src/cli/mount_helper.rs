@@ -179,6 +179,7 @@ impl HelperCall {
                         value.into()
                     });
                 }
+                Mapped::Switch(flag) => argv.push(flag.into()),
                 Mapped::Fuse => fuse.push(option.clone()),
                 Mapped::Dropped => {}
                 Mapped::Unknown if self.sloppy => {
@@ -186,7 +187,7 @@ impl HelperCall {
                 }
                 Mapped::Unknown => {
                     return Err(CliError::usage(format!(
-                        "unknown option {option:?}: kmsfs knows passfile=, keystore=, kms=, cache_ttl=, cache_entries=, threads=, dirty_percent=, log=, the FUSE options of kmsfs mount -o and mount(8)'s generic ones"
+                        "unknown option {option:?}: kmsfs knows passfile=, keystore=, kms=, cache_ttl=, cache_entries=, threads=, dirty_percent=, log=, io_uring, the FUSE options of kmsfs mount -o and mount(8)'s generic ones"
                     )));
                 }
             }
@@ -204,6 +205,8 @@ impl HelperCall {
 enum Mapped {
     /// A flag of `kmsfs mount` taking the option's value.
     Flag(&'static str),
+    /// A flag of `kmsfs mount` that takes no value.
+    Switch(&'static str),
     /// A kernel or FUSE option, passed on with `-o`.
     Fuse,
     /// mount(8)'s own, or one that means nothing here: dropped silently.
@@ -222,6 +225,7 @@ fn classify(name: &str, value: Option<&str>) -> Mapped {
         ("threads", _) => Mapped::Flag("--threads"),
         ("dirty_percent", _) => Mapped::Flag("--dirty-percent"),
         ("log", _) => Mapped::Flag("--log"),
+        ("io_uring", None) => Mapped::Switch("--io-uring"),
         (
             "allow_other"
             | "allow_root"
@@ -324,7 +328,7 @@ mod tests {
                 "/srv/cipher",
                 "/srv/plain",
                 "-o",
-                "rw,passfile=/etc/kmsfs/pass,allow_other,nofail,_netdev,cache_ttl=60,threads=2,dirty_percent=5,noatime,x-systemd.requires=network-online.target,comment=x,kms=http://k/v2,defaults,noauto,user,users",
+                "rw,passfile=/etc/kmsfs/pass,allow_other,nofail,_netdev,cache_ttl=60,threads=2,io_uring,dirty_percent=5,noatime,x-systemd.requires=network-online.target,comment=x,kms=http://k/v2,defaults,noauto,user,users",
             ]),
             [
                 "/srv/cipher",
@@ -335,6 +339,7 @@ mod tests {
                 "60",
                 "--threads",
                 "2",
+                "--io-uring",
                 "--dirty-percent",
                 "5",
                 "--kms",

@@ -33,6 +33,8 @@ const TORN_FILE_OPEN_FLAGS: u32 = FOPEN_DIRECT_IO;
 pub struct Negotiation {
     /// The kernel checks permissions on this mount (`default_permissions`).
     pub permissions_checked: bool,
+    /// Asks for FUSE over io_uring when set; set to true when the kernel offers it.
+    pub io_uring: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Filesystem for Negotiation {
@@ -57,6 +59,12 @@ impl Filesystem for Negotiation {
                 | InitFlags::FUSE_PARALLEL_DIROPS,
         );
         let _ = config.set_max_background(64);
+        if let Some(offered) = &self.io_uring {
+            let granted = config
+                .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+                .is_ok();
+            offered.store(granted, std::sync::atomic::Ordering::Relaxed);
+        }
         // The kernel sends modes unmasked with the caller's umask, which the daemon applies as
         // a local filesystem does (not at all under a default ACL); POSIX ACLs are stored on
         // the backing files and enforced by the kernel; file handles of the mount stay valid

@@ -82,6 +82,53 @@ pub const FOPEN_KEEP_CACHE: u32 = 1 << 1;
 /// (`FUSE_NOTIFY_INVAL_INODE`), sent in the error field of an unsolicited message.
 pub const NOTIFY_INVAL_INODE: i32 = 2;
 
+/// FUSE over io_uring (`include/uapi/linux/fuse.h`, protocol 7.42): the layout of a ring
+/// entry's header buffer and the commands of `IORING_OP_URING_CMD` on the device.
+///
+/// The header buffer (`fuse_uring_req_header`, 288 bytes):
+///
+/// | offset | bytes | what |
+/// |---|---|---|
+/// | 0 | 128 | `in_out`: `fuse_in_header` of a request, `fuse_out_header` of its reply |
+/// | 128 | 128 | `op_in`: the per-opcode header of the request |
+/// | 256 | 8 | `ring_ent_in_out.flags` |
+/// | 264 | 8 | `ring_ent_in_out.commit_id`: names the request in its reply |
+/// | 272 | 4 | `ring_ent_in_out.payload_sz`: bytes of the payload buffer in use |
+/// | 276 | 12 | padding, reserved |
+///
+/// The 80-byte command area of the SQE holds `fuse_uring_cmd_req`: flags (u64), commit_id
+/// (u64), qid (u16), 6 bytes of padding.
+pub mod uring {
+    /// `FUSE_IO_URING_CMD_REGISTER`: hands the kernel an entry's two buffers and waits for a
+    /// request.
+    pub const CMD_REGISTER: u32 = 1;
+    /// `FUSE_IO_URING_CMD_COMMIT_AND_FETCH`: answers the entry's request and waits for the
+    /// next.
+    pub const CMD_COMMIT_AND_FETCH: u32 = 2;
+    /// Bytes of the `in_out` area.
+    pub const IN_OUT_LEN: usize = 128;
+    /// Offset and bytes of the `op_in` area.
+    pub const OP_IN: usize = 128;
+    /// Bytes of the `op_in` area.
+    pub const OP_IN_LEN: usize = 128;
+    /// Offset of `ring_ent_in_out.commit_id`.
+    pub const COMMIT_ID: usize = 264;
+    /// Offset of `ring_ent_in_out.payload_sz`.
+    pub const PAYLOAD_SZ: usize = 272;
+    /// Bytes of the whole header buffer.
+    pub const HEADER_LEN: usize = 288;
+    /// The iovecs of a REGISTER: the header buffer and the payload buffer.
+    pub const REGISTER_IOVECS: u32 = 2;
+
+    /// The command area of an SQE for queue `qid`, answering `commit_id` (0 at REGISTER).
+    pub fn cmd_req(commit_id: u64, qid: u16) -> [u8; 80] {
+        let mut cmd = [0u8; 80];
+        cmd[8..16].copy_from_slice(&commit_id.to_ne_bytes());
+        cmd[16..18].copy_from_slice(&qid.to_ne_bytes());
+        cmd
+    }
+}
+
 /// Bytes of `fuse_in_header`.
 pub const IN_HEADER_LEN: usize = 40;
 
@@ -313,6 +360,20 @@ mod tests {
                 total_extlen: 3,
             }
         );
+    }
+
+    #[test]
+    fn a_ring_command_puts_commit_id_and_queue_where_the_kernel_reads_them() {
+        let cmd = uring::cmd_req(0x0102_0304_0506_0708, 3);
+        assert_eq!(&cmd[..8], &[0; 8]);
+        assert_eq!(
+            u64::from_ne_bytes(cmd[8..16].try_into().unwrap()),
+            0x0102_0304_0506_0708
+        );
+        assert_eq!(u16::from_ne_bytes(cmd[16..18].try_into().unwrap()), 3);
+        assert!(cmd[18..].iter().all(|&b| b == 0));
+        assert_eq!(uring::OP_IN + uring::OP_IN_LEN + 32, uring::HEADER_LEN);
+        assert_eq!(uring::COMMIT_ID, uring::OP_IN + uring::OP_IN_LEN + 8);
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! filesystem.
 //!
 //! [`abi`] holds the byte layouts, [`request`] decodes, [`reply`] encodes and writes,
-//! [`session`] runs the threads, [`relay`] decides which of them reads next.
+//! [`session`] runs the threads, [`relay`] decides which of them reads next, [`ring`] runs
+//! the FUSE-over-io_uring queues.
 
 pub mod abi;
 pub mod relay;
 pub mod reply;
 pub mod request;
+pub mod ring;
 pub mod session;
 
 pub use reply::{Channel, DirEntries, Entry, NodeAttr, Reply, StatfsOut};

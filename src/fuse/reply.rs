@@ -2,8 +2,13 @@
 //!
 //! A [`Reply`] is consumed by the method that answers; one dropped unanswered (a bug) answers
 //! EIO rather than leave the caller waiting forever.
+//!
+//! A request that came through a FUSE-over-io_uring entry is answered into that entry instead
+//! ([`RingReply`]): the ring thread commits it once the handler returns. Notifications always
+//! go to the device.
 
 use super::abi::{ATTR_LEN, DIRENT_LEN, ENTRY_OUT_LEN, NOTIFY_INVAL_INODE, Out, out_header};
+use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
@@ -150,10 +155,76 @@ fn put_open(out: &mut Out, fh: u64, open_flags: u32) {
     out.u64(fh).u32(open_flags).u32(0);
 }
 
+/// The answer to a request that came through a ring entry, kept until the ring thread copies
+/// it into the entry's buffers (the request's bytes live there until the handler returns).
+#[derive(Debug, Default)]
+pub struct RingReply {
+    answer: RefCell<RingAnswer>,
+}
+
+#[derive(Debug, Default)]
+struct RingAnswer {
+    given: bool,
+    error: i32,
+    payload: Vec<u8>,
+}
+
+impl RingReply {
+    fn put(&self, error: i32, payload: &[u8]) {
+        let mut answer = self.answer.borrow_mut();
+        answer.given = true;
+        answer.error = error;
+        // The buffer of the previous answer is reused.
+        answer.payload.clear();
+        answer.payload.extend_from_slice(payload);
+    }
+
+    /// Hands the answer given since the last call, as (error, payload), to `take`; `None`
+    /// when no answer was given.
+    pub fn take_with<T>(&self, take: impl FnOnce(i32, &[u8]) -> T) -> Option<T> {
+        let mut answer = self.answer.borrow_mut();
+        if !answer.given {
+            return None;
+        }
+        answer.given = false;
+        Some(take(answer.error, &answer.payload))
+    }
+}
+
+/// Where a request's answer goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Sink<'a> {
+    /// Written to the device.
+    Device(&'a Channel),
+    /// Kept for a ring entry; notifications still go to `channel`.
+    Ring {
+        /// The device, for notifications.
+        channel: &'a Channel,
+        /// The entry's answer.
+        reply: &'a RingReply,
+    },
+}
+
+impl<'a> Sink<'a> {
+    /// The reply to request `unique`.
+    pub fn reply(self, unique: u64) -> Reply<'a> {
+        match self {
+            Sink::Device(channel) => Reply::new(channel, unique),
+            Sink::Ring { channel, reply } => Reply {
+                channel,
+                ring: Some(reply),
+                unique,
+                sent: false,
+            },
+        }
+    }
+}
+
 /// The answer to one request.
 #[must_use = "every request needs its reply"]
 pub struct Reply<'a> {
     channel: &'a Channel,
+    ring: Option<&'a RingReply>,
     unique: u64,
     sent: bool,
 }
@@ -163,6 +234,7 @@ impl<'a> Reply<'a> {
     pub fn new(channel: &'a Channel, unique: u64) -> Self {
         Reply {
             channel,
+            ring: None,
             unique,
             sent: false,
         }
@@ -175,6 +247,10 @@ impl<'a> Reply<'a> {
 
     fn send(mut self, error: i32, payload: &[u8]) {
         self.sent = true;
+        if let Some(ring) = self.ring {
+            ring.put(error, payload);
+            return;
+        }
         let header = out_header(payload.len(), error, self.unique);
         let parts = [IoSlice::new(&header), IoSlice::new(payload)];
         if let Err(e) = self.channel.send(&parts) {
@@ -282,6 +358,10 @@ impl Drop for Reply<'_> {
         if !self.sent {
             tracing::error!(unique = self.unique, "BUG: a request was left unanswered");
             self.sent = true;
+            if let Some(ring) = self.ring {
+                ring.put(-libc::EIO, &[]);
+                return;
+            }
             let header = out_header(0, -libc::EIO, self.unique);
             let _ = self.channel.send(&[IoSlice::new(&header)]);
         }

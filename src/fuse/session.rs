@@ -1,10 +1,13 @@
 //! The request loop: threads that each read requests from their own clone of the FUSE device,
 //! decode them and hand them to a [`Handler`], until the kernel ends the connection (unmount).
+//! With FUSE over io_uring ([`super::ring`]) the ring threads serve the requests and these
+//! threads only what the kernel still sends through the device (FORGET, INTERRUPT).
 
 use super::abi::InHeader;
 use super::relay::{self, Relay, Turn};
-use super::reply::{Channel, Reply};
+use super::reply::{Channel, Reply, Sink};
 use super::request::{Operation, Request};
+use super::ring::Rings;
 use crate::sys;
 use std::fs::File;
 use std::io;
@@ -16,7 +19,7 @@ pub const MAX_WRITE: u32 = 1 << 20;
 
 /// Bytes of each thread's read buffer: the largest WRITE with its headers, with room to spare
 /// for a 64 KiB extended attribute and its name.
-const BUFFER_LEN: usize = MAX_WRITE as usize + (128 << 10);
+pub(super) const BUFFER_LEN: usize = MAX_WRITE as usize + (128 << 10);
 
 /// What serves decoded requests.
 pub trait Handler: Send + Sync + 'static {
@@ -74,11 +77,11 @@ impl Access {
     }
 }
 
-/// Decodes and dispatches one request read into `bytes`; passes `turn` on first when the
-/// request may block.
-fn dispatch<H: Handler>(
+/// Decodes and dispatches one request read into `bytes`, answering through `sink`; passes
+/// `turn` on first when the request may block.
+pub(super) fn dispatch<H: Handler>(
     handler: &H,
-    channel: &Channel,
+    sink: Sink<'_>,
     access: Access,
     bytes: &[u8],
     turn: &mut Option<Turn<'_>>,
@@ -94,7 +97,7 @@ fn dispatch<H: Handler>(
                         len = bytes.len(),
                         "malformed request from the kernel"
                     );
-                    Reply::new(channel, header.unique).error(libc::EIO);
+                    sink.reply(header.unique).error(libc::EIO);
                 }
                 Err(_) => tracing::warn!(len = bytes.len(), "unreadable request from the kernel"),
             }
@@ -109,7 +112,7 @@ fn dispatch<H: Handler>(
         "request"
     );
     if !access.allows(header, &request.op) {
-        Reply::new(channel, header.unique).error(libc::EACCES);
+        sink.reply(header.unique).error(libc::EACCES);
         return;
     }
     match &request.op {
@@ -120,10 +123,10 @@ fn dispatch<H: Handler>(
             }
         }
         Operation::Interrupt => {}
-        Operation::Destroy => Reply::new(channel, header.unique).ok(),
+        Operation::Destroy => sink.reply(header.unique).ok(),
         Operation::Unsupported(opcode) => {
             tracing::debug!(opcode, "not served");
-            Reply::new(channel, header.unique).error(libc::ENOSYS);
+            sink.reply(header.unique).error(libc::ENOSYS);
         }
         op => {
             if handler.may_block(op)
@@ -131,7 +134,7 @@ fn dispatch<H: Handler>(
             {
                 turn.pass();
             }
-            handler.handle(&request, Reply::new(channel, header.unique));
+            handler.handle(&request, sink.reply(header.unique));
         }
     }
 }
@@ -154,7 +157,7 @@ fn serve_channel<H: Handler>(
             }
         }
         match channel.receive(&mut buf) {
-            Ok(n) => dispatch(handler, channel, access, &buf[..n], &mut turn),
+            Ok(n) => dispatch(handler, Sink::Device(channel), access, &buf[..n], &mut turn),
             // ENOENT: a request was interrupted before it was read; EINTR/EAGAIN: try again.
             Err(e)
                 if matches!(
@@ -172,13 +175,19 @@ fn serve_channel<H: Handler>(
 }
 
 /// Serves the FUSE connection of `device` (already mounted and past INIT) with `threads`
-/// threads, each on its own clone of the device, until the kernel ends the connection.
+/// threads, each on its own clone of the device, until the kernel ends the connection; with
+/// `rings` (FUSE over io_uring negotiated at INIT), also with a thread per ring queue.
 pub fn serve<H: Handler>(
     device: BorrowedFd<'_>,
     threads: usize,
     handler: Arc<H>,
     access: Access,
+    rings: Option<Rings>,
 ) -> io::Result<()> {
+    let ring_threads = match rings {
+        Some(rings) => rings.start(device, handler.clone(), access)?,
+        None => Vec::new(),
+    };
     let mut channels = vec![Channel::new(File::from(device.try_clone_to_owned()?))];
     for _ in 1..threads.max(1) {
         channels.push(Channel::new(File::from(sys::clone_fuse_device(device)?)));
@@ -195,7 +204,7 @@ pub fn serve<H: Handler>(
         );
     }
     let mut result = Ok(());
-    for worker in workers {
+    for worker in workers.into_iter().chain(ring_threads) {
         let outcome = worker
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("a request thread panicked")));

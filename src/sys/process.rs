@@ -61,6 +61,20 @@ pub fn raise_open_file_limit() -> io::Result<u64> {
     Ok(soft.rlim_cur)
 }
 
+/// Pins the calling thread to CPU `cpu`.
+pub fn pin_thread_to_cpu(cpu: usize) -> io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it (cpu is in range).
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    cvt(unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) })
+        .map(drop)
+}
+
 /// The number of threads of this process (from /proc), to check that `fork` is safe.
 pub fn thread_count() -> usize {
     std::fs::read_to_string("/proc/self/status")

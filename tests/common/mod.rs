@@ -115,9 +115,10 @@ impl Env {
         self.mount_with(&[])
     }
 
-    /// The arguments of `kmsfs mount` for this environment.
+    /// The arguments of `kmsfs mount` for this environment (with `--io-uring` when the
+    /// environment variable KMSFS_TEST_IO_URING is 1: the suite through FUSE over io_uring).
     pub fn mount_args(&self) -> Vec<&str> {
-        vec![
+        let mut args = vec![
             "mount",
             Self::s(&self.cipher),
             Self::s(&self.plain),
@@ -125,7 +126,11 @@ impl Env {
             Self::s(&self.passfile),
             "--log",
             Self::s(&self.log),
-        ]
+        ];
+        if std::env::var_os("KMSFS_TEST_IO_URING").is_some_and(|v| v == "1") {
+            args.push("--io-uring");
+        }
+        args
     }
 
     /// Mounts with extra arguments.
