@@ -60,8 +60,7 @@ pub struct MountArgs {
     /// Seconds an unwrapped DEK stays cached (a disabled key stops opening files after this).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     cache_ttl: u64,
-    /// Request threads. One reads requests at a time and serves the quick ones itself; the
-    /// others serve large reads and writes, syncs and remote KMS calls beside it.
+    /// Request threads.
     #[arg(long, default_value_t = 4, value_name = "N")]
     threads: usize,
     /// Serve requests through FUSE over io_uring (Linux 6.14+, enabled by root in

@@ -110,8 +110,6 @@ pub struct FuseAdapter {
     flush_not_needed: bool,
     /// Requests served, by operation ([`OPERATIONS`]), and the EIO answers.
     requests: Arc<RequestCounters>,
-    /// Opening or making a file may wait for a KMS over the network.
-    kms_remote: bool,
 }
 
 /// True when the running kernel is `major.minor` or later (from /proc/sys/kernel/osrelease).
@@ -131,7 +129,6 @@ impl FuseAdapter {
     /// Serves `fs`.
     pub fn new(fs: Arc<CryptFs>) -> Self {
         FuseAdapter {
-            kms_remote: fs.keys().kms().is_remote(),
             fs,
             flush_not_needed: kernel_at_least(5, 14),
             requests: Arc::new(RequestCounters::new(&OPERATIONS)),
@@ -296,15 +293,6 @@ fn span_of(op: &Operation<'_>, node: u64) -> tracing::Span {
 }
 
 impl Handler for FuseAdapter {
-    fn may_block(&self, op: &Operation<'_>) -> bool {
-        crate::fuse::relay::may_block(op)
-            || (self.kms_remote
-                && matches!(
-                    op,
-                    Operation::Open { .. } | Operation::Create { .. } | Operation::Tmpfile { .. }
-                ))
-    }
-
     fn forget(&self, node: u64, nlookup: u64) {
         let _span = tracing::debug_span!("forget", ino = node).entered();
         self.requests.count(1);

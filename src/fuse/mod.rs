@@ -5,11 +5,9 @@
 //! filesystem.
 //!
 //! [`abi`] holds the byte layouts, [`request`] decodes, [`reply`] encodes and writes,
-//! [`session`] runs the threads, [`relay`] decides which of them reads next, [`ring`] runs
-//! the FUSE-over-io_uring queues.
+//! [`session`] runs the threads, [`ring`] the FUSE-over-io_uring queues.
 
 pub mod abi;
-pub mod relay;
 pub mod reply;
 pub mod request;
 pub mod ring;

@@ -379,7 +379,6 @@ impl RingEntry {
                     sink,
                     access,
                     &self.data[start..SLACK + payload_len],
-                    &mut None,
                 );
             }
             None => {

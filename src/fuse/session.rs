@@ -4,7 +4,6 @@
 //! threads only what the kernel still sends through the device (FORGET, INTERRUPT).
 
 use super::abi::InHeader;
-use super::relay::{self, Relay, Turn};
 use super::reply::{Channel, Reply, Sink};
 use super::request::{Operation, Request};
 use super::ring::Rings;
@@ -28,12 +27,6 @@ pub trait Handler: Send + Sync + 'static {
 
     /// The kernel drops `nlookup` references to `node` (no reply).
     fn forget(&self, node: u64, nlookup: u64);
-
-    /// Whether serving `op` may take long or wait for other requests: the thread then lets
-    /// another read the device first (see [`relay`]).
-    fn may_block(&self, op: &Operation<'_>) -> bool {
-        relay::may_block(op)
-    }
 }
 
 /// Who may use the mount beyond what the kernel already checks.
@@ -77,15 +70,8 @@ impl Access {
     }
 }
 
-/// Decodes and dispatches one request read into `bytes`, answering through `sink`; passes
-/// `turn` on first when the request may block.
-pub(super) fn dispatch<H: Handler>(
-    handler: &H,
-    sink: Sink<'_>,
-    access: Access,
-    bytes: &[u8],
-    turn: &mut Option<Turn<'_>>,
-) {
+/// Decodes and dispatches one request read into `bytes`, answering through `sink`.
+pub(super) fn dispatch<H: Handler>(handler: &H, sink: Sink<'_>, access: Access, bytes: &[u8]) {
     let request = match Request::parse(bytes) {
         Ok(request) => request,
         Err(_) => {
@@ -128,36 +114,16 @@ pub(super) fn dispatch<H: Handler>(
             tracing::debug!(opcode, "not served");
             sink.reply(header.unique).error(libc::ENOSYS);
         }
-        op => {
-            if handler.may_block(op)
-                && let Some(turn) = turn.take()
-            {
-                turn.pass();
-            }
-            handler.handle(&request, sink.reply(header.unique));
-        }
+        _ => handler.handle(&request, sink.reply(header.unique)),
     }
 }
 
-/// One thread's loop: take the turn to read, read and dispatch while the requests are quick,
-/// until the connection ends.
-fn serve_channel<H: Handler>(
-    handler: &H,
-    channel: &Channel,
-    access: Access,
-    relay: &Relay,
-) -> io::Result<()> {
+/// One thread's loop: read, dispatch, until the connection ends.
+fn serve_channel<H: Handler>(handler: &H, channel: &Channel, access: Access) -> io::Result<()> {
     let mut buf = vec![0u8; BUFFER_LEN];
-    let mut turn = None;
     loop {
-        if turn.is_none() {
-            turn = relay.take();
-            if turn.is_none() {
-                return Ok(());
-            }
-        }
         match channel.receive(&mut buf) {
-            Ok(n) => dispatch(handler, Sink::Device(channel), access, &buf[..n], &mut turn),
+            Ok(n) => dispatch(handler, Sink::Device(channel), access, &buf[..n]),
             // ENOENT: a request was interrupted before it was read; EINTR/EAGAIN: try again.
             Err(e)
                 if matches!(
@@ -165,10 +131,7 @@ fn serve_channel<H: Handler>(
                     Some(libc::ENOENT | libc::EINTR | libc::EAGAIN)
                 ) => {}
             // ENODEV: unmounted, or the connection was aborted.
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {
-                relay.close();
-                return Ok(());
-            }
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(()),
             Err(e) => return Err(e),
         }
     }
@@ -192,15 +155,13 @@ pub fn serve<H: Handler>(
     for _ in 1..threads.max(1) {
         channels.push(Channel::new(File::from(sys::clone_fuse_device(device)?)));
     }
-    let relay = Arc::new(Relay::default());
     let mut workers = Vec::with_capacity(channels.len());
     for (i, channel) in channels.into_iter().enumerate() {
         let handler = handler.clone();
-        let relay = relay.clone();
         workers.push(
             std::thread::Builder::new()
                 .name(format!("kmsfs-fuse-{i}"))
-                .spawn(move || serve_channel(&*handler, &channel, access, &relay))?,
+                .spawn(move || serve_channel(&*handler, &channel, access))?,
         );
     }
     let mut result = Ok(());
