@@ -435,6 +435,19 @@ measure() { # TARGET METRIC WORKLOAD DIR
   fi
 }
 
+# The tree rows, the caches dropped before each; what is left of the tree goes (only if rm -rf
+# failed), so the next workload or round starts empty.
+tree_rows() { # NAME DIR
+  local name="$1" dir="$2"
+  drop_caches
+  measure "$name" untar untar "$dir"
+  drop_caches
+  measure "$name" ls_lR list_tree "$dir"
+  drop_caches
+  measure "$name" rm_rf remove_tree "$dir"
+  rm -rf "$dir/tree"
+}
+
 run_target() { # NAME DIR MOUNT-FN UNMOUNT-FN
   local name="$1" dir="$2" mount_fn="$3" unmount_fn="$4" t
   t=$(now)
@@ -452,13 +465,8 @@ run_target() { # NAME DIR MOUNT-FN UNMOUNT-FN
   measure "$name" rand_read rand_read "$dir"
   drop_caches
   measure "$name" rand_write rand_write "$dir"
-  drop_caches
-  measure "$name" untar untar "$dir"
-  drop_caches
-  measure "$name" ls_lR list_tree "$dir"
-  drop_caches
-  measure "$name" rm_rf remove_tree "$dir"
-  rm -rf "$dir/seq.bin" "$dir/rand.bin" "$dir/tree"  # the tree only if rm -rf failed
+  tree_rows "$name" "$dir"
+  rm -f "$dir/seq.bin" "$dir/rand.bin"
   local rss
   rss=$($mount_fn rss)
   [ -z "$rss" ] || { record "$name" rss_mib "${rss% *}"; record "$name" hwm_mib "${rss#* }"; }
@@ -479,13 +487,7 @@ run_tree_target() { # NAME DIR MOUNT-FN UNMOUNT-FN
   t=$(now)
   say "$name$round_label"
   $mount_fn 2
-  drop_caches
-  measure "$name" untar untar "$dir"
-  drop_caches
-  measure "$name" ls_lR list_tree "$dir"
-  drop_caches
-  measure "$name" rm_rf remove_tree "$dir"
-  rm -rf "$dir/tree"  # only if rm -rf failed: the next round starts empty
+  tree_rows "$name" "$dir"
   local rss
   rss=$($mount_fn rss)
   [ -z "$rss" ] || { record "$name" rss_mib "${rss% *}"; record "$name" hwm_mib "${rss#* }"; }
