@@ -14,7 +14,7 @@ mod common;
 use common::{Env, MountGuard, is_mounted};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PARAMETER: &str = "/sys/module/fuse/parameters/enable_uring";
 
@@ -108,14 +108,7 @@ fn sh(script: &str, dir: &Path) -> String {
 
 /// Waits (bounded) for process `pid` to be gone.
 fn exited(pid: u32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
+    common::process_gone_within(pid, Duration::from_secs(20))
 }
 
 #[test]

@@ -15,14 +15,7 @@ fn a_mount_against_a_replica_zone_works_while_the_primary_is_down() {
     let mut zones = Zones::start(&["ch-gva-2", "de-fra-1"]);
     let clients = zones.org();
     let (a, b) = (&clients[0], &clients[1]);
-    let key = ok(a.call(
-        "POST",
-        "/kms-key",
-        Some(&json!({"name": "volume", "multi-zone": true})),
-    ))["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let key = a.create_multi_zone_key("volume");
     ok(post(a, &key, "replicate", json!({"zone": "de-fra-1"})));
     assert_eq!(get_key(b, &key)["origin-zone"], "ch-gva-2");
 

@@ -85,14 +85,7 @@ impl Pair {
     fn start() -> Pair {
         let zones = Zones::start(&["ch-gva-2", "de-fra-1"]);
         let clients = zones.org();
-        let key = ok(clients[0].call(
-            "POST",
-            "/kms-key",
-            Some(&json!({"name": "volume", "multi-zone": true})),
-        ))["id"]
-            .as_str()
-            .expect("id")
-            .to_string();
+        let key = clients[0].create_multi_zone_key("volume");
         ok(post(
             &clients[0],
             &key,

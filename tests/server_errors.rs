@@ -83,12 +83,7 @@ fn every_listed_refusal_has_its_title() {
         400,
         "Not Multizone",
     );
-    let mz = ok(c.call(
-        "POST",
-        "/kms-key",
-        Some(&json!({"name": "mz", "multi-zone": true})),
-    ));
-    let mz = mz["id"].as_str().expect("id");
+    let mz = &c.create_multi_zone_key("mz");
     assert_problem(
         post(&c, mz, "replicate", json!({"zone": "ch-dk-2"})),
         400,
@@ -137,12 +132,7 @@ fn every_listed_refusal_has_its_title() {
     ] {
         assert_problem(post(&c, &key, op, body), 400, "Key is Pending Deletion");
     }
-    let mz_pending = ok(c.call(
-        "POST",
-        "/kms-key",
-        Some(&json!({"name": "mz2", "multi-zone": true})),
-    ));
-    let mz_pending = mz_pending["id"].as_str().expect("id");
+    let mz_pending = &c.create_multi_zone_key("mz2");
     ok(post(
         &c,
         mz_pending,

@@ -271,10 +271,7 @@ fn a_stopped_daemon_times_out_and_a_killed_ones_socket_is_reported_then_replaced
 
     // A killed daemon leaves its socket and a dead mount: reported, not waited for.
     signal(pid, "-KILL");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::process_gone_within(pid, Duration::from_secs(10));
     assert!(Path::new(&socket).exists(), "the killed daemon's socket");
     let (all, code) = status_json(&env, Some(&env.plain), &[]);
     assert_eq!(code, 1, "{all:#}");

@@ -355,11 +355,19 @@ impl KmsClient {
 
     /// Creates a key named `name` and returns its id; panics on failure.
     pub fn create_key(&self, name: &str) -> String {
-        let (status, key) = self.call(
-            "POST",
-            "/kms-key",
-            Some(&serde_json::json!({ "name": name })),
-        );
+        self.create_key_with(name, serde_json::json!({ "name": name }))
+    }
+
+    /// Creates a multi-zone key named `name` and returns its id; panics on failure.
+    pub fn create_multi_zone_key(&self, name: &str) -> String {
+        self.create_key_with(
+            name,
+            serde_json::json!({ "name": name, "multi-zone": true }),
+        )
+    }
+
+    fn create_key_with(&self, name: &str, body: Value) -> String {
+        let (status, key) = self.call("POST", "/kms-key", Some(&body));
         assert_eq!(status, 200, "create {name}: {key}");
         key["id"].as_str().expect("an id").to_string()
     }

@@ -391,3 +391,16 @@ pub fn run(program: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Waits up to `limit` for process `pid` to be gone; true when it is.
+pub fn process_gone_within(pid: impl Into<u64>, limit: Duration) -> bool {
+    let pid = pid.into();
+    let deadline = Instant::now() + limit;
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
